@@ -1,0 +1,416 @@
+//! Jobs in the catalog: the claim/lease/fence protocol of DESIGN.md "Job lifecycle".
+//! Every time is the catalog server's `now()`, so workers' clocks never need to agree, and
+//! every outcome write is fenced by the lease epoch (`WHERE id = $1 AND epoch = $2`).
+
+use super::Catalog;
+use crate::message::{JobKind, JobRequest, JobSpec};
+use crate::slug::TenantSlug;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRecord {
+    pub id: Uuid,
+    pub idempotency_key: String,
+    pub kind: String,
+    pub tenant: String,
+    pub payload: Value,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_after: DateTime<Utc>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub epoch: i64,
+    pub error: Option<String>,
+    pub outcome: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobRecord {
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed" | "dead")
+    }
+
+    /// The request this job was created from, as re-published by the sweep.
+    pub fn request(&self) -> Result<JobRequest> {
+        let spec: JobSpec = serde_json::from_value(self.payload.clone())
+            .with_context(|| format!("job {} has a payload this version cannot read", self.id))?;
+        Ok(JobRequest {
+            tenant: TenantSlug::parse(&self.tenant)?,
+            key: Some(self.idempotency_key.clone()),
+            spec,
+        })
+    }
+}
+
+const JOB_COLUMNS: &str = "id, idempotency_key, kind, tenant::text AS tenant, payload, status, attempts, max_attempts,
+    run_after, lease_owner, lease_expires_at, epoch, error, outcome, created_at, updated_at, started_at, finished_at";
+
+/// A job to record: from a producer, or from a delivered message at claim time.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub key: String,
+    pub kind: JobKind,
+    pub tenant: TenantSlug,
+    pub payload: Value,
+    pub max_attempts: i32,
+}
+
+impl NewJob {
+    /// `fallback_key` is used when the request has none (e.g. the AMQP message id); else a fresh one.
+    pub fn from_request(req: &JobRequest, fallback_key: Option<String>, max_attempts: i32) -> Self {
+        let id = Uuid::now_v7();
+        Self {
+            id,
+            key: req
+                .key
+                .clone()
+                .or(fallback_key)
+                .unwrap_or_else(|| format!("auto:{id}")),
+            kind: req.kind(),
+            tenant: req.tenant.clone(),
+            payload: serde_json::to_value(&req.spec).expect("a job spec always serializes"),
+            max_attempts,
+        }
+    }
+}
+
+/// What a claim found.
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    /// This worker now holds the lease (`epoch` is its fencing token).
+    Claimed(JobRecord),
+    /// Already succeeded, failed or dead: nothing to do.
+    Finished(JobRecord),
+    /// Another worker holds a live lease.
+    HeldElsewhere(JobRecord),
+    /// Waiting for its retry time; the sweep dispatches it then.
+    NotDue(JobRecord),
+    /// The idempotency key belongs to a job of another kind or tenant.
+    KeyConflict(JobRecord),
+    /// Its attempts were used up (its workers kept dying); it is now `dead`.
+    Exhausted(JobRecord),
+}
+
+/// A queued job the sweep is about to publish.
+#[derive(Debug)]
+pub struct DispatchItem {
+    pub job: JobRecord,
+}
+
+/// Due jobs locked for dispatch; `commit` records that their messages were confirmed.
+pub struct DueBatch {
+    tx: Transaction<'static, Postgres>,
+    pub items: Vec<DispatchItem>,
+}
+
+impl DueBatch {
+    pub async fn commit(mut self) -> Result<()> {
+        let ids: Vec<Uuid> = self.items.iter().map(|i| i.job.id).collect();
+        sqlx::query(
+            "UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1, updated_at = now()
+             WHERE id = ANY($1)",
+        )
+        .bind(&ids)
+        .execute(&mut *self.tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Catalog {
+    /// Records a job from a producer (CLI, API). Same key => the existing job, unchanged.
+    /// Returns the job and whether it was created by this call.
+    pub async fn insert_job(&self, new: &NewJob) -> Result<(JobRecord, bool)> {
+        let inserted: Option<JobRecord> = sqlx::query_as(&format!(
+            "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
+             VALUES ($1, $2, $3, $4, $5, $6, now(), 1)
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(new.id)
+        .bind(&new.key)
+        .bind(new.kind.as_str())
+        .bind(new.tenant.as_str())
+        .bind(&new.payload)
+        .bind(new.max_attempts)
+        .fetch_optional(self.pool())
+        .await
+        .context("recording the job in the catalog")?;
+        match inserted {
+            Some(job) => Ok((job, true)),
+            None => Ok((self.job_by_key(&new.key).await?.context("job vanished after insert")?, false)),
+        }
+    }
+
+    /// The producer's publish failed: leave the job for the sweep to dispatch.
+    pub async fn mark_undispatched(&self, id: Uuid) -> Result<()> {
+        sqlx::query("UPDATE jobs SET dispatched_at = NULL WHERE id = $1 AND status = 'queued'")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Records (if new) and claims the job of a delivered message, in one transaction.
+    pub async fn claim_job(&self, new: &NewJob, owner: &str, lease: Duration) -> Result<ClaimOutcome> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
+             VALUES ($1, $2, $3, $4, $5, $6, now(), 1)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(new.id)
+        .bind(&new.key)
+        .bind(new.kind.as_str())
+        .bind(new.tenant.as_str())
+        .bind(&new.payload)
+        .bind(new.max_attempts)
+        .execute(&mut *tx)
+        .await?;
+        let (job, lease_live, due): (JobRecord, bool, bool) = {
+            let row = sqlx::query(&format!(
+                "SELECT {JOB_COLUMNS}, coalesce(lease_expires_at > now(), false) AS lease_live, run_after <= now() AS due
+                 FROM jobs WHERE idempotency_key = $1 FOR UPDATE"
+            ))
+            .bind(&new.key)
+            .fetch_one(&mut *tx)
+            .await?;
+            use sqlx::{FromRow, Row};
+            (JobRecord::from_row(&row)?, row.try_get("lease_live")?, row.try_get("due")?)
+        };
+        if job.kind != new.kind.as_str() || !job.tenant.eq_ignore_ascii_case(new.tenant.as_str()) {
+            return Ok(ClaimOutcome::KeyConflict(job));
+        }
+        let outcome = match job.status.as_str() {
+            "succeeded" | "failed" | "dead" => ClaimOutcome::Finished(job),
+            "running" if lease_live => ClaimOutcome::HeldElsewhere(job),
+            "queued" if !due => ClaimOutcome::NotDue(job),
+            _ if job.attempts >= job.max_attempts => {
+                let dead: JobRecord = sqlx::query_as(&format!(
+                    "UPDATE jobs SET status = 'dead', finished_at = now(), updated_at = now(),
+                            lease_owner = NULL, lease_expires_at = NULL, epoch = epoch + 1,
+                            error = format('gave up after %s attempts; last error: %s', attempts, coalesce(error, 'none recorded'))
+                     WHERE id = $1 RETURNING {JOB_COLUMNS}"
+                ))
+                .bind(job.id)
+                .fetch_one(&mut *tx)
+                .await?;
+                ClaimOutcome::Exhausted(dead)
+            }
+            _ => {
+                let claimed: JobRecord = sqlx::query_as(&format!(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2,
+                            lease_expires_at = now() + make_interval(secs => $3), epoch = epoch + 1,
+                            started_at = coalesce(started_at, now()), updated_at = now()
+                     WHERE id = $1 RETURNING {JOB_COLUMNS}"
+                ))
+                .bind(job.id)
+                .bind(owner)
+                .bind(secs(lease))
+                .fetch_one(&mut *tx)
+                .await?;
+                ClaimOutcome::Claimed(claimed)
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// A delivery waited too long for a free slot: make sure the job is recorded as queued
+    /// and undispatched so the sweep publishes it again, instead of holding the delivery.
+    pub async fn defer_job(&self, new: &NewJob) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (idempotency_key) DO UPDATE SET dispatched_at = NULL
+             WHERE jobs.status = 'queued'",
+        )
+        .bind(new.id)
+        .bind(&new.key)
+        .bind(new.kind.as_str())
+        .bind(new.tenant.as_str())
+        .bind(&new.payload)
+        .bind(new.max_attempts)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Extends the lease; `false` means it was lost (reaped, or the job was handed back).
+    pub async fn renew_lease(&self, id: Uuid, epoch: i64, lease: Duration) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
+             WHERE id = $1 AND epoch = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(epoch)
+        .bind(secs(lease))
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Fenced: `false` if this worker no longer holds the lease and nothing was written.
+    pub async fn finish_succeeded(&self, id: Uuid, epoch: i64, outcome: &Value) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'succeeded', outcome = $3, error = NULL, lease_owner = NULL,
+                    lease_expires_at = NULL, finished_at = now(), updated_at = now()
+             WHERE id = $1 AND epoch = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(epoch)
+        .bind(outcome)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Fenced terminal failure: `status` is `failed` (permanent error) or `dead` (out of attempts).
+    pub async fn finish_unsuccessful(&self, id: Uuid, epoch: i64, status: &str, error: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = $3, error = $4, lease_owner = NULL, lease_expires_at = NULL,
+                    finished_at = now(), updated_at = now()
+             WHERE id = $1 AND epoch = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(epoch)
+        .bind(status)
+        .bind(error)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Fenced: back to `queued` after `delay`; the sweep publishes it when due.
+    pub async fn schedule_retry(&self, id: Uuid, epoch: i64, error: &str, delay: Duration) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', error = $3, run_after = now() + make_interval(secs => $4),
+                    lease_owner = NULL, lease_expires_at = NULL, dispatched_at = NULL, updated_at = now()
+             WHERE id = $1 AND epoch = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(epoch)
+        .bind(error)
+        .bind(secs(delay))
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Fenced: a shutting-down worker gives the job back without spending an attempt.
+    pub async fn hand_back(&self, id: Uuid, epoch: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), run_after = now(),
+                    lease_owner = NULL, lease_expires_at = NULL, epoch = epoch + 1, dispatched_at = NULL,
+                    updated_at = now()
+             WHERE id = $1 AND epoch = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(epoch)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Requeues running jobs whose lease expired (their worker died); returns (id, lost owner).
+    pub async fn reap_expired_leases(&self) -> Result<Vec<(Uuid, Option<String>)>> {
+        let rows = sqlx::query_as(
+            "WITH expired AS (
+                SELECT id, lease_owner FROM jobs
+                WHERE status = 'running' AND lease_expires_at < now()
+                FOR UPDATE SKIP LOCKED)
+             UPDATE jobs j SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+                    epoch = j.epoch + 1, run_after = now(), dispatched_at = NULL, updated_at = now(),
+                    error = format('lease of worker %s expired (it crashed or lost the catalog)', e.lease_owner)
+             FROM expired e WHERE j.id = e.id
+             RETURNING j.id, e.lease_owner",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    /// Locks up to `limit` queued jobs that are due and not (recently) published. The
+    /// re-publish interval doubles per dispatch so a long queue is not flooded with copies.
+    pub async fn take_due_jobs(&self, limit: i64, redispatch_after: Duration) -> Result<DueBatch> {
+        let mut tx = self.pool().begin().await?;
+        let jobs: Vec<JobRecord> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE status = 'queued' AND run_after <= now()
+               AND (dispatched_at IS NULL
+                    OR dispatched_at < now() - make_interval(secs => $2 * power(2, least(greatest(dispatch_count - 1, 0), 6))))
+             ORDER BY run_after
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(limit)
+        .bind(secs(redispatch_after))
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(DueBatch {
+            tx,
+            items: jobs.into_iter().map(|job| DispatchItem { job }).collect(),
+        })
+    }
+
+    pub async fn job(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        Ok(sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn job_by_key(&self, key: &str) -> Result<Option<JobRecord>> {
+        Ok(sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"))
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    /// Newest first; optionally only one status and/or one tenant.
+    pub async fn jobs(&self, status: Option<&str>, tenant: Option<&str>, limit: i64) -> Result<Vec<JobRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR tenant = $2::citext)
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(status)
+        .bind(tenant)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn record_dead_letter(&self, queue: &str, reason: &str, body: &[u8], job_id: Option<Uuid>) -> Result<()> {
+        const MAX_BODY: usize = 64 * 1024;
+        sqlx::query("INSERT INTO dead_letters (queue, reason, body, job_id) VALUES ($1, $2, $3, $4)")
+            .bind(queue)
+            .bind(reason)
+            .bind(&body[..body.len().min(MAX_BODY)])
+            .bind(job_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn dead_letter_reasons(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT reason FROM dead_letters ORDER BY received_at")
+            .fetch_all(self.pool())
+            .await?)
+    }
+}

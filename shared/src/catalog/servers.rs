@@ -1,0 +1,82 @@
+//! Tenant servers in the catalog: the Postgres servers tenant databases live on. Admin URLs
+//! are stored encrypted; `display_url` is the redacted form shown to users.
+
+use super::Catalog;
+use crate::secrets::redact_url;
+use anyhow::{Context, Result};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ServerRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub region: Option<String>,
+    pub display_url: String,
+    pub is_default: bool,
+}
+
+impl Catalog {
+    /// Registers (or updates) the server named `default` from `PGFLEET_SERVER_URL`.
+    pub async fn register_default_server(&self, admin_url: &SecretString) -> Result<ServerRecord> {
+        let display = redact_url(admin_url.expose_secret());
+        let existing: Option<(Uuid, Vec<u8>)> =
+            sqlx::query_as("SELECT id, admin_url_ciphertext FROM tenant_servers WHERE name = 'default'")
+                .fetch_optional(self.pool())
+                .await?;
+        let unchanged = match &existing {
+            Some((_, sealed)) => self
+                .key()
+                .decrypt_string(sealed)
+                .is_ok_and(|stored| stored.expose_secret() == admin_url.expose_secret()),
+            None => false,
+        };
+        if !unchanged {
+            sqlx::query(
+                "INSERT INTO tenant_servers (name, display_url, admin_url_ciphertext, is_default)
+                 VALUES ('default', $1, $2, true)
+                 ON CONFLICT (name) DO UPDATE
+                 SET display_url = EXCLUDED.display_url,
+                     admin_url_ciphertext = EXCLUDED.admin_url_ciphertext,
+                     updated_at = now()",
+            )
+            .bind(&display)
+            .bind(self.key().encrypt_str(admin_url))
+            .execute(self.pool())
+            .await
+            .context("registering the default tenant server")?;
+        }
+        self.server_by_name("default").await
+    }
+
+    pub async fn server_by_name(&self, name: &str) -> Result<ServerRecord> {
+        sqlx::query_as("SELECT id, name::text, region, display_url, is_default FROM tenant_servers WHERE name = $1")
+            .bind(name)
+            .fetch_one(self.pool())
+            .await
+            .with_context(|| format!("tenant server {name:?} is not registered"))
+    }
+
+    /// The server for a new tenant: one registered for `region` if there is one, else the default.
+    pub async fn server_for_region(&self, region: Option<&str>) -> Result<ServerRecord> {
+        let found: Option<ServerRecord> = sqlx::query_as(
+            "SELECT id, name::text, region, display_url, is_default FROM tenant_servers
+             WHERE ($1::text IS NOT NULL AND region = $1) OR is_default
+             ORDER BY (region = $1) DESC NULLS LAST LIMIT 1",
+        )
+        .bind(region)
+        .fetch_optional(self.pool())
+        .await?;
+        found.context("no tenant server is registered; start a pgfleet process with PGFLEET_SERVER_URL set")
+    }
+
+    /// The decrypted admin URL of a server (for connecting to it; never for printing).
+    pub async fn server_admin_url(&self, server_id: Uuid) -> Result<SecretString> {
+        let sealed: Vec<u8> = sqlx::query_scalar("SELECT admin_url_ciphertext FROM tenant_servers WHERE id = $1")
+            .bind(server_id)
+            .fetch_one(self.pool())
+            .await
+            .with_context(|| format!("tenant server {server_id} is not in the catalog"))?;
+        self.key().decrypt_string(&sealed)
+    }
+}

@@ -1,0 +1,107 @@
+//! Tenants in the catalog. A row is written before anything exists on a tenant server, with
+//! the names and (encrypted) password the provision will use, so a replay reuses them.
+
+use super::Catalog;
+use crate::slug::TenantSlug;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TenantRecord {
+    pub id: Uuid,
+    pub slug: String,
+    pub status: String,
+    pub server_id: Uuid,
+    pub server: String,
+    pub region: Option<String>,
+    pub database_name: String,
+    pub role_name: String,
+    pub connection_limit: i32,
+    pub schema_version: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[sqlx(skip)]
+    password_ciphertext: Vec<u8>,
+}
+
+pub struct NewTenant<'a> {
+    pub slug: &'a TenantSlug,
+    pub region: Option<&'a str>,
+    pub server_id: Uuid,
+    pub database_name: String,
+    pub role_name: String,
+    pub password: SecretString,
+    pub connection_limit: i32,
+}
+
+const SELECT_TENANT: &str = "SELECT t.id, t.slug::text AS slug, t.status, t.server_id, s.name::text AS server, t.region,
+        t.database_name, t.role_name, t.connection_limit, t.schema_version, t.created_at, t.updated_at,
+        t.password_ciphertext
+   FROM tenants t JOIN tenant_servers s ON s.id = t.server_id";
+
+fn with_password(row: sqlx::postgres::PgRow) -> Result<TenantRecord> {
+    use sqlx::{FromRow, Row};
+    let mut record = TenantRecord::from_row(&row)?;
+    record.password_ciphertext = row.try_get("password_ciphertext")?;
+    Ok(record)
+}
+
+impl Catalog {
+    /// Inserts the tenant row unless one exists; returns the row as stored either way.
+    pub async fn ensure_tenant(&self, new: NewTenant<'_>) -> Result<TenantRecord> {
+        sqlx::query(
+            "INSERT INTO tenants (slug, region, server_id, database_name, role_name, password_ciphertext, connection_limit)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (slug) DO NOTHING",
+        )
+        .bind(new.slug.as_str())
+        .bind(new.region)
+        .bind(new.server_id)
+        .bind(&new.database_name)
+        .bind(&new.role_name)
+        .bind(self.key().encrypt_str(&new.password))
+        .bind(new.connection_limit)
+        .execute(self.pool())
+        .await
+        .with_context(|| format!("recording tenant {} in the catalog", new.slug))?;
+        self.tenant(new.slug)
+            .await?
+            .with_context(|| format!("tenant {} vanished from the catalog right after insert", new.slug))
+    }
+
+    pub async fn tenant(&self, slug: &TenantSlug) -> Result<Option<TenantRecord>> {
+        let row = sqlx::query(&format!("{SELECT_TENANT} WHERE t.slug = $1"))
+            .bind(slug.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(with_password).transpose()
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        let rows = sqlx::query(&format!("{SELECT_TENANT} ORDER BY t.slug"))
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter().map(with_password).collect()
+    }
+
+    /// The tenant role's password; only for connecting as the tenant or `tenant url`.
+    pub fn tenant_password(&self, tenant: &TenantRecord) -> Result<SecretString> {
+        self.key()
+            .decrypt_string(&tenant.password_ciphertext)
+            .with_context(|| format!("decrypting the password of tenant {}", tenant.slug))
+    }
+
+    pub async fn mark_tenant_active(&self, tenant_id: Uuid, schema_version: Option<i64>) -> Result<()> {
+        sqlx::query(
+            "UPDATE tenants SET status = 'active', schema_version = $2, updated_at = now()
+             WHERE id = $1 AND (status <> 'active' OR schema_version IS DISTINCT FROM $2)",
+        )
+        .bind(tenant_id)
+        .bind(schema_version)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! Configuration shared by every pgfleet process. The binary fills it from flags and their
+//! `PGFLEET_*` environment twins; tests build it directly. URLs that may carry a password
+//! are `SecretString`s, so `Debug` never prints them.
+
+use anyhow::{bail, Result};
+use secrecy::SecretString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_CATALOG_URL: &str = "postgres://postgres@127.0.0.1:5432/pgfleet";
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const DEFAULT_BACKUP_URL: &str = "file://./pgfleet-data/backups";
+pub const DEFAULT_TENANT_MIGRATIONS: &str = "migrations/tenant";
+pub const DEFAULT_NAMESPACE: &str = "pgfleet";
+
+/// Prefix of every exchange, queue and tenant database/role name of one install, so that
+/// installs (and tests) can share a broker and a Postgres server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// 1-24 characters of `a-z`, `0-9`, `_`, starting with a letter: short enough to leave
+    /// room for a slug in a 63-byte Postgres identifier, and safe in AMQP names.
+    pub fn parse(raw: &str) -> Result<Self> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 24
+            && raw.as_bytes()[0].is_ascii_lowercase()
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            bail!("invalid namespace {raw:?}: use 1-24 characters of a-z, 0-9 and '_', starting with a letter");
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn jobs_exchange(&self) -> String {
+        format!("{}.jobs", self.0)
+    }
+
+    pub fn kind_queue(&self, kind: crate::JobKind) -> String {
+        format!("{}.{}", self.0, kind.as_str())
+    }
+
+    /// Exchange and queue (same name) holding what could not be processed.
+    pub fn dead(&self) -> String {
+        format!("{}.dead", self.0)
+    }
+
+    /// Alternate exchange and queue of `<ns>.jobs`: messages whose routing key matches no
+    /// job kind land here instead of being dropped by the broker.
+    pub fn unroutable(&self) -> String {
+        format!("{}.unroutable", self.0)
+    }
+}
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where pgfleet's own state and the tenant servers are.
+pub struct Config {
+    pub catalog_url: SecretString,
+    pub amqp_url: SecretString,
+    /// Admin URL of the default tenant server, registered in the catalog at start.
+    pub server_url: SecretString,
+    pub namespace: Namespace,
+    /// Folder of tenant migrations; `None` means the default folder if it exists, else
+    /// the example schema built into the binary.
+    pub tenant_migrations: Option<PathBuf>,
+    /// Connection limit given to each new tenant role.
+    pub tenant_connection_limit: i32,
+}
+
+/// How a worker process runs jobs.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// Jobs run at once by this process (also the AMQP prefetch).
+    pub concurrency: usize,
+    /// How long a claim is valid without renewal; renewed every third of it.
+    pub lease: Duration,
+    /// Attempts before a job is dead.
+    pub max_attempts: i32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How often this worker reaps expired leases and re-publishes due jobs.
+    pub sweep_interval: Duration,
+    /// On shutdown, how long running jobs may take before their leases are handed back.
+    pub shutdown_grace: Duration,
+    /// A delivery that waits this long for a free slot is handed back to the catalog
+    /// (acked, re-published later) so no delivery is held for the length of a job.
+    pub defer_after: Duration,
+    /// A queued job whose message the broker confirmed is re-published if still not
+    /// claimed after this long (doubling with each re-publish): the lost-message safety net.
+    pub redispatch_after: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            lease: Duration::from_secs(30),
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+            defer_after: Duration::from_secs(60),
+            redispatch_after: Duration::from_secs(300),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_validation() {
+        assert!(Namespace::parse("pgfleet").is_ok());
+        assert!(Namespace::parse("t_1a2b").is_ok());
+        for bad in ["", "Pg", "1a", "a.b", "a-b", "a b", &"a".repeat(25)] {
+            assert!(Namespace::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Job handlers, one file per kind, all with the same shape:
+//! `async fn run(ctx: &JobContext, tenant: &TenantSlug, spec…) -> Result<Outcome, JobError>`.
+//! Every handler is "make it so": it reads the actual state, acts on the difference only,
+//! and reports "already done" when there is none, so running it twice is harmless.
+
+pub mod provision;
+
+use crate::catalog::{Catalog, JobRecord};
+use crate::config::Namespace;
+use crate::error::JobError;
+use crate::message::JobSpec;
+use crate::servers::TenantServers;
+use crate::slug::TenantSlug;
+use crate::tenant_migrations::MigrationSet;
+use anyhow::Context;
+use std::sync::Arc;
+
+/// Everything a handler may use; one per worker process.
+#[derive(Clone)]
+pub struct JobContext {
+    pub catalog: Catalog,
+    pub servers: TenantServers,
+    pub namespace: Namespace,
+    pub tenant_migrations: Arc<MigrationSet>,
+    pub tenant_connection_limit: i32,
+    pub faults: FaultPoints,
+}
+
+/// What a handler did, recorded as the job's `outcome`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    /// One line for humans, e.g. "provisioned" or "already active".
+    pub summary: String,
+    /// Figures and facts (what was created, versions, bytes, …).
+    pub details: serde_json::Value,
+}
+
+impl Outcome {
+    pub fn new(summary: impl Into<String>, details: serde_json::Value) -> Self {
+        Self {
+            summary: summary.into(),
+            details,
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// Runs a claimed job with the handler of its kind.
+pub async fn run(ctx: &JobContext, job: &JobRecord) -> Result<Outcome, JobError> {
+    let request = job.request().map_err(JobError::Permanent)?;
+    match &request.spec {
+        JobSpec::Provision { region } => provision::run(ctx, &request.tenant, region.as_deref()).await,
+    }
+}
+
+/// Named points inside handlers where tests inject a failure, to prove that an interrupted
+/// job completes on retry. Empty (and free) in production.
+#[derive(Clone, Default)]
+pub struct FaultPoints(Option<Arc<dyn Fn(&str, &TenantSlug) -> anyhow::Result<()> + Send + Sync>>);
+
+impl FaultPoints {
+    pub fn new(hook: impl Fn(&str, &TenantSlug) -> anyhow::Result<()> + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(hook)))
+    }
+
+    pub fn check(&self, point: &str, tenant: &TenantSlug) -> Result<(), JobError> {
+        match &self.0 {
+            Some(hook) => hook(point, tenant)
+                .with_context(|| format!("injected fault at {point}"))
+                .map_err(JobError::Other),
+            None => Ok(()),
+        }
+    }
+}

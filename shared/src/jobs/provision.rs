@@ -1,0 +1,267 @@
+//! `provision`: a tenant's login role (generated password), its database owned by that role
+//! with no PUBLIC access, a connection limit, then the tenant migrations applied as the
+//! tenant's role, and the catalog row `active`. Each step checks the actual state first,
+//! so a provision interrupted between any two steps completes on the next attempt, and a
+//! provision of an active tenant changes nothing.
+
+use super::{JobContext, Outcome};
+use crate::catalog::{NewTenant, TenantRecord};
+use crate::error::{JobError, PermanentExt};
+use crate::secrets::{generate_password, scram_sha256_verifier, scram_verifier_matches};
+use crate::slug::{quote_ident, quote_literal, TenantSlug};
+use crate::tenant_migrations;
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tracing::info;
+
+/// Postgres SQLSTATEs for "already exists" races between two provisions of one tenant.
+const DUPLICATE_OBJECT: &str = "42710";
+const DUPLICATE_DATABASE: &str = "42P04";
+
+pub async fn run(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> Result<Outcome, JobError> {
+    let tenant = ensure_catalog_row(ctx, slug, region).await?;
+    if tenant.status == "deleted" || tenant.status == "deleting" {
+        return Err(JobError::Permanent(anyhow::anyhow!(
+            "tenant {slug} is {}; a deleted tenant's slug is not reused",
+            tenant.status
+        )));
+    }
+    let admin = ctx.servers.admin_pool(tenant.server_id).await?;
+
+    let role_changed = ensure_role(ctx, &admin, &tenant).await?;
+    ctx.faults.check("provision.after_role", slug)?;
+    let database_created = ensure_database(&admin, &tenant).await?;
+    ctx.faults.check("provision.after_database", slug)?;
+
+    let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
+    let applied = tenant_migrations::apply(&mut conn, &ctx.tenant_migrations).await?;
+    drop(conn);
+    ctx.faults.check("provision.after_migrations", slug)?;
+
+    let was_active = tenant.status == "active" && tenant.schema_version == applied.schema_version;
+    ctx.catalog
+        .mark_tenant_active(tenant.id, applied.schema_version)
+        .await?;
+
+    let nothing_done = was_active && role_changed.is_none() && !database_created && applied.applied.is_empty();
+    let summary = if nothing_done { "already active" } else { "provisioned" };
+    info!(tenant = %slug, summary, migrations = applied.applied.len(), "provision finished");
+    Ok(Outcome::new(
+        summary,
+        serde_json::json!({
+            "database": tenant.database_name,
+            "role": tenant.role_name,
+            "server": tenant.server,
+            "role_changes": role_changed,
+            "database_created": database_created,
+            "migrations_applied": applied.applied,
+            "schema_version": applied.schema_version,
+        }),
+    ))
+}
+
+/// The catalog row comes first: it fixes the server, names and password before anything
+/// exists on the server, so every retry reuses them.
+async fn ensure_catalog_row(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> Result<TenantRecord, JobError> {
+    if let Some(existing) = ctx.catalog.tenant(slug).await? {
+        return Ok(existing);
+    }
+    let server = ctx.catalog.server_for_region(region).await.permanent()?;
+    let name = object_name(ctx.namespace.as_str(), slug);
+    Ok(ctx
+        .catalog
+        .ensure_tenant(NewTenant {
+            slug,
+            region,
+            server_id: server.id,
+            database_name: name.clone(),
+            role_name: name,
+            password: generate_password(),
+            connection_limit: ctx.tenant_connection_limit,
+        })
+        .await?)
+}
+
+/// Database and role name of a tenant: `<namespace>_<slug>`, so installs sharing a server
+/// never collide; when that exceeds Postgres's 63-byte identifiers, a shortened slug plus a
+/// hash of the full one keeps it unique.
+pub fn object_name(namespace: &str, slug: &TenantSlug) -> String {
+    let full = format!("{namespace}_{slug}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = Sha256::digest(slug.as_str().as_bytes());
+    let suffix: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let keep = 63 - namespace.len() - 1 - 1 - suffix.len();
+    format!("{namespace}_{}_{suffix}", &slug.as_str()[..keep])
+}
+
+#[derive(sqlx::FromRow)]
+struct RoleState {
+    rolcanlogin: bool,
+    rolsuper: bool,
+    rolcreatedb: bool,
+    rolcreaterole: bool,
+    rolconnlimit: i32,
+    /// `None` when the admin may not read `pg_authid` (not a superuser).
+    rolpassword: Option<String>,
+}
+
+/// Makes the login role exist with the stored password and limits. Returns what changed
+/// (`None` when nothing did).
+async fn ensure_role(ctx: &JobContext, admin: &PgPool, tenant: &TenantRecord) -> Result<Option<&'static str>, JobError> {
+    let password = ctx.catalog.tenant_password(tenant)?;
+    let role = quote_ident(&tenant.role_name);
+    let limit = tenant.connection_limit;
+    let state = match read_role(admin, &tenant.role_name).await? {
+        Some(state) => state,
+        None => {
+            let verifier = scram_sha256_verifier(&password);
+            let create = format!(
+                "CREATE ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {limit} PASSWORD {}",
+                quote_literal(verifier.expose_secret())
+            );
+            match sqlx::raw_sql(&create).execute(admin).await {
+                Ok(_) => {
+                    comment(admin, "ROLE", &role, &tenant.slug).await?;
+                    return Ok(Some("created"));
+                }
+                // A concurrent provision created it first: check what it made.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(DUPLICATE_OBJECT) => read_role(admin, &tenant.role_name)
+                    .await?
+                    .with_context(|| format!("role {} exists and yet is not found", tenant.role_name))?,
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("creating role {}", tenant.role_name)).into()),
+            }
+        }
+    };
+    let password_ok = match &state.rolpassword {
+        Some(stored) => scram_verifier_matches(&password, stored),
+        None => false,
+    };
+    let attributes_ok = state.rolcanlogin && !state.rolsuper && !state.rolcreatedb && !state.rolcreaterole && state.rolconnlimit == limit;
+    if password_ok && attributes_ok {
+        return Ok(None);
+    }
+    let verifier = scram_sha256_verifier(&password);
+    let alter = format!(
+        "ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {limit} PASSWORD {}",
+        quote_literal(verifier.expose_secret())
+    );
+    sqlx::raw_sql(&alter)
+        .execute(admin)
+        .await
+        .with_context(|| format!("updating role {}", tenant.role_name))?;
+    Ok(Some("updated"))
+}
+
+async fn read_role(admin: &PgPool, role: &str) -> Result<Option<RoleState>, JobError> {
+    let with_password = sqlx::query_as::<_, RoleState>(
+        "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolconnlimit, rolpassword FROM pg_authid WHERE rolname = $1",
+    )
+    .bind(role)
+    .fetch_optional(admin)
+    .await;
+    match with_password {
+        Ok(state) => Ok(state),
+        // Not a superuser (e.g. a managed service's admin role): no password to compare,
+        // so the password is set again, which is harmless.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => Ok(sqlx::query_as::<_, RoleState>(
+            "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolconnlimit, NULL::text AS rolpassword
+             FROM pg_roles WHERE rolname = $1",
+        )
+        .bind(role)
+        .fetch_optional(admin)
+        .await
+        .context("reading the tenant role")?),
+        Err(e) => Err(anyhow::Error::new(e).context("reading the tenant role").into()),
+    }
+}
+
+async fn comment(admin: &PgPool, object: &str, quoted_name: &str, slug: &str) -> Result<(), JobError> {
+    let sql = format!(
+        "COMMENT ON {object} {quoted_name} IS {}",
+        quote_literal(&format!("pgfleet tenant {slug}"))
+    );
+    sqlx::raw_sql(&sql).execute(admin).await.context("commenting the tenant's objects")?;
+    Ok(())
+}
+
+/// Makes the database exist, owned by the tenant role, with no PUBLIC privileges.
+/// Returns whether it was created. A database of that name owned by anyone else is never
+/// adopted.
+async fn ensure_database(admin: &PgPool, tenant: &TenantRecord) -> Result<bool, JobError> {
+    let database = quote_ident(&tenant.database_name);
+    let mut created = false;
+    let mut owner = database_owner(admin, &tenant.database_name).await?;
+    if owner.is_none() {
+        let create = format!("CREATE DATABASE {database} OWNER {}", quote_ident(&tenant.role_name));
+        match sqlx::raw_sql(&create).execute(admin).await {
+            Ok(_) => {
+                comment(admin, "DATABASE", &database, &tenant.slug).await?;
+                created = true;
+                owner = Some(tenant.role_name.clone());
+            }
+            // A concurrent provision created it first: check what it made.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(DUPLICATE_DATABASE) => {
+                owner = database_owner(admin, &tenant.database_name).await?;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("creating database {}", tenant.database_name))
+                    .into())
+            }
+        }
+    }
+    match owner {
+        Some(owner) if owner == tenant.role_name => {}
+        None => return Err(anyhow::anyhow!("database {} vanished while being created", tenant.database_name).into()),
+        Some(owner) => {
+            return Err(JobError::Permanent(anyhow::anyhow!(
+                "database {} already exists and is owned by {owner}, not by the tenant role {}; pgfleet never adopts a database it did not create — rename or drop it, then retry",
+                tenant.database_name,
+                tenant.role_name
+            )))
+        }
+    }
+    let public_has_access: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                        WHERE d.datname = $1 AND a.grantee = 0)",
+    )
+    .bind(&tenant.database_name)
+    .fetch_one(admin)
+    .await
+    .context("reading the tenant database's privileges")?;
+    if public_has_access {
+        sqlx::raw_sql(&format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"))
+            .execute(admin)
+            .await
+            .context("revoking PUBLIC access to the tenant database")?;
+    }
+    Ok(created)
+}
+
+async fn database_owner(admin: &PgPool, database: &str) -> Result<Option<String>, JobError> {
+    Ok(sqlx::query_scalar("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1")
+        .bind(database)
+        .fetch_optional(admin)
+        .await
+        .context("reading the tenant database")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_fit_postgres_identifiers() {
+        let short = TenantSlug::parse("acme-corp").unwrap();
+        assert_eq!(object_name("pgfleet", &short), "pgfleet_acme-corp");
+        let long_a = TenantSlug::parse(&format!("a{}", "b".repeat(62))).unwrap();
+        let long_b = TenantSlug::parse(&format!("a{}c", "b".repeat(61))).unwrap();
+        let (a, b) = (object_name("pgfleet", &long_a), object_name("pgfleet", &long_b));
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,31 @@
+//! pgfleet: a control plane for database-per-tenant PostgreSQL.
+//!
+//! Producers (application code, the CLI, the HTTP API, the scheduler) publish jobs to
+//! RabbitMQ (`queue`, contract in `message`). Workers (`worker`) consume them, claim each
+//! in the catalog (`catalog`) under a lease with a fencing epoch, ack, and run the job's
+//! handler (`jobs::*`, one file per kind) against tenant servers (`servers`). The catalog is
+//! the source of truth: a job is done once however often its message is delivered, and an
+//! outcome is written only by the worker that still holds the lease.
+//!
+//! Invariants: a tenant slug is validated once at the edge into `TenantSlug` and identifiers
+//! built from it are quoted; credentials are stored encrypted (`secrets`) and never logged;
+//! every handler is safe to run twice.
+
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod jobs;
+pub mod message;
+pub mod producer;
+pub mod queue;
+pub mod secrets;
+pub mod servers;
+pub mod services;
+pub mod slug;
+pub mod tenant_migrations;
+pub mod worker;
+
+pub use config::{Config, Namespace, WorkerSettings};
+pub use error::JobError;
+pub use message::{JobKind, JobRequest, JobSpec};
+pub use slug::TenantSlug;

@@ -1,0 +1,218 @@
+//! The message contract (DESIGN.md "Messages"): what any application publishes to
+//! `<ns>.jobs`, and its parsing into a `JobRequest`. Parsing is the edge: everything that
+//! is not a well-formed request for a known kind with a valid slug is refused here, with a
+//! reason that ends up in `<ns>.dead`.
+
+use crate::slug::TenantSlug;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The kinds of job this version of pgfleet runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Provision,
+}
+
+impl JobKind {
+    pub const ALL: &'static [JobKind] = &[JobKind::Provision];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Provision => "provision",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.as_str() == raw)
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kind-specific fields, as stored in the job's `payload`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JobSpec {
+    Provision {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+    },
+}
+
+impl JobSpec {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobSpec::Provision { .. } => JobKind::Provision,
+        }
+    }
+}
+
+/// A understood job request: the validated form of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRequest {
+    pub tenant: TenantSlug,
+    pub key: Option<String>,
+    pub spec: JobSpec,
+}
+
+impl JobRequest {
+    pub fn kind(&self) -> JobKind {
+        self.spec.kind()
+    }
+
+    /// The JSON body pgfleet's own producers publish.
+    pub fn to_body(&self) -> Vec<u8> {
+        let mut body = match serde_json::to_value(&self.spec) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        body.insert("tenant".into(), Value::String(self.tenant.to_string()));
+        if let Some(key) = &self.key {
+            body.insert("key".into(), Value::String(key.clone()));
+        }
+        serde_json::to_vec(&body).expect("a JSON map always serializes")
+    }
+}
+
+/// Why a message was refused; the text goes to the `x-pgfleet-reason` header and the catalog.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    #[error("body is not UTF-8 JSON: {0}")]
+    NotJson(String),
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    #[error("missing required field `{0}`")]
+    MissingField(&'static str),
+    #[error("field `{0}` must be a string")]
+    NotAString(&'static str),
+    #[error("unknown job kind {0:?} (known: provision)")]
+    UnknownKind(String),
+    #[error("kind {body:?} in the body does not match routing key {routing_key:?}")]
+    KindMismatch { body: String, routing_key: String },
+    #[error(transparent)]
+    InvalidSlug(#[from] crate::slug::InvalidSlug),
+    #[error("invalid field `{field}`: {why}")]
+    InvalidField { field: &'static str, why: String },
+}
+
+const MAX_KEY_LEN: usize = 200;
+
+/// Parses a delivered body. `routing_key` is the key it was published with, when known.
+pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobRequest, MessageError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
+    let Value::Object(map) = value else {
+        return Err(MessageError::NotAnObject);
+    };
+    let kind_raw = required_str(&map, "kind")?;
+    let kind = JobKind::parse(kind_raw).ok_or_else(|| MessageError::UnknownKind(truncate(kind_raw)))?;
+    if let Some(rk) = routing_key {
+        if rk != kind_raw {
+            return Err(MessageError::KindMismatch {
+                body: truncate(kind_raw),
+                routing_key: truncate(rk),
+            });
+        }
+    }
+    let tenant = TenantSlug::parse(required_str(&map, "tenant")?)?;
+    let key = match map.get("key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_KEY_LEN && !k.chars().any(char::is_control) => {
+            Some(k.clone())
+        }
+        Some(Value::String(_)) => {
+            return Err(MessageError::InvalidField {
+                field: "key",
+                why: format!("must be 1-{MAX_KEY_LEN} characters without control characters"),
+            })
+        }
+        Some(_) => return Err(MessageError::NotAString("key")),
+    };
+    let spec = match kind {
+        JobKind::Provision => JobSpec::Provision {
+            region: optional_region(&map)?,
+        },
+    };
+    Ok(JobRequest { tenant, key, spec })
+}
+
+fn required_str<'a>(map: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, MessageError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Err(MessageError::MissingField(field)),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(MessageError::NotAString(field)),
+    }
+}
+
+/// Regions name tenant servers; same alphabet as slugs, shorter.
+pub fn validate_region(region: &str) -> Result<(), MessageError> {
+    let ok = (1..=32).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(MessageError::InvalidField {
+            field: "region",
+            why: "must be 1-32 characters of a-z, 0-9 and '-'".into(),
+        })
+    }
+}
+
+fn optional_region(map: &Map<String, Value>) -> Result<Option<String>, MessageError> {
+    match map.get("region") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(r)) => {
+            validate_region(r)?;
+            Ok(Some(r.clone()))
+        }
+        Some(_) => Err(MessageError::NotAString("region")),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_signup() {
+        let req = parse_message(
+            br#"{"kind":"provision","tenant":"acme-corp","key":"signup-8841","region":"eu-1","extra":1}"#,
+            Some("provision"),
+        )
+        .unwrap();
+        assert_eq!(req.tenant.as_str(), "acme-corp");
+        assert_eq!(req.key.as_deref(), Some("signup-8841"));
+        assert_eq!(req.spec, JobSpec::Provision { region: Some("eu-1".into()) });
+        assert_eq!(parse_message(&req.to_body(), Some("provision")).unwrap(), req);
+    }
+
+    #[test]
+    fn refuses_bad_messages_with_reasons() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"not json", "not UTF-8 JSON"),
+            (b"[1]", "not a JSON object"),
+            (br#"{"tenant":"acme"}"#, "missing required field `kind`"),
+            (br#"{"kind":"provision"}"#, "missing required field `tenant`"),
+            (br#"{"kind":"explode","tenant":"acme"}"#, "unknown job kind"),
+            (br#"{"kind":"provision","tenant":"x\"; drop database postgres; --"}"#, "invalid tenant slug"),
+            (br#"{"kind":"provision","tenant":7}"#, "must be a string"),
+            (br#"{"kind":"provision","tenant":"acme","region":"../x"}"#, "invalid field `region`"),
+        ];
+        for (body, expected) in cases {
+            let err = parse_message(body, Some("provision")).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} should contain {expected}");
+        }
+        let err = parse_message(br#"{"kind":"provision","tenant":"acme"}"#, Some("backup")).unwrap_err();
+        assert!(matches!(err, MessageError::KindMismatch { .. }));
+    }
+}

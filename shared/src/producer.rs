@@ -1,0 +1,89 @@
+//! Enqueuing jobs from pgfleet's own producers (CLI, API): record the job in the catalog,
+//! then publish it with a confirm. If the broker is unreachable the job stays queued and a
+//! worker's sweep publishes it, so an accepted job is never lost.
+
+use crate::catalog::{Catalog, JobRecord, NewJob};
+use crate::message::JobRequest;
+use crate::queue::{Outgoing, Publisher};
+use anyhow::Result;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+use uuid::Uuid;
+
+pub struct Producer {
+    catalog: Catalog,
+    publisher: Arc<Publisher>,
+    max_attempts: i32,
+}
+
+pub struct Enqueued {
+    pub job: JobRecord,
+    /// `false` when the key matched an existing job.
+    pub created: bool,
+    /// `false` when the broker could not be reached; a worker's sweep will publish it.
+    pub published: bool,
+}
+
+impl Producer {
+    pub fn new(catalog: Catalog, publisher: Arc<Publisher>, max_attempts: i32) -> Self {
+        Self {
+            catalog,
+            publisher,
+            max_attempts,
+        }
+    }
+
+    pub async fn enqueue(&self, request: &JobRequest) -> Result<Enqueued> {
+        let new = NewJob::from_request(request, None, self.max_attempts);
+        let (job, created) = self.catalog.insert_job(&new).await?;
+        // An existing job that is still queued is published again in case its message was
+        // lost; the claim makes the duplicate harmless.
+        let published = if created || job.status == "queued" {
+            let message = Outgoing::job(self.publisher.namespace(), &job.request()?);
+            match self.publisher.publish(message).await {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(job_id = %job.id, error = %format!("{e:#}"), "job recorded but not published; a worker's sweep will dispatch it");
+                    self.catalog.mark_undispatched(job.id).await?;
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        Ok(Enqueued { job, created, published })
+    }
+}
+
+/// Polls the catalog until every job is finished (succeeded, failed or dead), calling
+/// `progress` whenever the counts change. Returns the final records.
+pub async fn wait_for_jobs(
+    catalog: &Catalog,
+    ids: &[Uuid],
+    timeout: Option<Duration>,
+    mut progress: impl FnMut(&[JobRecord]),
+) -> Result<Vec<JobRecord>> {
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut last_finished = usize::MAX;
+    loop {
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = catalog.job(*id).await? {
+                jobs.push(job);
+            }
+        }
+        let finished = jobs.iter().filter(|j| j.is_finished()).count();
+        if finished != last_finished {
+            progress(&jobs);
+            last_finished = finished;
+        }
+        if finished == ids.len() {
+            return Ok(jobs);
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            anyhow::bail!("timed out waiting for {} of {} jobs", ids.len() - finished, ids.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

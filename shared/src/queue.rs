@@ -1,0 +1,243 @@
+//! RabbitMQ: the topology every process declares (DESIGN.md "Messages"), connecting with a
+//! heartbeat, and a `Publisher` that waits for the broker's confirm on every message and
+//! reconnects on the next call after any failure.
+
+use crate::config::Namespace;
+use crate::message::{JobKind, JobRequest};
+use anyhow::{bail, Context, Result};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use secrecy::{ExposeSecret, SecretString};
+use std::str::FromStr;
+use tokio::sync::Mutex;
+
+/// Heartbeat used when the URL does not set one: a dead broker or network is noticed in
+/// about twice this, rather than the broker's default of a minute or more.
+const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+
+/// Deliveries of one message before the broker itself dead-letters it (a message that
+/// crashes every worker before it is acked).
+const DELIVERY_LIMIT: i64 = 20;
+
+pub const REASON_HEADER: &str = "x-pgfleet-reason";
+
+pub async fn connect(url: &SecretString, connection_name: &str) -> Result<Connection> {
+    let mut uri = lapin::uri::AMQPUri::from_str(url.expose_secret())
+        .map_err(|_| anyhow::anyhow!("PGFLEET_AMQP_URL is not a valid amqp:// URL"))?;
+    if uri.query.heartbeat.is_none() {
+        uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
+    }
+    let shown = format!("amqp://{}:{}{}", uri.authority.host, uri.authority.port, "/");
+    let props = ConnectionProperties::default().with_connection_name(connection_name.into());
+    Connection::connect_uri(uri, props)
+        .await
+        .with_context(|| format!("cannot connect to RabbitMQ at {shown}; is it running and PGFLEET_AMQP_URL right?"))
+}
+
+fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert(ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// Declares exchanges, queues and bindings. Idempotent; every process runs it at start
+/// and after each reconnect.
+pub async fn declare_topology(channel: &Channel, ns: &Namespace) -> Result<()> {
+    let durable_exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let durable_queue = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let quorum = ("x-queue-type", long("quorum"));
+
+    for aux in [ns.dead(), ns.unroutable()] {
+        channel
+            .exchange_declare(aux.as_str().into(), ExchangeKind::Fanout, durable_exchange, FieldTable::default())
+            .await?;
+        channel
+            .queue_declare(aux.as_str().into(), durable_queue, table(&[quorum.clone()]))
+            .await?;
+        channel
+            .queue_bind(aux.as_str().into(), aux.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .await?;
+    }
+    channel
+        .exchange_declare(
+            ns.jobs_exchange().as_str().into(),
+            ExchangeKind::Topic,
+            durable_exchange,
+            table(&[("alternate-exchange", long(&ns.unroutable()))]),
+        )
+        .await
+        .context("declaring the jobs exchange")?;
+    for kind in JobKind::ALL {
+        let queue = ns.kind_queue(*kind);
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                durable_queue,
+                table(&[
+                    quorum.clone(),
+                    ("x-dead-letter-exchange", long(&ns.dead())),
+                    ("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)),
+                ]),
+            )
+            .await
+            .with_context(|| format!("declaring queue {queue}"))?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                ns.jobs_exchange().as_str().into(),
+                kind.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// A message to publish, with the broker's confirm awaited.
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+}
+
+impl Outgoing {
+    pub fn job(ns: &Namespace, req: &JobRequest) -> Self {
+        Self {
+            exchange: ns.jobs_exchange(),
+            routing_key: req.kind().as_str().to_owned(),
+            body: req.to_body(),
+            properties: persistent_json(),
+        }
+    }
+
+    /// A copy of a message for `<ns>.dead`, carrying why it could not be processed.
+    pub fn dead(ns: &Namespace, body: &[u8], reason: &str, from_queue: &str, routing_key: &str) -> Self {
+        let headers = table(&[
+            (REASON_HEADER, long(reason)),
+            ("x-pgfleet-queue", long(from_queue)),
+            ("x-pgfleet-routing-key", long(routing_key)),
+        ]);
+        Self {
+            exchange: ns.dead(),
+            routing_key: routing_key.to_owned(),
+            body: body.to_vec(),
+            properties: persistent_json().with_headers(headers),
+        }
+    }
+}
+
+fn persistent_json() -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+}
+
+/// Publishes with publisher confirms. Holds one connection and channel, rebuilt on the
+/// next call after a failure; safe to share between tasks.
+pub struct Publisher {
+    url: SecretString,
+    ns: Namespace,
+    name: String,
+    state: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl Publisher {
+    pub fn new(url: SecretString, ns: Namespace, name: impl Into<String>) -> Self {
+        Self {
+            url,
+            ns,
+            name: name.into(),
+            state: Mutex::new(None),
+        }
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    async fn channel(&self) -> Result<Channel> {
+        let mut state = self.state.lock().await;
+        if let Some((conn, channel)) = state.as_ref() {
+            if conn.status().connected() && channel.status().connected() {
+                return Ok(channel.clone());
+            }
+        }
+        *state = None;
+        let conn = connect(&self.url, &self.name).await?;
+        let channel = conn.create_channel().await?;
+        declare_topology(&channel, &self.ns).await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        *state = Some((conn, channel.clone()));
+        Ok(channel)
+    }
+
+    async fn forget(&self) {
+        if let Some((conn, _)) = self.state.lock().await.take() {
+            let _ = conn.close(0, "reconnecting".into()).await;
+        }
+    }
+
+    /// Publishes all messages, then waits for every confirm; fails unless all were acked.
+    pub async fn publish_all(&self, messages: Vec<Outgoing>) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let result = self.try_publish_all(messages).await;
+        if result.is_err() {
+            self.forget().await;
+        }
+        result
+    }
+
+    async fn try_publish_all(&self, messages: Vec<Outgoing>) -> Result<()> {
+        let channel = self.channel().await?;
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in messages {
+            let confirm = channel
+                .basic_publish(
+                    m.exchange.as_str().into(),
+                    m.routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &m.body,
+                    m.properties,
+                )
+                .await
+                .context("publishing to RabbitMQ")?;
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            let confirmation = confirm.await.context("waiting for RabbitMQ's publisher confirm")?;
+            if confirmation.is_nack() {
+                bail!("RabbitMQ refused (nacked) a published message; check the broker's logs and disk/memory alarms");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn publish(&self, message: Outgoing) -> Result<()> {
+        self.publish_all(vec![message]).await
+    }
+
+    pub async fn close(&self) {
+        if let Some((conn, _)) = self.state.lock().await.take() {
+            let _ = conn.close(200, "bye".into()).await;
+        }
+    }
+}

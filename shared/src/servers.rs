@@ -1,0 +1,96 @@
+//! Connections to tenant servers (the self-hosted provider): an admin pool per server, built
+//! on first use from the catalog's encrypted admin URL, and connections as a tenant's own
+//! role. Statement logging is off on these connections: role DDL carries password verifiers.
+
+use crate::catalog::{Catalog, TenantRecord};
+use anyhow::{Context, Result};
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+struct Server {
+    admin: PgPool,
+    options: PgConnectOptions,
+}
+
+/// Admin pools per tenant server; cheap to clone.
+#[derive(Clone)]
+pub struct TenantServers {
+    catalog: Catalog,
+    max_admin_connections: u32,
+    servers: Arc<Mutex<HashMap<Uuid, Arc<Server>>>>,
+}
+
+impl TenantServers {
+    pub fn new(catalog: Catalog, max_admin_connections: u32) -> Self {
+        Self {
+            catalog,
+            max_admin_connections,
+            servers: Arc::default(),
+        }
+    }
+
+    async fn server(&self, server_id: Uuid) -> Result<Arc<Server>> {
+        let mut servers = self.servers.lock().await;
+        if let Some(server) = servers.get(&server_id) {
+            return Ok(server.clone());
+        }
+        let url = self.catalog.server_admin_url(server_id).await?;
+        let options = PgConnectOptions::from_str(url.expose_secret())
+            .with_context(|| format!("the admin URL of tenant server {server_id} is not a valid Postgres URL"))?
+            .log_statements(tracing::log::LevelFilter::Off)
+            .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(60));
+        let admin = PgPoolOptions::new()
+            .max_connections(self.max_admin_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .idle_timeout(Duration::from_secs(120))
+            .connect_lazy_with(options.clone());
+        let server = Arc::new(Server { admin, options });
+        servers.insert(server_id, server.clone());
+        Ok(server)
+    }
+
+    /// Pool of admin connections to the server's maintenance database.
+    pub async fn admin_pool(&self, server_id: Uuid) -> Result<PgPool> {
+        Ok(self.server(server_id).await?.admin.clone())
+    }
+
+    /// Connect options for the tenant's own role on its own database.
+    pub async fn tenant_options(&self, tenant: &TenantRecord) -> Result<PgConnectOptions> {
+        let server = self.server(tenant.server_id).await?;
+        let password = self.catalog.tenant_password(tenant)?;
+        Ok(server
+            .options
+            .clone()
+            .username(&tenant.role_name)
+            .password(password.expose_secret())
+            .database(&tenant.database_name))
+    }
+
+    /// A connection as the tenant's role to its database.
+    pub async fn connect_as_tenant(&self, tenant: &TenantRecord) -> Result<PgConnection> {
+        let options = self.tenant_options(tenant).await?;
+        PgConnection::connect_with(&options)
+            .await
+            .with_context(|| format!("connecting to database {} as tenant role {}", tenant.database_name, tenant.role_name))
+    }
+
+    /// The tenant's own connection URL (with its password): for `pgfleet tenant url` only.
+    pub async fn tenant_url(&self, tenant: &TenantRecord) -> Result<secrecy::SecretString> {
+        let admin = self.catalog.server_admin_url(tenant.server_id).await?;
+        let mut url = url::Url::parse(admin.expose_secret()).context("the server's admin URL is not a URL")?;
+        let password = self.catalog.tenant_password(tenant)?;
+        url.set_username(&tenant.role_name)
+            .map_err(|_| anyhow::anyhow!("cannot put the role name in the server URL"))?;
+        url.set_password(Some(password.expose_secret()))
+            .map_err(|_| anyhow::anyhow!("cannot put the password in the server URL"))?;
+        url.set_path(&format!("/{}", tenant.database_name));
+        Ok(url.to_string().into())
+    }
+}

@@ -1,0 +1,48 @@
+//! Start-up wiring shared by every command: open (create, migrate) the catalog, register
+//! the default tenant server, load the tenant migrations, and build a `JobContext`.
+
+use crate::catalog::Catalog;
+use crate::config::{Config, WorkerSettings};
+use crate::jobs::{FaultPoints, JobContext};
+use crate::queue::Publisher;
+use crate::producer::Producer;
+use crate::secrets::SecretKey;
+use crate::servers::TenantServers;
+use crate::tenant_migrations::MigrationSet;
+use anyhow::Result;
+use std::sync::Arc;
+
+pub struct Services {
+    pub catalog: Catalog,
+    pub servers: TenantServers,
+}
+
+impl Services {
+    /// `pool_size` bounds connections to the catalog and to each tenant server.
+    pub async fn open(config: &Config, key: SecretKey, pool_size: u32) -> Result<Self> {
+        let catalog = Catalog::open(&config.catalog_url, Arc::new(key), pool_size).await?;
+        catalog.register_default_server(&config.server_url).await?;
+        let servers = TenantServers::new(catalog.clone(), pool_size);
+        Ok(Self { catalog, servers })
+    }
+
+    pub fn job_context(&self, config: &Config, migrations: MigrationSet, faults: FaultPoints) -> JobContext {
+        JobContext {
+            catalog: self.catalog.clone(),
+            servers: self.servers.clone(),
+            namespace: config.namespace.clone(),
+            tenant_migrations: Arc::new(migrations),
+            tenant_connection_limit: config.tenant_connection_limit,
+            faults,
+        }
+    }
+
+    pub fn producer(&self, config: &Config, settings: &WorkerSettings) -> Producer {
+        let publisher = Arc::new(Publisher::new(
+            config.amqp_url.clone(),
+            config.namespace.clone(),
+            "pgfleet producer",
+        ));
+        Producer::new(self.catalog.clone(), publisher, settings.max_attempts)
+    }
+}
