@@ -1,5 +1,5 @@
-//! Start-up wiring shared by every command: open (create, migrate) the catalog, register
-//! the default tenant server, load the tenant migrations, and build a `JobContext`.
+//! Start-up wiring shared by every command: open (create, migrate) the catalog and build
+//! the `JobContext` workers run handlers with, or a `Producer` for enqueuing.
 
 use crate::catalog::Catalog;
 use crate::config::{Config, WorkerSettings};
@@ -21,7 +21,6 @@ impl Services {
     /// `pool_size` bounds connections to the catalog and to each tenant server.
     pub async fn open(config: &Config, key: SecretKey, pool_size: u32) -> Result<Self> {
         let catalog = Catalog::open(&config.catalog_url, Arc::new(key), pool_size).await?;
-        catalog.register_default_server(&config.server_url).await?;
         let servers = TenantServers::new(catalog.clone(), pool_size);
         Ok(Self { catalog, servers })
     }

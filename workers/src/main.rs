@@ -1,1 +1,249 @@
-fn main(){}
+//! The `pgfleet` binary: parses flags, builds the services from `pgfleet_shared`, and runs
+//! one command. Logic lives in the library.
+
+mod cli;
+mod output;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use cli::{Cli, Command, GlobalArgs, JobsCommand, LogFormat, TenantCommand, WorkerArgs};
+use pgfleet_shared::jobs::FaultPoints;
+use pgfleet_shared::producer::wait_for_jobs;
+use pgfleet_shared::secrets::SecretKey;
+use pgfleet_shared::services::Services;
+use pgfleet_shared::tenant_migrations::MigrationSet;
+use pgfleet_shared::worker::Worker;
+use pgfleet_shared::{Config, JobRequest, JobSpec, Namespace, TenantSlug, WorkerSettings};
+use secrecy::ExposeSecret;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let long_running = matches!(cli.command, Command::Up(_) | Command::Worker(_));
+    let default = if long_running { "info,sqlx=warn,lapin=warn" } else { "warn" };
+    let filter = EnvFilter::try_from_env("PGFLEET_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.global.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::SecretKey => {
+            println!("{}", SecretKey::generate().to_base64().expose_secret());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up(args) => run_worker(g, args, true).await,
+        Command::Worker(args) => run_worker(g, args, false).await,
+        Command::Tenant(cmd) => tenant_command(g, cmd).await,
+        Command::Jobs(cmd) => jobs_command(g, cmd).await,
+    }
+}
+
+fn config(g: &GlobalArgs) -> Result<Config> {
+    Ok(Config {
+        catalog_url: g.catalog_url.clone().into(),
+        amqp_url: g.amqp_url.clone().into(),
+        server_url: g.server_url.clone().into(),
+        namespace: Namespace::parse(&g.namespace)?,
+        tenant_migrations: g.tenant_migrations.clone(),
+        tenant_connection_limit: g.tenant_connection_limit,
+    })
+}
+
+/// The secret key from the flag/env, the key file, or (`create` only, for `up`) a new key file.
+fn secret_key(g: &GlobalArgs, create: bool) -> Result<SecretKey> {
+    if let Some(text) = &g.secret_key {
+        return SecretKey::parse(text).context("PGFLEET_SECRET_KEY");
+    }
+    let path = g.secret_key_file.clone().unwrap_or_else(|| g.data_dir.join("secret.key"));
+    if create {
+        let (key, created) = SecretKey::load_or_create_file(&path)?;
+        if created {
+            warn!(path = %path.display(), "generated a new secret key; keep this file (or set PGFLEET_SECRET_KEY from it): without it the tenants' stored credentials cannot be read");
+        }
+        return Ok(key);
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(text) => SecretKey::parse(&text).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no secret key: set PGFLEET_SECRET_KEY (the key every pgfleet process of this install shares; \
+             a new one comes from `pgfleet secret-key`), or run `pgfleet up` once here to create {}",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn worker_settings(args: &WorkerArgs) -> WorkerSettings {
+    WorkerSettings {
+        concurrency: args.concurrency.max(1),
+        lease: Duration::from_secs(args.lease_secs.max(3)),
+        max_attempts: args.max_attempts.max(1),
+        backoff_base: Duration::from_millis(args.backoff_ms),
+        sweep_interval: Duration::from_millis(args.sweep_interval_ms.max(100)),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        ..WorkerSettings::default()
+    }
+}
+
+async fn run_worker(g: &GlobalArgs, args: &WorkerArgs, all_in_one: bool) -> Result<ExitCode> {
+    let config = config(g)?;
+    let settings = worker_settings(args);
+    let key = secret_key(g, all_in_one)?;
+    let services = Services::open(&config, key, (settings.concurrency as u32 + 4).min(50)).await?;
+    services.catalog.register_default_server(&config.server_url).await?;
+    let (migrations, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
+    info!(source, target_version = ?migrations.target_version(), "tenant migrations loaded");
+    let ctx = services.job_context(&config, migrations, FaultPoints::default());
+    let worker = Worker::new(ctx, settings, config.amqp_url.clone());
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    if all_in_one {
+        info!(namespace = %config.namespace, "pgfleet is up; create a tenant with `pgfleet tenant create <slug> --wait`; Ctrl-C stops");
+    }
+    worker.run(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot listen for signals");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    info!("shutdown requested; stopping (send the signal again to exit at once)");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    std::process::exit(130);
+}
+
+fn parse_slug(raw: &str) -> Result<TenantSlug> {
+    Ok(TenantSlug::parse(raw)?)
+}
+
+async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode> {
+    let config = config(g)?;
+    // Validate input before touching any service.
+    if let TenantCommand::Create { slug, region, .. } = cmd {
+        parse_slug(slug)?;
+        if let Some(region) = region {
+            pgfleet_shared::message::validate_region(region)?;
+        }
+    }
+    let services = Services::open(&config, secret_key(g, false)?, 4).await?;
+    let catalog = &services.catalog;
+    match cmd {
+        TenantCommand::Create { slug, region, key, wait, json } => {
+            let request = JobRequest {
+                tenant: parse_slug(slug)?,
+                key: key.clone(),
+                spec: JobSpec::Provision { region: region.clone() },
+            };
+            let producer = services.producer(&config, &WorkerSettings::default());
+            let enqueued = producer.enqueue(&request).await?;
+            let job = enqueued.job;
+            if !enqueued.published {
+                eprintln!("warning: the broker is unreachable; job {} is recorded and a worker will pick it up when it can", job.id);
+            }
+            if !wait {
+                output::print_job(&job, *json);
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("waiting for job {} (provision {})…", job.id, request.tenant);
+            let done = wait_for_jobs(catalog, &[job.id], None, |_| {}).await?;
+            let job = &done[0];
+            output::print_job(job, *json);
+            Ok(exit_for(&done))
+        }
+        TenantCommand::List { json } => {
+            output::print_tenants(&catalog.tenants().await?, *json);
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Show { slug, json } => {
+            let slug = parse_slug(slug)?;
+            let tenant = catalog
+                .tenant(&slug)
+                .await?
+                .with_context(|| format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones"))?;
+            output::print_tenant(&tenant, *json);
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Url { slug } => {
+            let slug = parse_slug(slug)?;
+            let tenant = catalog
+                .tenant(&slug)
+                .await?
+                .with_context(|| format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones"))?;
+            if tenant.status != "active" {
+                bail!("tenant {slug} is {}, not active yet", tenant.status);
+            }
+            println!("{}", services.servers.tenant_url(&tenant).await?.expose_secret());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn exit_for(jobs: &[pgfleet_shared::catalog::JobRecord]) -> ExitCode {
+    if jobs.iter().all(|j| j.status == "succeeded") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn jobs_command(g: &GlobalArgs, cmd: &JobsCommand) -> Result<ExitCode> {
+    let config = config(g)?;
+    let services = Services::open(&config, secret_key(g, false)?, 2).await?;
+    match cmd {
+        JobsCommand::List { status, tenant, limit, json } => {
+            if let Some(s) = status {
+                if !["queued", "running", "succeeded", "failed", "dead"].contains(&s.as_str()) {
+                    bail!("unknown status {s:?}: use queued, running, succeeded, failed or dead");
+                }
+            }
+            let jobs = services.catalog.jobs(status.as_deref(), tenant.as_deref(), *limit).await?;
+            output::print_jobs(&jobs, *json);
+        }
+        JobsCommand::Show { id, json } => {
+            let id: uuid::Uuid = id.parse().with_context(|| format!("{id:?} is not a job id (a UUID)"))?;
+            let job = services
+                .catalog
+                .job(id)
+                .await?
+                .with_context(|| format!("no job {id}; `pgfleet jobs list` shows recent ones"))?;
+            output::print_job(&job, *json);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,154 @@
+//! Command-line interface: flags with `PGFLEET_*` environment twins (DESIGN.md
+//! "Configuration"). Values of secret-bearing flags are never shown in `--help`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pgfleet_shared::config::{
+    DEFAULT_AMQP_URL, DEFAULT_CATALOG_URL, DEFAULT_NAMESPACE, DEFAULT_SERVER_URL,
+};
+use std::path::PathBuf;
+
+/// pgfleet: a control plane for database-per-tenant PostgreSQL.
+#[derive(Parser, Debug)]
+#[command(name = "pgfleet", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug)]
+pub struct GlobalArgs {
+    /// Catalog database (created if missing, migrated on start).
+    #[arg(long, global = true, env = "PGFLEET_CATALOG_URL", default_value = DEFAULT_CATALOG_URL, hide_env_values = true, hide_default_value = true)]
+    pub catalog_url: String,
+    /// RabbitMQ URL.
+    #[arg(long, global = true, env = "PGFLEET_AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    pub amqp_url: String,
+    /// Admin URL of the default tenant server (registered in the catalog by `up`/`worker`).
+    #[arg(long, global = true, env = "PGFLEET_SERVER_URL", default_value = DEFAULT_SERVER_URL, hide_env_values = true, hide_default_value = true)]
+    pub server_url: String,
+    /// Prefix of every exchange, queue, tenant database and role of this install.
+    #[arg(long, global = true, env = "PGFLEET_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Folder of tenant schema migrations (`<version>_<name>.sql`). Default: `migrations/tenant`
+    /// if it exists, else the built-in example schema.
+    #[arg(long, global = true, env = "PGFLEET_TENANT_MIGRATIONS")]
+    pub tenant_migrations: Option<PathBuf>,
+    /// Base64 key (32 bytes) encrypting credentials in the catalog. Default: the key file.
+    #[arg(long, global = true, env = "PGFLEET_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// File holding the secret key. Default: `<data dir>/secret.key` (created by `up`).
+    #[arg(long, global = true, env = "PGFLEET_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// Local state of `pgfleet up`: the generated secret key, local backups.
+    #[arg(long, global = true, env = "PGFLEET_DATA_DIR", default_value = "pgfleet-data")]
+    pub data_dir: PathBuf,
+    /// Connection limit of each new tenant role.
+    #[arg(long, global = true, env = "PGFLEET_TENANT_CONNECTION_LIMIT", default_value_t = 20)]
+    pub tenant_connection_limit: i32,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "PGFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Everything in one process: migrate the catalog, run the worker pool (and, as they
+    /// land, the scheduler and HTTP API). Works with no configuration on a machine with
+    /// local Postgres and RabbitMQ.
+    Up(WorkerArgs),
+    /// Run a worker: consume jobs and run them.
+    Worker(WorkerArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Inspect jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Print a new random secret key (for PGFLEET_SECRET_KEY).
+    SecretKey,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// Jobs this process runs at once.
+    #[arg(long, env = "PGFLEET_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds a job's lease lasts without renewal (renewed every third of it).
+    #[arg(long, env = "PGFLEET_LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+    /// Attempts before a job is dead.
+    #[arg(long, env = "PGFLEET_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: i32,
+    /// First retry delay in milliseconds (doubles per attempt, with jitter).
+    #[arg(long, env = "PGFLEET_BACKOFF_MS", default_value_t = 2000)]
+    pub backoff_ms: u64,
+    /// Milliseconds between sweeps (expired leases, unpublished jobs).
+    #[arg(long, env = "PGFLEET_SWEEP_INTERVAL_MS", default_value_t = 2000)]
+    pub sweep_interval_ms: u64,
+    /// Seconds running jobs may take to finish on shutdown before their leases are handed back.
+    #[arg(long, env = "PGFLEET_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Provision a tenant: role, database, schema.
+    Create {
+        slug: String,
+        /// Region: picks the tenant server registered for it (else the default server).
+        #[arg(long)]
+        region: Option<String>,
+        /// Idempotency key: the same key always means the same job.
+        #[arg(long)]
+        key: Option<String>,
+        /// Block until the job ends; exit 0 only if it succeeded.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one tenant.
+    Show {
+        slug: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the tenant's own connection URL (contains its password).
+    Url { slug: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in this status (queued, running, succeeded, failed, dead).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only jobs of this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
