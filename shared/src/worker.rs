@@ -161,13 +161,12 @@ impl Worker {
 
     async fn handle_delivery(self: Arc<Self>, queue_name: String, delivery: Delivery, shutdown: CancellationToken) {
         let routing_key = delivery.routing_key.as_str().to_owned();
-        let parsed = parse_message(&delivery.data, Some(&routing_key));
-        let request = match parsed {
-            Ok(request) if queue_name != self.ctx.namespace.unroutable() => request,
-            Ok(_) => {
-                let reason = format!("routing key {routing_key:?} is not a job kind");
-                return self.dead_letter(&delivery, &queue_name, &reason, None).await;
-            }
+        if queue_name == self.ctx.namespace.unroutable() {
+            let reason = format!("routing key {routing_key:?} is not a job kind; publish with the job's kind as routing key");
+            return self.dead_letter(&delivery, &queue_name, &reason, None).await;
+        }
+        let request = match parse_message(&delivery.data, Some(&routing_key)) {
+            Ok(request) => request,
             Err(reason) => return self.dead_letter(&delivery, &queue_name, &reason.to_string(), None).await,
         };
         let fallback_key = delivery.properties.message_id().as_ref().map(|id| format!("amqp:{id}"));
@@ -279,6 +278,7 @@ impl Worker {
             Ok(outcome) => {
                 let mut recorded = outcome.to_json();
                 recorded["duration_ms"] = serde_json::json!(elapsed.as_millis() as u64);
+                recorded["worker"] = serde_json::json!(self.owner);
                 info!(summary = %outcome.summary, duration_ms = elapsed.as_millis() as u64, "job succeeded");
                 catalog.finish_succeeded(job.id, job.epoch, &recorded).await
             }
