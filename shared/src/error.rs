@@ -29,12 +29,13 @@ impl JobError {
 /// Database errors no retry can fix: SQL syntax or access rule violations (class 42),
 /// data exceptions (22) and integrity violations (23) raised by the SQL we were given.
 fn is_permanent_database_error(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
-        Some(sqlx::Error::Database(db)) => db
-            .code()
-            .is_some_and(|code| code.starts_with("42") || code.starts_with("22") || code.starts_with("23")),
-        _ => false,
-    })
+    err.chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                code.starts_with("42") || code.starts_with("22") || code.starts_with("23")
+            }),
+            _ => false,
+        })
 }
 
 /// `result.permanent()?` marks an error as one retrying can't fix.

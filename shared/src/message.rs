@@ -104,12 +104,14 @@ const MAX_KEY_LEN: usize = 200;
 
 /// Parses a delivered body. `routing_key` is the key it was published with, when known.
 pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobRequest, MessageError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
     let Value::Object(map) = value else {
         return Err(MessageError::NotAnObject);
     };
     let kind_raw = required_str(&map, "kind")?;
-    let kind = JobKind::parse(kind_raw).ok_or_else(|| MessageError::UnknownKind(truncate(kind_raw)))?;
+    let kind =
+        JobKind::parse(kind_raw).ok_or_else(|| MessageError::UnknownKind(truncate(kind_raw)))?;
     if let Some(rk) = routing_key {
         if rk != kind_raw {
             return Err(MessageError::KindMismatch {
@@ -121,7 +123,9 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
     let tenant = TenantSlug::parse(required_str(&map, "tenant")?)?;
     let key = match map.get("key") {
         None | Some(Value::Null) => None,
-        Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_KEY_LEN && !k.chars().any(char::is_control) => {
+        Some(Value::String(k))
+            if !k.is_empty() && k.len() <= MAX_KEY_LEN && !k.chars().any(char::is_control) =>
+        {
             Some(k.clone())
         }
         Some(Value::String(_)) => {
@@ -140,7 +144,10 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
     Ok(JobRequest { tenant, key, spec })
 }
 
-fn required_str<'a>(map: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, MessageError> {
+fn required_str<'a>(
+    map: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, MessageError> {
     match map.get(field) {
         None | Some(Value::Null) => Err(MessageError::MissingField(field)),
         Some(Value::String(s)) => Ok(s),
@@ -192,8 +199,16 @@ mod tests {
         .unwrap();
         assert_eq!(req.tenant.as_str(), "acme-corp");
         assert_eq!(req.key.as_deref(), Some("signup-8841"));
-        assert_eq!(req.spec, JobSpec::Provision { region: Some("eu-1".into()) });
-        assert_eq!(parse_message(&req.to_body(), Some("provision")).unwrap(), req);
+        assert_eq!(
+            req.spec,
+            JobSpec::Provision {
+                region: Some("eu-1".into())
+            }
+        );
+        assert_eq!(
+            parse_message(&req.to_body(), Some("provision")).unwrap(),
+            req
+        );
     }
 
     #[test]
@@ -202,17 +217,29 @@ mod tests {
             (b"not json", "not UTF-8 JSON"),
             (b"[1]", "not a JSON object"),
             (br#"{"tenant":"acme"}"#, "missing required field `kind`"),
-            (br#"{"kind":"provision"}"#, "missing required field `tenant`"),
+            (
+                br#"{"kind":"provision"}"#,
+                "missing required field `tenant`",
+            ),
             (br#"{"kind":"explode","tenant":"acme"}"#, "unknown job kind"),
-            (br#"{"kind":"provision","tenant":"x\"; drop database postgres; --"}"#, "invalid tenant slug"),
+            (
+                br#"{"kind":"provision","tenant":"x\"; drop database postgres; --"}"#,
+                "invalid tenant slug",
+            ),
             (br#"{"kind":"provision","tenant":7}"#, "must be a string"),
-            (br#"{"kind":"provision","tenant":"acme","region":"../x"}"#, "invalid field `region`"),
+            (
+                br#"{"kind":"provision","tenant":"acme","region":"../x"}"#,
+                "invalid field `region`",
+            ),
         ];
         for (body, expected) in cases {
-            let err = parse_message(body, Some("provision")).unwrap_err().to_string();
+            let err = parse_message(body, Some("provision"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "{err} should contain {expected}");
         }
-        let err = parse_message(br#"{"kind":"provision","tenant":"acme"}"#, Some("backup")).unwrap_err();
+        let err =
+            parse_message(br#"{"kind":"provision","tenant":"acme"}"#, Some("backup")).unwrap_err();
         assert!(matches!(err, MessageError::KindMismatch { .. }));
     }
 }

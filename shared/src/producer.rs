@@ -52,7 +52,11 @@ impl Producer {
         } else {
             false
         };
-        Ok(Enqueued { job, created, published })
+        Ok(Enqueued {
+            job,
+            created,
+            published,
+        })
     }
 }
 
@@ -82,7 +86,11 @@ pub async fn wait_for_jobs(
             return Ok(jobs);
         }
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            anyhow::bail!("timed out waiting for {} of {} jobs", ids.len() - finished, ids.len());
+            anyhow::bail!(
+                "timed out waiting for {} of {} jobs",
+                ids.len() - finished,
+                ids.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -6,7 +6,8 @@ use crate::config::Namespace;
 use crate::message::{JobKind, JobRequest};
 use anyhow::{bail, Context, Result};
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -18,9 +19,11 @@ use tokio::sync::Mutex;
 /// about twice this, rather than the broker's default of a minute or more.
 const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 
-/// Deliveries of one message before the broker itself dead-letters it (a message that
-/// crashes every worker before it is acked).
-const DELIVERY_LIMIT: i64 = 20;
+/// Deliveries of one message before the broker itself dead-letters it: the guard against a
+/// message that crashes every worker before it is acked. Workers ack right after the claim
+/// and retry claims through catalog outages before requeueing, so ordinary trouble spends
+/// few deliveries.
+const DELIVERY_LIMIT: i64 = 50;
 
 pub const REASON_HEADER: &str = "x-pgfleet-reason";
 
@@ -30,11 +33,14 @@ pub async fn connect(url: &SecretString, connection_name: &str) -> Result<Connec
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
     }
-    let shown = format!("amqp://{}:{}{}", uri.authority.host, uri.authority.port, "/");
+    let shown = format!(
+        "amqp://{}:{}{}",
+        uri.authority.host, uri.authority.port, "/"
+    );
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
-    Connection::connect_uri(uri, props)
-        .await
-        .with_context(|| format!("cannot connect to RabbitMQ at {shown}; is it running and PGFLEET_AMQP_URL right?"))
+    Connection::connect_uri(uri, props).await.with_context(|| {
+        format!("cannot connect to RabbitMQ at {shown}; is it running and PGFLEET_AMQP_URL right?")
+    })
 }
 
 fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
@@ -64,13 +70,28 @@ pub async fn declare_topology(channel: &Channel, ns: &Namespace) -> Result<()> {
 
     for aux in [ns.dead(), ns.unroutable()] {
         channel
-            .exchange_declare(aux.as_str().into(), ExchangeKind::Fanout, durable_exchange, FieldTable::default())
+            .exchange_declare(
+                aux.as_str().into(),
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
             .await?;
         channel
-            .queue_declare(aux.as_str().into(), durable_queue, table(&[quorum.clone()]))
+            .queue_declare(
+                aux.as_str().into(),
+                durable_queue,
+                table(std::slice::from_ref(&quorum)),
+            )
             .await?;
         channel
-            .queue_bind(aux.as_str().into(), aux.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                aux.as_str().into(),
+                aux.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
     }
     channel
@@ -128,7 +149,13 @@ impl Outgoing {
     }
 
     /// A copy of a message for `<ns>.dead`, carrying why it could not be processed.
-    pub fn dead(ns: &Namespace, body: &[u8], reason: &str, from_queue: &str, routing_key: &str) -> Self {
+    pub fn dead(
+        ns: &Namespace,
+        body: &[u8],
+        reason: &str,
+        from_queue: &str,
+        routing_key: &str,
+    ) -> Self {
         let headers = table(&[
             (REASON_HEADER, long(reason)),
             ("x-pgfleet-queue", long(from_queue)),
@@ -183,7 +210,9 @@ impl Publisher {
         let conn = connect(&self.url, &self.name).await?;
         let channel = conn.create_channel().await?;
         declare_topology(&channel, &self.ns).await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         *state = Some((conn, channel.clone()));
         Ok(channel)
     }
@@ -223,7 +252,9 @@ impl Publisher {
             confirms.push(confirm);
         }
         for confirm in confirms {
-            let confirmation = confirm.await.context("waiting for RabbitMQ's publisher confirm")?;
+            let confirmation = confirm
+                .await
+                .context("waiting for RabbitMQ's publisher confirm")?;
             if confirmation.is_nack() {
                 bail!("RabbitMQ refused (nacked) a published message; check the broker's logs and disk/memory alarms");
             }

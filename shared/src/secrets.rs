@@ -30,7 +30,11 @@ impl SecretKey {
         let bytes = STANDARD
             .decode(text.trim())
             .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim()))
-            .map_err(|_| anyhow::anyhow!("the secret key is not valid base64; generate one with `pgfleet secret-key`"))?;
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the secret key is not valid base64; generate one with `pgfleet secret-key`"
+                )
+            })?;
         let key: [u8; 32] = bytes.try_into().map_err(|v: Vec<u8>| {
             anyhow::anyhow!(
                 "the secret key is {} bytes, expected 32; generate one with `pgfleet secret-key`",
@@ -55,7 +59,8 @@ impl SecretKey {
     pub fn load_or_create_file(path: &Path) -> Result<(Self, bool)> {
         match std::fs::read_to_string(path) {
             Ok(text) => Ok((
-                Self::parse(&text).with_context(|| format!("reading the secret key file {}", path.display()))?,
+                Self::parse(&text)
+                    .with_context(|| format!("reading the secret key file {}", path.display()))?,
                 false,
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -67,7 +72,9 @@ impl SecretKey {
                 write_private_file(path, key.to_base64().expose_secret().as_bytes())?;
                 Ok((key, true))
             }
-            Err(e) => Err(e).with_context(|| format!("reading the secret key file {}", path.display())),
+            Err(e) => {
+                Err(e).with_context(|| format!("reading the secret key file {}", path.display()))
+            }
         }
     }
 
@@ -157,15 +164,23 @@ pub fn scram_verifier_matches(password: &SecretString, verifier: &str) -> bool {
         let (stored, server) = keys.split_once(':')?;
         let salt = STANDARD.decode(salt).ok()?;
         let (stored_key, server_key) = scram_keys(password, &salt, iterations.parse().ok()?);
-        Some(STANDARD.decode(stored).ok()? == stored_key && STANDARD.decode(server).ok()? == server_key)
+        Some(
+            STANDARD.decode(stored).ok()? == stored_key
+                && STANDARD.decode(server).ok()? == server_key,
+        )
     };
     parse().unwrap_or(false)
 }
 
 fn scram_keys(password: &SecretString, salt: &[u8], iterations: u32) -> ([u8; 32], [u8; 32]) {
     let mut salted = [0u8; 32];
-    pbkdf2::pbkdf2::<Hmac<Sha256>>(password.expose_secret().as_bytes(), salt, iterations, &mut salted)
-        .expect("HMAC accepts any key length");
+    pbkdf2::pbkdf2::<Hmac<Sha256>>(
+        password.expose_secret().as_bytes(),
+        salt,
+        iterations,
+        &mut salted,
+    )
+    .expect("HMAC accepts any key length");
     let client_key = hmac_sha256(&salted, b"Client Key");
     let stored_key: [u8; 32] = Sha256::digest(client_key).into();
     (stored_key, hmac_sha256(&salted, b"Server Key"))
@@ -190,7 +205,14 @@ pub fn redact_url(raw: &str) -> String {
                     .query_pairs()
                     .map(|(k, v)| {
                         let secret = matches!(k.as_ref(), "password" | "sslpassword" | "token");
-                        (k.into_owned(), if secret { "***".to_owned() } else { v.into_owned() })
+                        (
+                            k.into_owned(),
+                            if secret {
+                                "***".to_owned()
+                            } else {
+                                v.into_owned()
+                            },
+                        )
                     })
                     .collect();
                 url.query_pairs_mut().clear().extend_pairs(pairs);
@@ -220,7 +242,10 @@ mod tests {
     #[test]
     fn key_parse_errors_are_clear() {
         assert!(SecretKey::parse("not base64!").is_err());
-        assert!(SecretKey::parse(&STANDARD.encode([1u8; 16])).unwrap_err().to_string().contains("16 bytes"));
+        assert!(SecretKey::parse(&STANDARD.encode([1u8; 16]))
+            .unwrap_err()
+            .to_string()
+            .contains("16 bytes"));
     }
 
     #[test]

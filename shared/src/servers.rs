@@ -1,6 +1,11 @@
 //! Connections to tenant servers (the self-hosted provider): an admin pool per server, built
 //! on first use from the catalog's encrypted admin URL, and connections as a tenant's own
 //! role. Statement logging is off on these connections: role DDL carries password verifiers.
+//!
+//! These sessions run with `synchronous_commit = off`: a provision makes several small
+//! commits, each of which would otherwise wait for its own WAL fsync. Before anything is
+//! reported as done, the handler calls `flush_wal`, whose synchronous commit flushes the
+//! WAL past every earlier commit, so durability at the point of reporting is unchanged.
 
 use crate::catalog::{Catalog, TenantRecord};
 use anyhow::{Context, Result};
@@ -43,9 +48,12 @@ impl TenantServers {
         }
         let url = self.catalog.server_admin_url(server_id).await?;
         let options = PgConnectOptions::from_str(url.expose_secret())
-            .with_context(|| format!("the admin URL of tenant server {server_id} is not a valid Postgres URL"))?
+            .with_context(|| {
+                format!("the admin URL of tenant server {server_id} is not a valid Postgres URL")
+            })?
             .log_statements(tracing::log::LevelFilter::Off)
-            .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(60));
+            .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(60))
+            .options([("synchronous_commit", "off")]);
         let admin = PgPoolOptions::new()
             .max_connections(self.max_admin_connections)
             .acquire_timeout(Duration::from_secs(30))
@@ -59,6 +67,17 @@ impl TenantServers {
     /// Pool of admin connections to the server's maintenance database.
     pub async fn admin_pool(&self, server_id: Uuid) -> Result<PgPool> {
         Ok(self.server(server_id).await?.admin.clone())
+    }
+
+    /// Makes every commit made so far on the server durable (one synchronous commit
+    /// flushes the WAL up to its own record, which follows all earlier ones).
+    pub async fn flush_wal(&self, server_id: Uuid) -> Result<()> {
+        let admin = self.admin_pool(server_id).await?;
+        sqlx::raw_sql("BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT;")
+            .execute(&admin)
+            .await
+            .context("flushing the tenant server's WAL")?;
+        Ok(())
     }
 
     /// Connect options for the tenant's own role on its own database.
@@ -76,15 +95,19 @@ impl TenantServers {
     /// A connection as the tenant's role to its database.
     pub async fn connect_as_tenant(&self, tenant: &TenantRecord) -> Result<PgConnection> {
         let options = self.tenant_options(tenant).await?;
-        PgConnection::connect_with(&options)
-            .await
-            .with_context(|| format!("connecting to database {} as tenant role {}", tenant.database_name, tenant.role_name))
+        PgConnection::connect_with(&options).await.with_context(|| {
+            format!(
+                "connecting to database {} as tenant role {}",
+                tenant.database_name, tenant.role_name
+            )
+        })
     }
 
     /// The tenant's own connection URL (with its password): for `pgfleet tenant url` only.
     pub async fn tenant_url(&self, tenant: &TenantRecord) -> Result<secrecy::SecretString> {
         let admin = self.catalog.server_admin_url(tenant.server_id).await?;
-        let mut url = url::Url::parse(admin.expose_secret()).context("the server's admin URL is not a URL")?;
+        let mut url = url::Url::parse(admin.expose_secret())
+            .context("the server's admin URL is not a URL")?;
         let password = self.catalog.tenant_password(tenant)?;
         url.set_username(&tenant.role_name)
             .map_err(|_| anyhow::anyhow!("cannot put the role name in the server URL"))?;

@@ -4,8 +4,8 @@
 use crate::catalog::Catalog;
 use crate::config::{Config, WorkerSettings};
 use crate::jobs::{FaultPoints, JobContext};
-use crate::queue::Publisher;
 use crate::producer::Producer;
+use crate::queue::Publisher;
 use crate::secrets::SecretKey;
 use crate::servers::TenantServers;
 use crate::tenant_migrations::MigrationSet;
@@ -25,7 +25,12 @@ impl Services {
         Ok(Self { catalog, servers })
     }
 
-    pub fn job_context(&self, config: &Config, migrations: MigrationSet, faults: FaultPoints) -> JobContext {
+    pub fn job_context(
+        &self,
+        config: &Config,
+        migrations: MigrationSet,
+        faults: FaultPoints,
+    ) -> JobContext {
         JobContext {
             catalog: self.catalog.clone(),
             servers: self.servers.clone(),

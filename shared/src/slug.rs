@@ -53,7 +53,12 @@ impl TenantSlug {
 }
 
 fn shown(input: &str) -> String {
-    let mut escaped: String = input.chars().take(80).collect::<String>().escape_debug().to_string();
+    let mut escaped: String = input
+        .chars()
+        .take(80)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
     if input.chars().count() > 80 {
         escaped.push('…');
     }

@@ -18,6 +18,12 @@ const BUILT_IN: &[(&str, &str)] = &[(
 /// Table in each tenant database that records what was applied.
 pub const MIGRATIONS_TABLE: &str = "_pgfleet_migrations";
 
+const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _pgfleet_migrations (
+    version     bigint PRIMARY KEY,
+    name        text NOT NULL,
+    checksum    bytea NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now())";
+
 /// Arbitrary constant: the advisory-lock key pgfleet's migrations take in a tenant database.
 const MIGRATION_LOCK_KEY: i64 = 0x7067_666c_6565_7401;
 
@@ -37,7 +43,8 @@ pub struct MigrationSet {
 
 impl MigrationSet {
     pub fn built_in() -> Self {
-        Self::from_files(BUILT_IN.iter().map(|(n, s)| (n.to_string(), s.to_string()))).expect("built-in migrations are well-formed")
+        Self::from_files(BUILT_IN.iter().map(|(n, s)| (n.to_string(), s.to_string())))
+            .expect("built-in migrations are well-formed")
     }
 
     /// `explicit` is the configured folder (must exist); without one, `migrations/tenant`
@@ -58,7 +65,10 @@ impl MigrationSet {
 
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let entries = std::fs::read_dir(dir).with_context(|| {
-            format!("cannot read the tenant migrations folder {} (PGFLEET_TENANT_MIGRATIONS)", dir.display())
+            format!(
+                "cannot read the tenant migrations folder {} (PGFLEET_TENANT_MIGRATIONS)",
+                dir.display()
+            )
         })?;
         let mut files = Vec::new();
         for entry in entries {
@@ -81,9 +91,9 @@ impl MigrationSet {
             let Some((version, name)) = stem.split_once('_') else {
                 bail!("migration file {file_name} is not named <version>_<name>.sql");
             };
-            let version: i64 = version
-                .parse()
-                .with_context(|| format!("migration file {file_name}: {version:?} is not a version number"))?;
+            let version: i64 = version.parse().with_context(|| {
+                format!("migration file {file_name}: {version:?} is not a version number")
+            })?;
             let checksum = Sha256::digest(sql.as_bytes()).to_vec();
             migrations.push(Migration {
                 version,
@@ -95,7 +105,11 @@ impl MigrationSet {
         }
         migrations.sort_by_key(|m| m.version);
         if let Some(w) = migrations.windows(2).find(|w| w[0].version == w[1].version) {
-            bail!("migrations {} and {} have the same version", w[0].file_name, w[1].file_name);
+            bail!(
+                "migrations {} and {} have the same version",
+                w[0].file_name,
+                w[1].file_name
+            );
         }
         Ok(Self { migrations })
     }
@@ -130,20 +144,21 @@ pub async fn apply(conn: &mut PgConnection, set: &MigrationSet) -> Result<Applie
 }
 
 async fn apply_locked(conn: &mut PgConnection, set: &MigrationSet) -> Result<Applied, JobError> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS _pgfleet_migrations (
-            version     bigint PRIMARY KEY,
-            name        text NOT NULL,
-            checksum    bytea NOT NULL,
-            applied_at  timestamptz NOT NULL DEFAULT now())",
-    )
-    .execute(&mut *conn)
-    .await
-    .context("creating the tenant's migrations table")?;
-    let done: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT version, checksum FROM _pgfleet_migrations ORDER BY version")
-        .fetch_all(&mut *conn)
-        .await
-        .context("reading the tenant's migrations table")?;
+    // The bookkeeping table is created inside the first migration's transaction rather
+    // than on its own: one commit less per new tenant.
+    let table_exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('_pgfleet_migrations') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .context("looking for the tenant's migrations table")?;
+    let done: Vec<(i64, Vec<u8>)> = if table_exists {
+        sqlx::query_as("SELECT version, checksum FROM _pgfleet_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await
+            .context("reading the tenant's migrations table")?
+    } else {
+        Vec::new()
+    };
     for (version, checksum) in &done {
         if let Some(m) = set.migrations.iter().find(|m| m.version == *version) {
             if &m.checksum != checksum {
@@ -160,24 +175,33 @@ async fn apply_locked(conn: &mut PgConnection, set: &MigrationSet) -> Result<App
             continue;
         }
         let mut tx = conn.begin().await?;
+        sqlx::query(CREATE_MIGRATIONS_TABLE)
+            .execute(&mut *tx)
+            .await?;
         // A `&str` without arguments runs over the simple query protocol, so a migration
         // file may hold many statements.
         (&mut *tx)
             .execute(m.sql.as_str())
             .await
             .with_context(|| format!("applying migration {}", m.file_name))?;
-        sqlx::query("INSERT INTO _pgfleet_migrations (version, name, checksum) VALUES ($1, $2, $3)")
-            .bind(m.version)
-            .bind(&m.name)
-            .bind(&m.checksum)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await.with_context(|| format!("committing migration {}", m.file_name))?;
+        sqlx::query(
+            "INSERT INTO _pgfleet_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(&m.name)
+        .bind(&m.checksum)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit()
+            .await
+            .with_context(|| format!("committing migration {}", m.file_name))?;
         applied.push(m.version);
     }
-    let schema_version: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _pgfleet_migrations")
-        .fetch_one(&mut *conn)
-        .await?;
+    let schema_version = done
+        .iter()
+        .map(|(v, _)| *v)
+        .chain(applied.iter().copied())
+        .max();
     Ok(Applied {
         applied,
         schema_version,
@@ -195,10 +219,18 @@ mod tests {
             ("3_a.up.sql".to_owned(), "a".to_owned()),
         ])
         .unwrap();
-        let versions: Vec<_> = set.migrations.iter().map(|m| (m.version, m.name.as_str())).collect();
+        let versions: Vec<_> = set
+            .migrations
+            .iter()
+            .map(|m| (m.version, m.name.as_str()))
+            .collect();
         assert_eq!(versions, [(3, "a"), (20, "b")]);
         assert!(MigrationSet::from_files([("x.sql".to_owned(), String::new())]).is_err());
-        assert!(MigrationSet::from_files([("1_a.sql".to_owned(), String::new()), ("1_b.sql".to_owned(), String::new())]).is_err());
+        assert!(MigrationSet::from_files([
+            ("1_a.sql".to_owned(), String::new()),
+            ("1_b.sql".to_owned(), String::new())
+        ])
+        .is_err());
         assert_eq!(MigrationSet::built_in().target_version(), Some(1));
     }
 }

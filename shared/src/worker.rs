@@ -43,7 +43,12 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(ctx: JobContext, settings: WorkerSettings, amqp_url: SecretString) -> Arc<Self> {
-        let owner = format!("{}:{}:{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let owner = format!(
+            "{}:{}:{}",
+            hostname(),
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         let publisher = Arc::new(Publisher::new(
             amqp_url.clone(),
             ctx.namespace.clone(),
@@ -76,10 +81,16 @@ impl Worker {
         if running > 0 {
             info!(running, grace = ?self.settings.shutdown_grace, "shutting down: waiting for running jobs");
         }
-        if tokio::time::timeout(self.settings.shutdown_grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.settings.shutdown_grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("shutdown grace period over: handing back the leases of unfinished jobs");
             self.hand_back.cancel();
-            if tokio::time::timeout(Duration::from_secs(15), self.tracker.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(15), self.tracker.wait())
+                .await
+                .is_err()
+            {
                 warn!("some jobs did not stop; their leases will expire and another worker will take them");
             }
         }
@@ -94,7 +105,10 @@ impl Worker {
         let mut backoff = Duration::from_millis(500);
         while !shutdown.is_cancelled() {
             let mut connected = false;
-            let result = self.clone().consume_session(&shutdown, &mut connected).await;
+            let result = self
+                .clone()
+                .consume_session(&shutdown, &mut connected)
+                .await;
             if connected {
                 backoff = Duration::from_millis(500);
             }
@@ -114,9 +128,14 @@ impl Worker {
 
     /// One connection's life: declare topology, consume every job queue and the
     /// unroutable queue, hand each delivery to a task. Returns `Ok` only on shutdown.
-    async fn consume_session(self: Arc<Self>, shutdown: &CancellationToken, connected: &mut bool) -> Result<()> {
+    async fn consume_session(
+        self: Arc<Self>,
+        shutdown: &CancellationToken,
+        connected: &mut bool,
+    ) -> Result<()> {
         let ns = &self.ctx.namespace;
-        let conn = queue::connect(&self.amqp_url, &format!("pgfleet worker {}", self.owner)).await?;
+        let conn =
+            queue::connect(&self.amqp_url, &format!("pgfleet worker {}", self.owner)).await?;
         queue::declare_topology(&conn.create_channel().await?, ns).await?;
         let prefetch = u16::try_from(self.settings.concurrency).unwrap_or(u16::MAX);
         let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
@@ -124,7 +143,9 @@ impl Worker {
         let mut streams = Vec::new();
         for queue_name in queues {
             let channel = conn.create_channel().await?;
-            channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await?;
             let consumer = channel
                 .basic_consume(
                     queue_name.as_str().into(),
@@ -159,17 +180,32 @@ impl Worker {
         }
     }
 
-    async fn handle_delivery(self: Arc<Self>, queue_name: String, delivery: Delivery, shutdown: CancellationToken) {
+    async fn handle_delivery(
+        self: Arc<Self>,
+        queue_name: String,
+        delivery: Delivery,
+        shutdown: CancellationToken,
+    ) {
         let routing_key = delivery.routing_key.as_str().to_owned();
         if queue_name == self.ctx.namespace.unroutable() {
             let reason = format!("routing key {routing_key:?} is not a job kind; publish with the job's kind as routing key");
-            return self.dead_letter(&delivery, &queue_name, &reason, None).await;
+            return self
+                .dead_letter(&delivery, &queue_name, &reason, None)
+                .await;
         }
         let request = match parse_message(&delivery.data, Some(&routing_key)) {
             Ok(request) => request,
-            Err(reason) => return self.dead_letter(&delivery, &queue_name, &reason.to_string(), None).await,
+            Err(reason) => {
+                return self
+                    .dead_letter(&delivery, &queue_name, &reason.to_string(), None)
+                    .await
+            }
         };
-        let fallback_key = delivery.properties.message_id().as_ref().map(|id| format!("amqp:{id}"));
+        let fallback_key = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| format!("amqp:{id}"));
         let new = NewJob::from_request(&request, fallback_key, self.settings.max_attempts);
 
         let slot = tokio::select! {
@@ -189,9 +225,10 @@ impl Worker {
                 return;
             }
         };
-        let claim = match self.ctx.catalog.claim_job(&new, &self.owner, self.settings.lease).await {
-            Ok(claim) => claim,
-            Err(e) => return nack_later(&delivery, &e).await,
+        let claim = match self.claim_patiently(&new, &shutdown).await {
+            Some(Ok(claim)) => claim,
+            Some(Err(e)) => return nack_later(&delivery, &e).await,
+            None => return,
         };
         match claim {
             ClaimOutcome::Claimed(job) => {
@@ -215,28 +252,85 @@ impl Worker {
                     "idempotency key {:?} already belongs to job {} ({} of tenant {})",
                     job.idempotency_key, job.id, job.kind, job.tenant
                 );
-                self.dead_letter(&delivery, &queue_name, &reason, None).await;
+                self.dead_letter(&delivery, &queue_name, &reason, None)
+                    .await;
             }
             ClaimOutcome::Exhausted(job) => {
-                let reason = job.error.clone().unwrap_or_else(|| "out of attempts".into());
+                let reason = job
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "out of attempts".into());
                 warn!(job_id = %job.id, reason, "job is dead");
-                self.dead_letter(&delivery, &queue_name, &reason, Some(job.id)).await;
+                self.dead_letter(&delivery, &queue_name, &reason, Some(job.id))
+                    .await;
+            }
+        }
+    }
+
+    /// Claims, retrying while the catalog is unreachable for up to `defer_after`. Holding
+    /// the delivery that long is safe (far below the consumer timeout) and, unlike a quick
+    /// nack, doesn't spend the quorum queue's delivery limit during a catalog blip.
+    /// `None` on shutdown (the unacked delivery returns to the queue).
+    async fn claim_patiently(
+        &self,
+        new: &NewJob,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<ClaimOutcome>> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match self
+                .ctx
+                .catalog
+                .claim_job(new, &self.owner, self.settings.lease)
+                .await
+            {
+                Ok(claim) => return Some(Ok(claim)),
+                Err(e) if started.elapsed() >= self.settings.defer_after => return Some(Err(e)),
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), retry_in = ?pause, "cannot claim the job in the catalog; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
             }
         }
     }
 
     /// Copies the message to `<ns>.dead` with the reason, records it, then acks. If the copy
     /// can't be published the delivery is requeued: nothing is ever dropped.
-    async fn dead_letter(&self, delivery: &Delivery, queue_name: &str, reason: &str, job_id: Option<uuid::Uuid>) {
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        queue_name: &str,
+        reason: &str,
+        job_id: Option<uuid::Uuid>,
+    ) {
         let routing_key = delivery.routing_key.as_str();
-        let copy = Outgoing::dead(&self.ctx.namespace, &delivery.data, reason, queue_name, routing_key);
+        let copy = Outgoing::dead(
+            &self.ctx.namespace,
+            &delivery.data,
+            reason,
+            queue_name,
+            routing_key,
+        );
         if let Err(e) = self.publisher.publish(copy).await {
             return nack_later(delivery, &e).await;
         }
-        if let Err(e) = self.ctx.catalog.record_dead_letter(queue_name, reason, &delivery.data, job_id).await {
+        if let Err(e) = self
+            .ctx
+            .catalog
+            .record_dead_letter(queue_name, reason, &delivery.data, job_id)
+            .await
+        {
             warn!(error = %format!("{e:#}"), "dead letter published but not recorded in the catalog");
         }
-        warn!(queue = queue_name, reason, "message moved to the dead-letter queue");
+        warn!(
+            queue = queue_name,
+            reason, "message moved to the dead-letter queue"
+        );
         ack(delivery).await;
     }
 
@@ -272,7 +366,12 @@ impl Worker {
         .await
     }
 
-    async fn record_result(&self, job: &JobRecord, result: Result<jobs::Outcome, JobError>, elapsed: Duration) {
+    async fn record_result(
+        &self,
+        job: &JobRecord,
+        result: Result<jobs::Outcome, JobError>,
+        elapsed: Duration,
+    ) {
         let catalog = &self.ctx.catalog;
         let written = match result {
             Ok(outcome) => {
@@ -293,12 +392,16 @@ impl Worker {
             Err(e) if e.is_permanent() => {
                 let message = format!("{e}");
                 error!(error = %message, "job failed permanently");
-                catalog.finish_unsuccessful(job.id, job.epoch, "failed", &message).await
+                catalog
+                    .finish_unsuccessful(job.id, job.epoch, "failed", &message)
+                    .await
             }
             Err(e) if job.attempts >= job.max_attempts => {
                 let message = format!("gave up after {} attempts; last error: {e}", job.attempts);
                 error!(error = %message, "job is dead");
-                let written = catalog.finish_unsuccessful(job.id, job.epoch, "dead", &message).await;
+                let written = catalog
+                    .finish_unsuccessful(job.id, job.epoch, "dead", &message)
+                    .await;
                 if matches!(written, Ok(true)) {
                     self.dead_letter_job(job, &message).await;
                 }
@@ -307,14 +410,20 @@ impl Worker {
             Err(e) => {
                 let delay = backoff(&self.settings, job.attempts);
                 warn!(error = %e, retry_in = ?delay, "job attempt failed; will retry");
-                catalog.schedule_retry(job.id, job.epoch, &e.to_string(), delay).await
+                catalog
+                    .schedule_retry(job.id, job.epoch, &e.to_string(), delay)
+                    .await
             }
         };
         match written {
             Ok(true) => {}
-            Ok(false) => warn!("lost the lease before the outcome was recorded; the job's new owner decides"),
+            Ok(false) => {
+                warn!("lost the lease before the outcome was recorded; the job's new owner decides")
+            }
             // The lease will expire and the reaper hands the job to another attempt.
-            Err(e) => error!(error = %format!("{e:#}"), "could not record the job's outcome in the catalog"),
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "could not record the job's outcome in the catalog")
+            }
         }
     }
 
@@ -322,11 +431,21 @@ impl Worker {
         let Ok(request) = job.request() else { return };
         let ns = &self.ctx.namespace;
         let body = request.to_body();
-        let copy = Outgoing::dead(ns, &body, reason, &ns.kind_queue(request.kind()), request.kind().as_str());
+        let copy = Outgoing::dead(
+            ns,
+            &body,
+            reason,
+            &ns.kind_queue(request.kind()),
+            request.kind().as_str(),
+        );
         if let Err(e) = self.publisher.publish(copy).await {
             warn!(error = %format!("{e:#}"), "could not copy the dead job to the dead-letter queue (it is dead in the catalog)");
         }
-        let _ = self.ctx.catalog.record_dead_letter(&ns.kind_queue(request.kind()), reason, &body, Some(job.id)).await;
+        let _ = self
+            .ctx
+            .catalog
+            .record_dead_letter(&ns.kind_queue(request.kind()), reason, &body, Some(job.id))
+            .await;
     }
 
     async fn sweep_loop(self: Arc<Self>, shutdown: CancellationToken) {
@@ -349,7 +468,11 @@ impl Worker {
             warn!(%job_id, owner = owner.as_deref().unwrap_or("?"), "lease expired; job requeued");
         }
         loop {
-            let batch = self.ctx.catalog.take_due_jobs(DISPATCH_BATCH, self.settings.redispatch_after).await?;
+            let batch = self
+                .ctx
+                .catalog
+                .take_due_jobs(DISPATCH_BATCH, self.settings.redispatch_after)
+                .await?;
             let count = batch.items.len();
             if count == 0 {
                 return Ok(());
@@ -358,7 +481,9 @@ impl Worker {
             for item in &batch.items {
                 match item.job.request() {
                     Ok(request) => messages.push(Outgoing::job(&self.ctx.namespace, &request)),
-                    Err(e) => error!(job_id = %item.job.id, error = %format!("{e:#}"), "cannot dispatch job"),
+                    Err(e) => {
+                        error!(job_id = %item.job.id, error = %format!("{e:#}"), "cannot dispatch job")
+                    }
                 }
             }
             self.publisher.publish_all(messages).await?;
@@ -371,7 +496,13 @@ impl Worker {
     }
 }
 
-async fn renew_lease(catalog: crate::catalog::Catalog, id: uuid::Uuid, epoch: i64, lease: Duration, lost: CancellationToken) {
+async fn renew_lease(
+    catalog: crate::catalog::Catalog,
+    id: uuid::Uuid,
+    epoch: i64,
+    lease: Duration,
+    lost: CancellationToken,
+) {
     let mut last_renewed = Instant::now();
     loop {
         tokio::time::sleep(lease / 3).await;
@@ -438,7 +569,10 @@ mod tests {
         let s = WorkerSettings::default();
         for attempt in 1..=30 {
             let d = backoff(&s, attempt);
-            let ceiling = s.backoff_base.saturating_mul(1 << (attempt.min(21) - 1)).min(s.backoff_max);
+            let ceiling = s
+                .backoff_base
+                .saturating_mul(1 << (attempt.min(21) - 1))
+                .min(s.backoff_max);
             assert!(d <= ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?}");
         }
     }

@@ -13,7 +13,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// A tenant migration slow enough to kill or stop a worker in the middle of it.
-const SLOW_MIGRATION: (&str, &str) = ("2_slow.sql", "SELECT pg_sleep(4); CREATE TABLE slow_done (id int);");
+const SLOW_MIGRATION: (&str, &str) = (
+    "2_slow.sql",
+    "SELECT pg_sleep(4); CREATE TABLE slow_done (id int);",
+);
 
 #[tokio::test]
 async fn a_failed_attempt_is_retried_by_the_runtime_and_succeeds() {
@@ -41,12 +44,19 @@ async fn a_failed_attempt_is_retried_by_the_runtime_and_succeeds() {
     let running = tokio::spawn(worker.run(shutdown.clone()));
     declare_topology(&namespace).await;
 
-    env.publish_raw("provision", br#"{"kind":"provision","tenant":"retry-me","key":"k-retry"}"#).await;
-    let job = env.wait_job(&catalog, "k-retry", "succeeded", Duration::from_secs(60)).await;
+    env.publish_raw(
+        "provision",
+        br#"{"kind":"provision","tenant":"retry-me","key":"k-retry"}"#,
+    )
+    .await;
+    let job = env
+        .wait_job(&catalog, "k-retry", "succeeded", Duration::from_secs(60))
+        .await;
     assert_eq!(job.attempts, 2, "one failed attempt, one success");
     assert!(job.error.is_none());
     assert_eq!(failures.load(Ordering::SeqCst), 2);
-    env.wait_tenant_active(&catalog, "retry-me", Duration::from_secs(5)).await;
+    env.wait_tenant_active(&catalog, "retry-me", Duration::from_secs(5))
+        .await;
     assert_eq!(env.tenant_roles().await.len(), 1);
 
     shutdown.cancel();
@@ -61,16 +71,29 @@ async fn a_job_whose_worker_is_killed_is_finished_by_another_after_the_lease_exp
     let short_lease = [("PGFLEET_LEASE_SECS", "3")];
     let mut doomed = env.spawn_worker("doomed", &[], &short_lease).await;
 
-    env.publish_raw("provision", br#"{"kind":"provision","tenant":"crashy","key":"k-crash"}"#).await;
-    let running = env.wait_job(&catalog, "k-crash", "running", Duration::from_secs(30)).await;
+    env.publish_raw(
+        "provision",
+        br#"{"kind":"provision","tenant":"crashy","key":"k-crash"}"#,
+    )
+    .await;
+    let running = env
+        .wait_job(&catalog, "k-crash", "running", Duration::from_secs(30))
+        .await;
     doomed.sigkill();
 
     let _rescuer = env.spawn_worker("rescuer", &[], &short_lease).await;
-    let done = env.wait_job(&catalog, "k-crash", "succeeded", Duration::from_secs(60)).await;
+    let done = env
+        .wait_job(&catalog, "k-crash", "succeeded", Duration::from_secs(60))
+        .await;
     assert_eq!(done.id, running.id);
     assert_eq!(done.attempts, 2, "the killed attempt and the finishing one");
-    assert_ne!(done.outcome.as_ref().unwrap()["worker"].as_str(), running.lease_owner.as_deref());
-    let tenant = env.wait_tenant_active(&catalog, "crashy", Duration::from_secs(5)).await;
+    assert_ne!(
+        done.outcome.as_ref().unwrap()["worker"].as_str(),
+        running.lease_owner.as_deref()
+    );
+    let tenant = env
+        .wait_tenant_active(&catalog, "crashy", Duration::from_secs(5))
+        .await;
     assert_eq!(tenant.schema_version, Some(2));
     assert_eq!(env.tenant_databases().await.len(), 1);
     env.cleanup().await;
@@ -84,11 +107,20 @@ async fn two_workers_share_fifty_signups_and_provision_each_once() {
     let _b = env.spawn_worker("b", &["--concurrency", "4"], &[]).await;
 
     let bodies: Vec<Vec<u8>> = (0..50)
-        .map(|i| format!(r#"{{"kind":"provision","tenant":"shared-{i:02}","key":"signup-{i}"}}"#).into_bytes())
+        .map(|i| {
+            format!(r#"{{"kind":"provision","tenant":"shared-{i:02}","key":"signup-{i}"}}"#)
+                .into_bytes()
+        })
         .collect();
     env.publish_raw_many("provision", &bodies).await;
     for i in 0..50 {
-        env.wait_job(&catalog, &format!("signup-{i}"), "succeeded", Duration::from_secs(120)).await;
+        env.wait_job(
+            &catalog,
+            &format!("signup-{i}"),
+            "succeeded",
+            Duration::from_secs(120),
+        )
+        .await;
     }
     let jobs = catalog.jobs(None, None, 1000).await.unwrap();
     assert_eq!(jobs.len(), 50);
@@ -96,7 +128,10 @@ async fn two_workers_share_fifty_signups_and_provision_each_once() {
     for job in &jobs {
         assert_eq!(job.attempts, 1, "{job:?}");
         let outcome = job.outcome.as_ref().unwrap();
-        assert_eq!(outcome["summary"], "provisioned", "each tenant provisioned by exactly one job");
+        assert_eq!(
+            outcome["summary"], "provisioned",
+            "each tenant provisioned by exactly one job"
+        );
         workers.insert(outcome["worker"].as_str().unwrap().to_owned());
     }
     assert_eq!(workers.len(), 2, "both workers took a share: {workers:?}");
@@ -114,7 +149,13 @@ async fn a_worker_reconnects_after_the_broker_drops_its_connections() {
 
     // Close this worker's connections from the broker side, as a broker restart would.
     let listed = std::process::Command::new("rabbitmqctl")
-        .args(["list_connections", "-q", "--no-table-headers", "pid", "client_properties"])
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
         .output()
         .expect("rabbitmqctl");
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
@@ -122,17 +163,31 @@ async fn a_worker_reconnects_after_the_broker_drops_its_connections() {
     for line in listed.lines().filter(|l| l.contains(&format!(":{pid}:"))) {
         let conn_pid = line.split_whitespace().next().unwrap();
         let status = std::process::Command::new("rabbitmqctl")
-            .args(["close_connection", conn_pid, "test: simulated broker restart"])
+            .args([
+                "close_connection",
+                conn_pid,
+                "test: simulated broker restart",
+            ])
             .status()
             .unwrap();
         assert!(status.success());
         closed += 1;
     }
-    assert!(closed >= 1, "found no connection of worker {pid} in:\n{listed}");
-    worker.wait_for_log("reconnecting", Duration::from_secs(30)).await;
+    assert!(
+        closed >= 1,
+        "found no connection of worker {pid} in:\n{listed}"
+    );
+    worker
+        .wait_for_log("reconnecting", Duration::from_secs(30))
+        .await;
 
-    env.publish_raw("provision", br#"{"kind":"provision","tenant":"after-drop","key":"k-drop"}"#).await;
-    env.wait_job(&catalog, "k-drop", "succeeded", Duration::from_secs(60)).await;
+    env.publish_raw(
+        "provision",
+        br#"{"kind":"provision","tenant":"after-drop","key":"k-drop"}"#,
+    )
+    .await;
+    env.wait_job(&catalog, "k-drop", "succeeded", Duration::from_secs(60))
+        .await;
     drop(worker);
     env.cleanup().await;
 }
@@ -141,19 +196,36 @@ async fn a_worker_reconnects_after_the_broker_drops_its_connections() {
 async fn sigterm_hands_a_running_job_back_after_the_grace_period() {
     let env = TestEnv::new().with_migrations(&[SLOW_MIGRATION]);
     let catalog = env.catalog().await;
-    let mut leaving = env.spawn_worker("leaving", &["--shutdown-grace-secs", "1"], &[]).await;
-    env.publish_raw("provision", br#"{"kind":"provision","tenant":"handed-back","key":"k-hand"}"#).await;
-    env.wait_job(&catalog, "k-hand", "running", Duration::from_secs(30)).await;
+    let mut leaving = env
+        .spawn_worker("leaving", &["--shutdown-grace-secs", "1"], &[])
+        .await;
+    env.publish_raw(
+        "provision",
+        br#"{"kind":"provision","tenant":"handed-back","key":"k-hand"}"#,
+    )
+    .await;
+    env.wait_job(&catalog, "k-hand", "running", Duration::from_secs(30))
+        .await;
 
     let status = leaving.terminate();
-    assert!(status.success(), "graceful exit: {status:?}\n{}", leaving.log());
-    assert!(leaving.log().contains("handing the job back"), "{}", leaving.log());
+    assert!(
+        status.success(),
+        "graceful exit: {status:?}\n{}",
+        leaving.log()
+    );
+    assert!(
+        leaving.log().contains("handing the job back"),
+        "{}",
+        leaving.log()
+    );
     let job = catalog.job_by_key("k-hand").await.unwrap().unwrap();
     assert_eq!(job.status, "queued");
     assert_eq!(job.attempts, 0, "a handed-back attempt is not spent");
 
     let _next = env.spawn_worker("next", &[], &[]).await;
-    let job = env.wait_job(&catalog, "k-hand", "succeeded", Duration::from_secs(60)).await;
+    let job = env
+        .wait_job(&catalog, "k-hand", "succeeded", Duration::from_secs(60))
+        .await;
     assert_eq!(job.attempts, 1);
     env.cleanup().await;
 }
@@ -167,7 +239,9 @@ async fn no_password_or_secret_url_appears_in_logs_or_json_output() {
         .await;
     let (ok, out, err) = env.run_cli(&["tenant", "create", "secretive", "--wait", "--json"]);
     assert!(ok, "{out}{err}");
-    let tenant = env.wait_tenant_active(&services.catalog, "secretive", Duration::from_secs(30)).await;
+    let tenant = env
+        .wait_tenant_active(&services.catalog, "secretive", Duration::from_secs(30))
+        .await;
     let password = services.catalog.tenant_password(&tenant).unwrap();
     let password = password.expose_secret();
 
@@ -182,12 +256,28 @@ async fn no_password_or_secret_url_appears_in_logs_or_json_output() {
         outputs.push(out);
         outputs.push(err);
     }
-    assert!(outputs[0].contains("job succeeded"), "the log was captured:\n{}", outputs[0]);
+    assert!(
+        outputs[0].contains("job succeeded"),
+        "the log was captured:\n{}",
+        outputs[0]
+    );
     for text in &outputs {
-        assert!(!text.contains(password), "the tenant password leaked:\n{text}");
-        assert!(!text.contains("SCRAM-SHA-256$"), "a password verifier leaked:\n{text}");
-        assert!(!text.contains(&env.secret_key), "the secret key leaked:\n{text}");
-        assert!(!text.contains("guest:guest"), "the broker password leaked:\n{text}");
+        assert!(
+            !text.contains(password),
+            "the tenant password leaked:\n{text}"
+        );
+        assert!(
+            !text.contains("SCRAM-SHA-256$"),
+            "a password verifier leaked:\n{text}"
+        );
+        assert!(
+            !text.contains(&env.secret_key),
+            "the secret key leaked:\n{text}"
+        );
+        assert!(
+            !text.contains("guest:guest"),
+            "the broker password leaked:\n{text}"
+        );
     }
     // The one command that prints a secret, because the user asked for it.
     let (ok, url, _) = env.run_cli(&["tenant", "url", "secretive"]);

@@ -3,7 +3,10 @@
 //! Worker processes are the real `pgfleet` binary.
 
 use anyhow::Result;
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueDeleteOptions,
+};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use pgfleet_shared::catalog::{Catalog, JobRecord, TenantRecord};
 use pgfleet_shared::jobs::{FaultPoints, JobContext};
@@ -32,7 +35,9 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
-        let suffix: String = (0..10).map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16))).collect();
+        let suffix: String = (0..10)
+            .map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16)))
+            .collect();
         let namespace = format!("it_{suffix}");
         let dir = std::env::temp_dir().join(format!("pgfleet-{namespace}"));
         std::fs::create_dir_all(&dir).expect("create test dir");
@@ -72,7 +77,9 @@ impl TestEnv {
 
     pub async fn services(&self) -> Services {
         let key = SecretKey::parse(&self.secret_key).unwrap();
-        let services = Services::open(&self.config(), key, 8).await.expect("open catalog");
+        let services = Services::open(&self.config(), key, 8)
+            .await
+            .expect("open catalog");
         services
             .catalog
             .register_default_server(&self.config().server_url)
@@ -122,17 +129,27 @@ impl TestEnv {
     }
 
     /// Starts `pgfleet worker` with `args`, logging to a file; waits until it consumes.
-    pub async fn spawn_worker(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
+    pub async fn spawn_worker(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let log_path = self.dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = self.pgfleet();
-        cmd.arg("worker").args(args).stdout(Stdio::null()).stderr(log);
+        cmd.arg("worker")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn worker");
         let worker = WorkerProcess { child, log_path };
-        worker.wait_for_log("consuming", Duration::from_secs(60)).await;
+        worker
+            .wait_for_log("consuming", Duration::from_secs(60))
+            .await;
         worker
     }
 
@@ -142,9 +159,14 @@ impl TestEnv {
     }
 
     pub async fn publish_raw_many(&self, routing_key: &str, bodies: &[Vec<u8>]) {
-        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await.unwrap();
+        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .unwrap();
         let channel = conn.create_channel().await.unwrap();
-        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
         let exchange = format!("{}.jobs", self.namespace);
         for body in bodies {
             let confirm = channel
@@ -168,7 +190,9 @@ impl TestEnv {
 
     /// Drains `<ns>.dead`: (body, x-pgfleet-reason header) of each message.
     pub async fn drain_dead_letters(&self) -> Vec<(Vec<u8>, Option<String>)> {
-        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await.unwrap();
+        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .unwrap();
         let channel = conn.create_channel().await.unwrap();
         let queue = format!("{}.dead", self.namespace);
         let mut out = Vec::new();
@@ -184,7 +208,9 @@ impl TestEnv {
                 .as_ref()
                 .and_then(|h| h.inner().get(pgfleet_shared::queue::REASON_HEADER).cloned())
                 .and_then(|v| match v {
-                    lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                    lapin::types::AMQPValue::LongString(s) => {
+                        Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                    }
                     _ => None,
                 });
             out.push((msg.delivery.data.clone(), reason));
@@ -193,7 +219,12 @@ impl TestEnv {
         out
     }
 
-    pub async fn wait_tenant_active(&self, catalog: &Catalog, slug: &str, timeout: Duration) -> TenantRecord {
+    pub async fn wait_tenant_active(
+        &self,
+        catalog: &Catalog,
+        slug: &str,
+        timeout: Duration,
+    ) -> TenantRecord {
         let slug = TenantSlug::parse(slug).unwrap();
         let deadline = Instant::now() + timeout;
         loop {
@@ -202,12 +233,21 @@ impl TestEnv {
                     return t;
                 }
             }
-            assert!(Instant::now() < deadline, "tenant {slug} not active within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "tenant {slug} not active within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    pub async fn wait_job(&self, catalog: &Catalog, key: &str, status: &str, timeout: Duration) -> JobRecord {
+    pub async fn wait_job(
+        &self,
+        catalog: &Catalog,
+        key: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> JobRecord {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(job) = catalog.job_by_key(key).await.unwrap() {
@@ -215,7 +255,10 @@ impl TestEnv {
                     return job;
                 }
             }
-            assert!(Instant::now() < deadline, "job {key} not {status} within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "job {key} not {status} within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -233,11 +276,13 @@ impl TestEnv {
 
     pub async fn tenant_roles(&self) -> Vec<String> {
         let mut admin = admin().await;
-        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY 1")
-            .bind(format!("{}_", self.namespace))
-            .fetch_all(&mut admin)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY 1",
+        )
+        .bind(format!("{}_", self.namespace))
+        .fetch_all(&mut admin)
+        .await
+        .unwrap()
     }
 
     /// Drops everything this test created: tenant databases and roles, the catalog, queues.
@@ -246,22 +291,31 @@ impl TestEnv {
         let mut databases = self.tenant_databases().await;
         databases.push(format!("{}_catalog", self.namespace));
         for db in databases {
-            let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).execute(&mut admin).await;
+            let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
         }
         for role in self.tenant_roles().await {
-            let _ = sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\"")).execute(&mut admin).await;
+            let _ = sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\""))
+                .execute(&mut admin)
+                .await;
         }
         if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
             if let Ok(channel) = conn.create_channel().await {
                 let ns = Namespace::parse(&self.namespace).unwrap();
-                let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
+                let mut queues: Vec<String> =
+                    JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
                 queues.push(ns.dead());
                 queues.push(ns.unroutable());
                 for q in &queues {
-                    let _ = channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+                    let _ = channel
+                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                        .await;
                 }
                 for x in [ns.jobs_exchange(), ns.dead(), ns.unroutable()] {
-                    let _ = channel.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()).await;
+                    let _ = channel
+                        .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                        .await;
                 }
             }
             let _ = conn.close(200, "bye".into()).await;
@@ -273,7 +327,9 @@ impl TestEnv {
 /// Declares the topology as every pgfleet process does at start (for tests that publish
 /// before an in-process worker has connected).
 pub async fn declare_topology(ns: &Namespace) {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await.unwrap();
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
     pgfleet_shared::queue::declare_topology(&conn.create_channel().await.unwrap(), ns)
         .await
         .unwrap();
@@ -281,12 +337,22 @@ pub async fn declare_topology(ns: &Namespace) {
 }
 
 pub async fn admin() -> PgConnection {
-    PgConnection::connect(ADMIN_URL).await.expect("connect to local Postgres as postgres")
+    PgConnection::connect(ADMIN_URL)
+        .await
+        .expect("connect to local Postgres as postgres")
 }
 
 /// Connects as a tenant's role to `database`.
-pub async fn connect_as(env_services: &Services, tenant: &TenantRecord, database: &str) -> Result<PgConnection> {
-    let options = env_services.servers.tenant_options(tenant).await?.database(database);
+pub async fn connect_as(
+    env_services: &Services,
+    tenant: &TenantRecord,
+    database: &str,
+) -> Result<PgConnection> {
+    let options = env_services
+        .servers
+        .tenant_options(tenant)
+        .await?
+        .database(database);
     Ok(PgConnection::connect_with(&options).await?)
 }
 
@@ -304,7 +370,10 @@ impl WorkerProcess {
         let deadline = Instant::now() + timeout;
         while !self.log().contains(needle) {
             if Instant::now() > deadline {
-                panic!("worker log has no {needle:?} within {timeout:?}:\n{}", self.log());
+                panic!(
+                    "worker log has no {needle:?} within {timeout:?}:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -317,7 +386,10 @@ impl WorkerProcess {
 
     /// SIGTERM, then waits for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().expect("wait for worker")
     }
 }
@@ -330,8 +402,10 @@ impl Drop for WorkerProcess {
 }
 
 pub async fn table_names(conn: &mut PgConnection) -> Vec<String> {
-    sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
-        .fetch_all(conn)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
 }

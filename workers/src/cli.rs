@@ -36,16 +36,31 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "PGFLEET_TENANT_MIGRATIONS")]
     pub tenant_migrations: Option<PathBuf>,
     /// Base64 key (32 bytes) encrypting credentials in the catalog. Default: the key file.
-    #[arg(long, global = true, env = "PGFLEET_SECRET_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "PGFLEET_SECRET_KEY",
+        hide_env_values = true
+    )]
     pub secret_key: Option<String>,
     /// File holding the secret key. Default: `<data dir>/secret.key` (created by `up`).
     #[arg(long, global = true, env = "PGFLEET_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
     /// Local state of `pgfleet up`: the generated secret key, local backups.
-    #[arg(long, global = true, env = "PGFLEET_DATA_DIR", default_value = "pgfleet-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "PGFLEET_DATA_DIR",
+        default_value = "pgfleet-data"
+    )]
     pub data_dir: PathBuf,
     /// Connection limit of each new tenant role.
-    #[arg(long, global = true, env = "PGFLEET_TENANT_CONNECTION_LIMIT", default_value_t = 20)]
+    #[arg(
+        long,
+        global = true,
+        env = "PGFLEET_TENANT_CONNECTION_LIMIT",
+        default_value_t = 20
+    )]
     pub tenant_connection_limit: i32,
     /// Log format on stderr.
     #[arg(long, global = true, env = "PGFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

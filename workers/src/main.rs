@@ -42,11 +42,17 @@ fn main() -> ExitCode {
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let long_running = matches!(cli.command, Command::Up(_) | Command::Worker(_));
-    let default = if long_running { "info,sqlx=warn,lapin=warn" } else { "warn" };
+    let default = if long_running {
+        "info,sqlx=warn,lapin=warn"
+    } else {
+        "warn"
+    };
     let filter = EnvFilter::try_from_env("PGFLEET_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.global.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -83,7 +89,10 @@ fn secret_key(g: &GlobalArgs, create: bool) -> Result<SecretKey> {
     if let Some(text) = &g.secret_key {
         return SecretKey::parse(text).context("PGFLEET_SECRET_KEY");
     }
-    let path = g.secret_key_file.clone().unwrap_or_else(|| g.data_dir.join("secret.key"));
+    let path = g
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| g.data_dir.join("secret.key"));
     if create {
         let (key, created) = SecretKey::load_or_create_file(&path)?;
         if created {
@@ -119,7 +128,10 @@ async fn run_worker(g: &GlobalArgs, args: &WorkerArgs, all_in_one: bool) -> Resu
     let settings = worker_settings(args);
     let key = secret_key(g, all_in_one)?;
     let services = Services::open(&config, key, (settings.concurrency as u32 + 4).min(50)).await?;
-    services.catalog.register_default_server(&config.server_url).await?;
+    services
+        .catalog
+        .register_default_server(&config.server_url)
+        .await?;
     let (migrations, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
     info!(source, target_version = ?migrations.target_version(), "tenant migrations loaded");
     let ctx = services.job_context(&config, migrations, FaultPoints::default());
@@ -137,7 +149,10 @@ async fn run_worker(g: &GlobalArgs, args: &WorkerArgs, all_in_one: bool) -> Resu
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         warn!("cannot listen for signals");
         return;
     };
@@ -164,11 +179,19 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
     let services = Services::open(&config, secret_key(g, false)?, 4).await?;
     let catalog = &services.catalog;
     match cmd {
-        TenantCommand::Create { slug, region, key, wait, json } => {
+        TenantCommand::Create {
+            slug,
+            region,
+            key,
+            wait,
+            json,
+        } => {
             let request = JobRequest {
                 tenant: parse_slug(slug)?,
                 key: key.clone(),
-                spec: JobSpec::Provision { region: region.clone() },
+                spec: JobSpec::Provision {
+                    region: region.clone(),
+                },
             };
             let producer = services.producer(&config, &WorkerSettings::default());
             let enqueued = producer.enqueue(&request).await?;
@@ -192,23 +215,24 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
         }
         TenantCommand::Show { slug, json } => {
             let slug = parse_slug(slug)?;
-            let tenant = catalog
-                .tenant(&slug)
-                .await?
-                .with_context(|| format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones"))?;
+            let tenant = catalog.tenant(&slug).await?.with_context(|| {
+                format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones")
+            })?;
             output::print_tenant(&tenant, *json);
             Ok(ExitCode::SUCCESS)
         }
         TenantCommand::Url { slug } => {
             let slug = parse_slug(slug)?;
-            let tenant = catalog
-                .tenant(&slug)
-                .await?
-                .with_context(|| format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones"))?;
+            let tenant = catalog.tenant(&slug).await?.with_context(|| {
+                format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones")
+            })?;
             if tenant.status != "active" {
                 bail!("tenant {slug} is {}, not active yet", tenant.status);
             }
-            println!("{}", services.servers.tenant_url(&tenant).await?.expose_secret());
+            println!(
+                "{}",
+                services.servers.tenant_url(&tenant).await?.expose_secret()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -226,22 +250,31 @@ async fn jobs_command(g: &GlobalArgs, cmd: &JobsCommand) -> Result<ExitCode> {
     let config = config(g)?;
     let services = Services::open(&config, secret_key(g, false)?, 2).await?;
     match cmd {
-        JobsCommand::List { status, tenant, limit, json } => {
+        JobsCommand::List {
+            status,
+            tenant,
+            limit,
+            json,
+        } => {
             if let Some(s) = status {
                 if !["queued", "running", "succeeded", "failed", "dead"].contains(&s.as_str()) {
                     bail!("unknown status {s:?}: use queued, running, succeeded, failed or dead");
                 }
             }
-            let jobs = services.catalog.jobs(status.as_deref(), tenant.as_deref(), *limit).await?;
+            let jobs = services
+                .catalog
+                .jobs(status.as_deref(), tenant.as_deref(), *limit)
+                .await?;
             output::print_jobs(&jobs, *json);
         }
         JobsCommand::Show { id, json } => {
-            let id: uuid::Uuid = id.parse().with_context(|| format!("{id:?} is not a job id (a UUID)"))?;
-            let job = services
-                .catalog
-                .job(id)
-                .await?
-                .with_context(|| format!("no job {id}; `pgfleet jobs list` shows recent ones"))?;
+            let id: uuid::Uuid = id
+                .parse()
+                .with_context(|| format!("{id:?} is not a job id (a UUID)"))?;
+            let job =
+                services.catalog.job(id).await?.with_context(|| {
+                    format!("no job {id}; `pgfleet jobs list` shows recent ones")
+                })?;
             output::print_job(&job, *json);
         }
     }

@@ -49,10 +49,19 @@ pub fn print_tenants(tenants: &[TenantRecord], as_json: bool) {
     if as_json {
         return print_json(&Value::Array(tenants.iter().map(tenant_json).collect()));
     }
-    println!("{:<30} {:<13} {:<8} {:<10} {:<40}", "SLUG", "STATUS", "VERSION", "SERVER", "DATABASE");
+    println!(
+        "{:<30} {:<13} {:<8} {:<10} {:<40}",
+        "SLUG", "STATUS", "VERSION", "SERVER", "DATABASE"
+    );
     for t in tenants {
-        let version = t.schema_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-        println!("{:<30} {:<13} {:<8} {:<10} {:<40}", t.slug, t.status, version, t.server, t.database_name);
+        let version = t
+            .schema_version
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<30} {:<13} {:<8} {:<10} {:<40}",
+            t.slug, t.status, version, t.server, t.database_name
+        );
     }
 }
 
@@ -70,7 +79,10 @@ pub fn print_jobs(jobs: &[JobRecord], as_json: bool) {
     if as_json {
         return print_json(&Value::Array(jobs.iter().map(job_json).collect()));
     }
-    println!("{:<36} {:<10} {:<24} {:<10} {:>3}  {:<24} ERROR", "ID", "KIND", "TENANT", "STATUS", "TRY", "CREATED");
+    println!(
+        "{:<36} {:<10} {:<24} {:<10} {:>3}  {:<24} ERROR",
+        "ID", "KIND", "TENANT", "STATUS", "TRY", "CREATED"
+    );
     for j in jobs {
         println!(
             "{:<36} {:<10} {:<24} {:<10} {:>3}  {:<24} {}",

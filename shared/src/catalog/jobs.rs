@@ -153,7 +153,12 @@ impl Catalog {
         .context("recording the job in the catalog")?;
         match inserted {
             Some(job) => Ok((job, true)),
-            None => Ok((self.job_by_key(&new.key).await?.context("job vanished after insert")?, false)),
+            None => Ok((
+                self.job_by_key(&new.key)
+                    .await?
+                    .context("job vanished after insert")?,
+                false,
+            )),
         }
     }
 
@@ -167,7 +172,12 @@ impl Catalog {
     }
 
     /// Records (if new) and claims the job of a delivered message, in one transaction.
-    pub async fn claim_job(&self, new: &NewJob, owner: &str, lease: Duration) -> Result<ClaimOutcome> {
+    pub async fn claim_job(
+        &self,
+        new: &NewJob,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<ClaimOutcome> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
@@ -191,7 +201,11 @@ impl Catalog {
             .fetch_one(&mut *tx)
             .await?;
             use sqlx::{FromRow, Row};
-            (JobRecord::from_row(&row)?, row.try_get("lease_live")?, row.try_get("due")?)
+            (
+                JobRecord::from_row(&row)?,
+                row.try_get("lease_live")?,
+                row.try_get("due")?,
+            )
         };
         if job.kind != new.kind.as_str() || !job.tenant.eq_ignore_ascii_case(new.tenant.as_str()) {
             return Ok(ClaimOutcome::KeyConflict(job));
@@ -281,7 +295,13 @@ impl Catalog {
     }
 
     /// Fenced terminal failure: `status` is `failed` (permanent error) or `dead` (out of attempts).
-    pub async fn finish_unsuccessful(&self, id: Uuid, epoch: i64, status: &str, error: &str) -> Result<bool> {
+    pub async fn finish_unsuccessful(
+        &self,
+        id: Uuid,
+        epoch: i64,
+        status: &str,
+        error: &str,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE jobs SET status = $3, error = $4, lease_owner = NULL, lease_expires_at = NULL,
                     finished_at = now(), updated_at = now()
@@ -297,7 +317,13 @@ impl Catalog {
     }
 
     /// Fenced: back to `queued` after `delay`; the sweep publishes it when due.
-    pub async fn schedule_retry(&self, id: Uuid, epoch: i64, error: &str, delay: Duration) -> Result<bool> {
+    pub async fn schedule_retry(
+        &self,
+        id: Uuid,
+        epoch: i64,
+        error: &str,
+        delay: Duration,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE jobs SET status = 'queued', error = $3, run_after = now() + make_interval(secs => $4),
                     lease_owner = NULL, lease_expires_at = NULL, dispatched_at = NULL, updated_at = now()
@@ -369,21 +395,30 @@ impl Catalog {
     }
 
     pub async fn job(&self, id: Uuid) -> Result<Option<JobRecord>> {
-        Ok(sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
     }
 
     pub async fn job_by_key(&self, key: &str) -> Result<Option<JobRecord>> {
-        Ok(sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"))
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     /// Newest first; optionally only one status and/or one tenant.
-    pub async fn jobs(&self, status: Option<&str>, tenant: Option<&str>, limit: i64) -> Result<Vec<JobRecord>> {
+    pub async fn jobs(
+        &self,
+        status: Option<&str>,
+        tenant: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs
              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR tenant = $2::citext)
@@ -396,21 +431,31 @@ impl Catalog {
         .await?)
     }
 
-    pub async fn record_dead_letter(&self, queue: &str, reason: &str, body: &[u8], job_id: Option<Uuid>) -> Result<()> {
+    pub async fn record_dead_letter(
+        &self,
+        queue: &str,
+        reason: &str,
+        body: &[u8],
+        job_id: Option<Uuid>,
+    ) -> Result<()> {
         const MAX_BODY: usize = 64 * 1024;
-        sqlx::query("INSERT INTO dead_letters (queue, reason, body, job_id) VALUES ($1, $2, $3, $4)")
-            .bind(queue)
-            .bind(reason)
-            .bind(&body[..body.len().min(MAX_BODY)])
-            .bind(job_id)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO dead_letters (queue, reason, body, job_id) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(queue)
+        .bind(reason)
+        .bind(&body[..body.len().min(MAX_BODY)])
+        .bind(job_id)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
     pub async fn dead_letter_reasons(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT reason FROM dead_letters ORDER BY received_at")
-            .fetch_all(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT reason FROM dead_letters ORDER BY received_at")
+                .fetch_all(self.pool())
+                .await?,
+        )
     }
 }

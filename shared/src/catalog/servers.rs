@@ -20,10 +20,11 @@ impl Catalog {
     /// Registers (or updates) the server named `default` from `PGFLEET_SERVER_URL`.
     pub async fn register_default_server(&self, admin_url: &SecretString) -> Result<ServerRecord> {
         let display = redact_url(admin_url.expose_secret());
-        let existing: Option<(Uuid, Vec<u8>)> =
-            sqlx::query_as("SELECT id, admin_url_ciphertext FROM tenant_servers WHERE name = 'default'")
-                .fetch_optional(self.pool())
-                .await?;
+        let existing: Option<(Uuid, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, admin_url_ciphertext FROM tenant_servers WHERE name = 'default'",
+        )
+        .fetch_optional(self.pool())
+        .await?;
         let unchanged = match &existing {
             Some((_, sealed)) => self
                 .key()
@@ -67,16 +68,19 @@ impl Catalog {
         .bind(region)
         .fetch_optional(self.pool())
         .await?;
-        found.context("no tenant server is registered; start a pgfleet process with PGFLEET_SERVER_URL set")
+        found.context(
+            "no tenant server is registered; start a pgfleet process with PGFLEET_SERVER_URL set",
+        )
     }
 
     /// The decrypted admin URL of a server (for connecting to it; never for printing).
     pub async fn server_admin_url(&self, server_id: Uuid) -> Result<SecretString> {
-        let sealed: Vec<u8> = sqlx::query_scalar("SELECT admin_url_ciphertext FROM tenant_servers WHERE id = $1")
-            .bind(server_id)
-            .fetch_one(self.pool())
-            .await
-            .with_context(|| format!("tenant server {server_id} is not in the catalog"))?;
+        let sealed: Vec<u8> =
+            sqlx::query_scalar("SELECT admin_url_ciphertext FROM tenant_servers WHERE id = $1")
+                .bind(server_id)
+                .fetch_one(self.pool())
+                .await
+                .with_context(|| format!("tenant server {server_id} is not in the catalog"))?;
         self.key().decrypt_string(&sealed)
     }
 }

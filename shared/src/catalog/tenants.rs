@@ -66,9 +66,12 @@ impl Catalog {
         .execute(self.pool())
         .await
         .with_context(|| format!("recording tenant {} in the catalog", new.slug))?;
-        self.tenant(new.slug)
-            .await?
-            .with_context(|| format!("tenant {} vanished from the catalog right after insert", new.slug))
+        self.tenant(new.slug).await?.with_context(|| {
+            format!(
+                "tenant {} vanished from the catalog right after insert",
+                new.slug
+            )
+        })
     }
 
     pub async fn tenant(&self, slug: &TenantSlug) -> Result<Option<TenantRecord>> {
@@ -93,7 +96,11 @@ impl Catalog {
             .with_context(|| format!("decrypting the password of tenant {}", tenant.slug))
     }
 
-    pub async fn mark_tenant_active(&self, tenant_id: Uuid, schema_version: Option<i64>) -> Result<()> {
+    pub async fn mark_tenant_active(
+        &self,
+        tenant_id: Uuid,
+        schema_version: Option<i64>,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE tenants SET status = 'active', schema_version = $2, updated_at = now()
              WHERE id = $1 AND (status <> 'active' OR schema_version IS DISTINCT FROM $2)",

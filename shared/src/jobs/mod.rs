@@ -52,17 +52,24 @@ impl Outcome {
 pub async fn run(ctx: &JobContext, job: &JobRecord) -> Result<Outcome, JobError> {
     let request = job.request().map_err(JobError::Permanent)?;
     match &request.spec {
-        JobSpec::Provision { region } => provision::run(ctx, &request.tenant, region.as_deref()).await,
+        JobSpec::Provision { region } => {
+            provision::run(ctx, &request.tenant, region.as_deref()).await
+        }
     }
 }
 
 /// Named points inside handlers where tests inject a failure, to prove that an interrupted
 /// job completes on retry. Empty (and free) in production.
 #[derive(Clone, Default)]
-pub struct FaultPoints(Option<Arc<dyn Fn(&str, &TenantSlug) -> anyhow::Result<()> + Send + Sync>>);
+pub struct FaultPoints(Option<Arc<FaultHook>>);
+
+/// Called with the point's name and the job's tenant; an `Err` fails the job there.
+pub type FaultHook = dyn Fn(&str, &TenantSlug) -> anyhow::Result<()> + Send + Sync;
 
 impl FaultPoints {
-    pub fn new(hook: impl Fn(&str, &TenantSlug) -> anyhow::Result<()> + Send + Sync + 'static) -> Self {
+    pub fn new(
+        hook: impl Fn(&str, &TenantSlug) -> anyhow::Result<()> + Send + Sync + 'static,
+    ) -> Self {
         Self(Some(Arc::new(hook)))
     }
 

@@ -20,7 +20,11 @@ use tracing::info;
 const DUPLICATE_OBJECT: &str = "42710";
 const DUPLICATE_DATABASE: &str = "42P04";
 
-pub async fn run(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> Result<Outcome, JobError> {
+pub async fn run(
+    ctx: &JobContext,
+    slug: &TenantSlug,
+    region: Option<&str>,
+) -> Result<Outcome, JobError> {
     let tenant = ensure_catalog_row(ctx, slug, region).await?;
     if tenant.status == "deleted" || tenant.status == "deleting" {
         return Err(JobError::Permanent(anyhow::anyhow!(
@@ -40,13 +44,22 @@ pub async fn run(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> R
     drop(conn);
     ctx.faults.check("provision.after_migrations", slug)?;
 
+    // The steps above commit asynchronously (see `servers`); this one synchronous commit
+    // flushes the server's WAL past all of them before the catalog calls the tenant active.
+    ctx.servers.flush_wal(tenant.server_id).await?;
+
     let was_active = tenant.status == "active" && tenant.schema_version == applied.schema_version;
     ctx.catalog
         .mark_tenant_active(tenant.id, applied.schema_version)
         .await?;
 
-    let nothing_done = was_active && role_changed.is_none() && !database_created && applied.applied.is_empty();
-    let summary = if nothing_done { "already active" } else { "provisioned" };
+    let nothing_done =
+        was_active && role_changed.is_none() && !database_created && applied.applied.is_empty();
+    let summary = if nothing_done {
+        "already active"
+    } else {
+        "provisioned"
+    };
     info!(tenant = %slug, summary, migrations = applied.applied.len(), "provision finished");
     Ok(Outcome::new(
         summary,
@@ -64,7 +77,11 @@ pub async fn run(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> R
 
 /// The catalog row comes first: it fixes the server, names and password before anything
 /// exists on the server, so every retry reuses them.
-async fn ensure_catalog_row(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> Result<TenantRecord, JobError> {
+async fn ensure_catalog_row(
+    ctx: &JobContext,
+    slug: &TenantSlug,
+    region: Option<&str>,
+) -> Result<TenantRecord, JobError> {
     if let Some(existing) = ctx.catalog.tenant(slug).await? {
         return Ok(existing);
     }
@@ -111,7 +128,11 @@ struct RoleState {
 
 /// Makes the login role exist with the stored password and limits. Returns what changed
 /// (`None` when nothing did).
-async fn ensure_role(ctx: &JobContext, admin: &PgPool, tenant: &TenantRecord) -> Result<Option<&'static str>, JobError> {
+async fn ensure_role(
+    ctx: &JobContext,
+    admin: &PgPool,
+    tenant: &TenantRecord,
+) -> Result<Option<&'static str>, JobError> {
     let password = ctx.catalog.tenant_password(tenant)?;
     let role = quote_ident(&tenant.role_name);
     let limit = tenant.connection_limit;
@@ -119,20 +140,29 @@ async fn ensure_role(ctx: &JobContext, admin: &PgPool, tenant: &TenantRecord) ->
         Some(state) => state,
         None => {
             let verifier = scram_sha256_verifier(&password);
+            // One batch, one transaction: the role never exists without its comment.
             let create = format!(
-                "CREATE ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {limit} PASSWORD {}",
-                quote_literal(verifier.expose_secret())
+                "CREATE ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {limit} PASSWORD {}; {}",
+                quote_literal(verifier.expose_secret()),
+                comment_sql("ROLE", &role, &tenant.slug),
             );
             match sqlx::raw_sql(&create).execute(admin).await {
                 Ok(_) => {
-                    comment(admin, "ROLE", &role, &tenant.slug).await?;
                     return Ok(Some("created"));
                 }
                 // A concurrent provision created it first: check what it made.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(DUPLICATE_OBJECT) => read_role(admin, &tenant.role_name)
-                    .await?
-                    .with_context(|| format!("role {} exists and yet is not found", tenant.role_name))?,
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("creating role {}", tenant.role_name)).into()),
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(DUPLICATE_OBJECT) => {
+                    read_role(admin, &tenant.role_name)
+                        .await?
+                        .with_context(|| {
+                            format!("role {} exists and yet is not found", tenant.role_name)
+                        })?
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("creating role {}", tenant.role_name))
+                        .into())
+                }
             }
         }
     };
@@ -140,7 +170,11 @@ async fn ensure_role(ctx: &JobContext, admin: &PgPool, tenant: &TenantRecord) ->
         Some(stored) => scram_verifier_matches(&password, stored),
         None => false,
     };
-    let attributes_ok = state.rolcanlogin && !state.rolsuper && !state.rolcreatedb && !state.rolcreaterole && state.rolconnlimit == limit;
+    let attributes_ok = state.rolcanlogin
+        && !state.rolsuper
+        && !state.rolcreatedb
+        && !state.rolcreaterole
+        && state.rolconnlimit == limit;
     if password_ok && attributes_ok {
         return Ok(None);
     }
@@ -179,13 +213,11 @@ async fn read_role(admin: &PgPool, role: &str) -> Result<Option<RoleState>, JobE
     }
 }
 
-async fn comment(admin: &PgPool, object: &str, quoted_name: &str, slug: &str) -> Result<(), JobError> {
-    let sql = format!(
+fn comment_sql(object: &str, quoted_name: &str, slug: &str) -> String {
+    format!(
         "COMMENT ON {object} {quoted_name} IS {}",
         quote_literal(&format!("pgfleet tenant {slug}"))
-    );
-    sqlx::raw_sql(&sql).execute(admin).await.context("commenting the tenant's objects")?;
-    Ok(())
+    )
 }
 
 /// Makes the database exist, owned by the tenant role, with no PUBLIC privileges.
@@ -196,10 +228,12 @@ async fn ensure_database(admin: &PgPool, tenant: &TenantRecord) -> Result<bool, 
     let mut created = false;
     let mut owner = database_owner(admin, &tenant.database_name).await?;
     if owner.is_none() {
-        let create = format!("CREATE DATABASE {database} OWNER {}", quote_ident(&tenant.role_name));
+        let create = format!(
+            "CREATE DATABASE {database} OWNER {}",
+            quote_ident(&tenant.role_name)
+        );
         match sqlx::raw_sql(&create).execute(admin).await {
             Ok(_) => {
-                comment(admin, "DATABASE", &database, &tenant.slug).await?;
                 created = true;
                 owner = Some(tenant.role_name.clone());
             }
@@ -225,16 +259,26 @@ async fn ensure_database(admin: &PgPool, tenant: &TenantRecord) -> Result<bool, 
             )))
         }
     }
-    let public_has_access: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-                        WHERE d.datname = $1 AND a.grantee = 0)",
-    )
-    .bind(&tenant.database_name)
-    .fetch_one(admin)
-    .await
-    .context("reading the tenant database's privileges")?;
+    // A new database has the default privileges (PUBLIC may connect); an existing one is
+    // checked. Comment and revoke go in one batch: one transaction, one commit.
+    let public_has_access: bool = created
+        || sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                            WHERE d.datname = $1 AND a.grantee = 0)",
+        )
+        .bind(&tenant.database_name)
+        .fetch_one(admin)
+        .await
+        .context("reading the tenant database's privileges")?;
     if public_has_access {
-        sqlx::raw_sql(&format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"))
+        let mut sql = format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC");
+        if created {
+            sql = format!(
+                "{sql}; {}",
+                comment_sql("DATABASE", &database, &tenant.slug)
+            );
+        }
+        sqlx::raw_sql(&sql)
             .execute(admin)
             .await
             .context("revoking PUBLIC access to the tenant database")?;
@@ -243,11 +287,13 @@ async fn ensure_database(admin: &PgPool, tenant: &TenantRecord) -> Result<bool, 
 }
 
 async fn database_owner(admin: &PgPool, database: &str) -> Result<Option<String>, JobError> {
-    Ok(sqlx::query_scalar("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1")
-        .bind(database)
-        .fetch_optional(admin)
-        .await
-        .context("reading the tenant database")?)
+    Ok(sqlx::query_scalar(
+        "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+    )
+    .bind(database)
+    .fetch_optional(admin)
+    .await
+    .context("reading the tenant database")?)
 }
 
 #[cfg(test)]
@@ -260,7 +306,10 @@ mod tests {
         assert_eq!(object_name("pgfleet", &short), "pgfleet_acme-corp");
         let long_a = TenantSlug::parse(&format!("a{}", "b".repeat(62))).unwrap();
         let long_b = TenantSlug::parse(&format!("a{}c", "b".repeat(61))).unwrap();
-        let (a, b) = (object_name("pgfleet", &long_a), object_name("pgfleet", &long_b));
+        let (a, b) = (
+            object_name("pgfleet", &long_a),
+            object_name("pgfleet", &long_b),
+        );
         assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
         assert_ne!(a, b);
     }

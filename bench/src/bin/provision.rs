@@ -1,0 +1,292 @@
+//! Provisioning benchmark (issue: foundation). N signups published at once to a single
+//! `pgfleet worker` process until all tenants are active, against the loop pgfleet
+//! replaces — `createdb` then `psql -f <schema>` per tenant, sequentially — in the same run,
+//! on the same server. Prints both, the ratio, and the worker's peak RSS.
+//!
+//! Run: `bench/provision.sh` (builds release binaries), or after a release build:
+//! `target/release/bench-provision [--tenants 200] [--concurrency 8]`.
+
+use anyhow::{bail, Context, Result};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use pgfleet_shared::secrets::SecretKey;
+use rand::Rng;
+use secrecy::ExposeSecret;
+use sqlx::{Connection as _, PgConnection};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str, default: usize| -> usize {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let tenants = flag("--tenants", 200);
+    let concurrency = flag("--concurrency", 8);
+    let repo = std::env::current_dir()?;
+    let schema = repo.join("migrations/tenant/1_example_app.sql");
+    if !schema.exists() {
+        bail!("run from the repository root (needs {})", schema.display());
+    }
+    let pgfleet = std::env::current_exe()?.with_file_name("pgfleet");
+    if !pgfleet.exists() {
+        bail!(
+            "{} is missing: build it first (`cargo build --release -p pgfleet-workers`)",
+            pgfleet.display()
+        );
+    }
+    let suffix: String = (0..8)
+        .map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16)))
+        .collect();
+    let namespace = format!("bench_{suffix}");
+
+    println!(
+        "provisioning benchmark: {tenants} tenants, one worker process (concurrency {concurrency})"
+    );
+    // Each phase writes ~7 MB of WAL per database; a checkpoint before each keeps one
+    // phase from paying for the other's WAL.
+    checkpoint().await?;
+    let baseline = run_loop_baseline(&namespace, tenants, &schema)?;
+    checkpoint().await?;
+    let result = run_pgfleet(&pgfleet, &namespace, tenants, concurrency).await;
+    cleanup(&namespace).await?;
+    let (pgfleet_wall, peak_rss_kib) = result?;
+
+    let per = |d: Duration| d.as_secs_f64() * 1000.0 / tenants as f64;
+    let rate = |d: Duration| tenants as f64 / d.as_secs_f64();
+    println!();
+    println!("| pipeline | wall | per tenant | tenants/s |");
+    println!("|---|---|---|---|");
+    println!(
+        "| createdb + psql -f loop (baseline) | {:.2} s | {:.1} ms | {:.1} |",
+        baseline.as_secs_f64(),
+        per(baseline),
+        rate(baseline)
+    );
+    println!(
+        "| pgfleet: {tenants} signups on AMQP -> all active | {:.2} s | {:.1} ms | {:.1} |",
+        pgfleet_wall.as_secs_f64(),
+        per(pgfleet_wall),
+        rate(pgfleet_wall)
+    );
+    println!();
+    println!(
+        "throughput ratio (pgfleet / loop): {:.2}x   (target >= 3x)",
+        baseline.as_secs_f64() / pgfleet_wall.as_secs_f64()
+    );
+    println!("worker peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
+    Ok(())
+}
+
+fn run_loop_baseline(
+    namespace: &str,
+    tenants: usize,
+    schema: &std::path::Path,
+) -> Result<Duration> {
+    let started = Instant::now();
+    for i in 0..tenants {
+        let db = format!("{namespace}_loop_{i}");
+        let ok = Command::new("createdb")
+            .args(["-h", "127.0.0.1", "-U", "postgres", &db])
+            .status()?
+            .success()
+            && Command::new("psql")
+                .args([
+                    "-q",
+                    "-X",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    &db,
+                    "-f",
+                ])
+                .arg(schema)
+                .stdout(Stdio::null())
+                .status()?
+                .success();
+        if !ok {
+            bail!("baseline loop failed at tenant {i}");
+        }
+    }
+    Ok(started.elapsed())
+}
+
+async fn run_pgfleet(
+    pgfleet: &PathBuf,
+    namespace: &str,
+    tenants: usize,
+    concurrency: usize,
+) -> Result<(Duration, u64)> {
+    let catalog_url = format!("postgres://postgres@127.0.0.1:5432/{namespace}_catalog");
+    let log_path = std::env::temp_dir().join(format!("{namespace}-worker.log"));
+    let mut worker = Command::new(pgfleet)
+        .args(["worker", "--concurrency", &concurrency.to_string()])
+        .env("PGFLEET_CATALOG_URL", &catalog_url)
+        .env("PGFLEET_NAMESPACE", namespace)
+        .env(
+            "PGFLEET_SECRET_KEY",
+            SecretKey::generate().to_base64().expose_secret(),
+        )
+        .env("PGFLEET_LOG", "warn")
+        .env("PGFLEET_LOG_FORMAT", "json")
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()
+        .context("starting the worker")?;
+    let pid = worker.id();
+
+    let result = async {
+        // Ready when its queue has a consumer.
+        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        let queue = format!("{namespace}.provision");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let probe = conn.create_channel().await?;
+            let declared = probe
+                .queue_declare(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await;
+            if matches!(&declared, Ok(q) if q.consumer_count() > 0) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the worker did not start consuming; see {}",
+                    log_path.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut catalog = PgConnection::connect(&catalog_url).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+
+        let started = Instant::now();
+        let exchange = format!("{namespace}.jobs");
+        for i in 0..tenants {
+            let body =
+                format!(r#"{{"kind":"provision","tenant":"tenant-{i:05}","key":"signup-{i}"}}"#);
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "provision".into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default()
+                        .with_content_type("application/json".into())
+                        .with_delivery_mode(2),
+                )
+                .await?;
+        }
+        channel.wait_for_confirms().await?;
+        loop {
+            let active: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM tenants WHERE status = 'active'")
+                    .fetch_one(&mut catalog)
+                    .await?;
+            if active as usize >= tenants {
+                break;
+            }
+            let failed: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('failed', 'dead')")
+                    .fetch_one(&mut catalog)
+                    .await?;
+            if failed > 0 {
+                bail!("{failed} provision jobs failed; see {}", log_path.display());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let wall = started.elapsed();
+        let _ = conn.close(200, "bye".into()).await;
+        Ok(wall)
+    }
+    .await;
+    let peak_rss = peak_rss_kib(pid);
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = worker.wait();
+    Ok((result?, peak_rss))
+}
+
+async fn checkpoint() -> Result<()> {
+    let mut admin = PgConnection::connect(ADMIN_URL).await?;
+    sqlx::raw_sql("CHECKPOINT").execute(&mut admin).await?;
+    Ok(())
+}
+
+/// VmHWM of a live process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn cleanup(namespace: &str) -> Result<()> {
+    let mut admin = PgConnection::connect(ADMIN_URL).await?;
+    let databases: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(format!("{namespace}_"))
+            .fetch_all(&mut admin)
+            .await?;
+    for db in databases {
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+    }
+    let roles: Vec<String> =
+        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)")
+            .bind(format!("{namespace}_"))
+            .fetch_all(&mut admin)
+            .await?;
+    for role in roles {
+        sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\""))
+            .execute(&mut admin)
+            .await?;
+    }
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    for q in ["provision", "dead", "unroutable"] {
+        let _ = channel
+            .queue_delete(
+                format!("{namespace}.{q}").as_str().into(),
+                Default::default(),
+            )
+            .await;
+    }
+    for x in ["jobs", "dead", "unroutable"] {
+        let _ = channel
+            .exchange_delete(
+                format!("{namespace}.{x}").as_str().into(),
+                Default::default(),
+            )
+            .await;
+    }
+    Ok(())
+}
