@@ -30,7 +30,9 @@ impl Namespace {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !ok {
-            bail!("invalid namespace {raw:?}: use 1-24 characters of a-z, 0-9 and '_', starting with a letter");
+            bail!(
+                "invalid namespace {raw:?}: use 1-24 characters of a-z, 0-9 and '_', starting with a letter"
+            );
         }
         Ok(Self(raw.to_owned()))
     }
@@ -77,6 +79,10 @@ pub struct Config {
     pub tenant_migrations: Option<PathBuf>,
     /// Connection limit given to each new tenant role.
     pub tenant_connection_limit: i32,
+    /// Backup store: `file://DIR` or `s3://BUCKET/PREFIX`.
+    pub backup_url: String,
+    /// gzip level of backups (1 fastest … 9 smallest).
+    pub backup_gzip_level: u32,
 }
 
 /// How a worker process runs jobs.

@@ -27,12 +27,14 @@ impl JobError {
 }
 
 /// Database errors no retry can fix: SQL syntax or access rule violations (class 42),
-/// data exceptions (22) and integrity violations (23) raised by the SQL we were given.
+/// data exceptions (22), integrity violations (23) and dependent objects (2B).
 fn is_permanent_database_error(err: &anyhow::Error) -> bool {
     err.chain()
         .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
             Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
-                code.starts_with("42") || code.starts_with("22") || code.starts_with("23")
+                ["42", "22", "23", "2B"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
             }),
             _ => false,
         })

@@ -12,16 +12,20 @@
 //! every handler is safe to run twice.
 
 pub mod catalog;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod jobs;
 pub mod message;
+pub mod pg_tools;
 pub mod producer;
 pub mod queue;
+pub mod schedule;
 pub mod secrets;
 pub mod servers;
 pub mod services;
 pub mod slug;
+pub mod store;
 pub mod tenant_migrations;
 pub mod worker;
 

@@ -12,14 +12,28 @@ use serde_json::{Map, Value};
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
     Provision,
+    Backup,
+    Prune,
+    Restore,
+    Delete,
 }
 
 impl JobKind {
-    pub const ALL: &'static [JobKind] = &[JobKind::Provision];
+    pub const ALL: &'static [JobKind] = &[
+        JobKind::Provision,
+        JobKind::Backup,
+        JobKind::Prune,
+        JobKind::Restore,
+        JobKind::Delete,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Provision => "provision",
+            JobKind::Backup => "backup",
+            JobKind::Prune => "prune",
+            JobKind::Restore => "restore",
+            JobKind::Delete => "delete",
         }
     }
 
@@ -42,12 +56,27 @@ pub enum JobSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         region: Option<String>,
     },
+    Backup {},
+    Prune {},
+    Restore {
+        /// Backup id; the newest good backup when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backup: Option<uuid::Uuid>,
+        /// New database to restore into.
+        into: String,
+    },
+    /// A final backup, then the tenant's database and role are dropped.
+    Delete {},
 }
 
 impl JobSpec {
     pub fn kind(&self) -> JobKind {
         match self {
             JobSpec::Provision { .. } => JobKind::Provision,
+            JobSpec::Backup {} => JobKind::Backup,
+            JobSpec::Prune {} => JobKind::Prune,
+            JobSpec::Restore { .. } => JobKind::Restore,
+            JobSpec::Delete {} => JobKind::Delete,
         }
     }
 }
@@ -90,7 +119,7 @@ pub enum MessageError {
     MissingField(&'static str),
     #[error("field `{0}` must be a string")]
     NotAString(&'static str),
-    #[error("unknown job kind {0:?} (known: provision)")]
+    #[error("unknown job kind {0:?} (known: provision, backup, prune, restore, delete)")]
     UnknownKind(String),
     #[error("kind {body:?} in the body does not match routing key {routing_key:?}")]
     KindMismatch { body: String, routing_key: String },
@@ -104,14 +133,12 @@ const MAX_KEY_LEN: usize = 200;
 
 /// Parses a delivered body. `routing_key` is the key it was published with, when known.
 pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobRequest, MessageError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
     let Value::Object(map) = value else {
         return Err(MessageError::NotAnObject);
     };
     let kind_raw = required_str(&map, "kind")?;
-    let kind =
-        JobKind::parse(kind_raw).ok_or_else(|| MessageError::UnknownKind(truncate(kind_raw)))?;
+    let kind = JobKind::parse(kind_raw).ok_or_else(|| MessageError::UnknownKind(truncate(kind_raw)))?;
     if let Some(rk) = routing_key {
         if rk != kind_raw {
             return Err(MessageError::KindMismatch {
@@ -140,14 +167,30 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
         JobKind::Provision => JobSpec::Provision {
             region: optional_region(&map)?,
         },
+        JobKind::Backup => JobSpec::Backup {},
+        JobKind::Prune => JobSpec::Prune {},
+        JobKind::Delete => JobSpec::Delete {},
+        JobKind::Restore => {
+            let into = required_str(&map, "into")?;
+            validate_database_name(into)?;
+            let backup = match map.get("backup") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(id)) => Some(id.parse().map_err(|_| MessageError::InvalidField {
+                    field: "backup",
+                    why: "must be a backup id (UUID)".into(),
+                })?),
+                Some(_) => return Err(MessageError::NotAString("backup")),
+            };
+            JobSpec::Restore {
+                backup,
+                into: into.to_owned(),
+            }
+        }
     };
     Ok(JobRequest { tenant, key, spec })
 }
 
-fn required_str<'a>(
-    map: &'a Map<String, Value>,
-    field: &'static str,
-) -> Result<&'a str, MessageError> {
+fn required_str<'a>(map: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, MessageError> {
     match map.get(field) {
         None | Some(Value::Null) => Err(MessageError::MissingField(field)),
         Some(Value::String(s)) => Ok(s),
@@ -167,6 +210,23 @@ pub fn validate_region(region: &str) -> Result<(), MessageError> {
         Err(MessageError::InvalidField {
             field: "region",
             why: "must be 1-32 characters of a-z, 0-9 and '-'".into(),
+        })
+    }
+}
+
+/// Names pgfleet may create a database under (restore targets): a plain identifier.
+pub fn validate_database_name(name: &str) -> Result<(), MessageError> {
+    let ok = (1..=63).contains(&name.len())
+        && name.as_bytes()[0].is_ascii_lowercase()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(MessageError::InvalidField {
+            field: "into",
+            why: "a database name is 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter".into(),
         })
     }
 }
@@ -205,10 +265,7 @@ mod tests {
                 region: Some("eu-1".into())
             }
         );
-        assert_eq!(
-            parse_message(&req.to_body(), Some("provision")).unwrap(),
-            req
-        );
+        assert_eq!(parse_message(&req.to_body(), Some("provision")).unwrap(), req);
     }
 
     #[test]
@@ -217,10 +274,7 @@ mod tests {
             (b"not json", "not UTF-8 JSON"),
             (b"[1]", "not a JSON object"),
             (br#"{"tenant":"acme"}"#, "missing required field `kind`"),
-            (
-                br#"{"kind":"provision"}"#,
-                "missing required field `tenant`",
-            ),
+            (br#"{"kind":"provision"}"#, "missing required field `tenant`"),
             (br#"{"kind":"explode","tenant":"acme"}"#, "unknown job kind"),
             (
                 br#"{"kind":"provision","tenant":"x\"; drop database postgres; --"}"#,
@@ -233,13 +287,10 @@ mod tests {
             ),
         ];
         for (body, expected) in cases {
-            let err = parse_message(body, Some("provision"))
-                .unwrap_err()
-                .to_string();
+            let err = parse_message(body, Some("provision")).unwrap_err().to_string();
             assert!(err.contains(expected), "{err} should contain {expected}");
         }
-        let err =
-            parse_message(br#"{"kind":"provision","tenant":"acme"}"#, Some("backup")).unwrap_err();
+        let err = parse_message(br#"{"kind":"provision","tenant":"acme"}"#, Some("backup")).unwrap_err();
         assert!(matches!(err, MessageError::KindMismatch { .. }));
     }
 }

@@ -6,8 +6,7 @@ use crate::config::Namespace;
 use crate::message::{JobKind, JobRequest};
 use anyhow::{bail, Context, Result};
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -33,10 +32,7 @@ pub async fn connect(url: &SecretString, connection_name: &str) -> Result<Connec
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
     }
-    let shown = format!(
-        "amqp://{}:{}{}",
-        uri.authority.host, uri.authority.port, "/"
-    );
+    let shown = format!("amqp://{}:{}{}", uri.authority.host, uri.authority.port, "/");
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
     Connection::connect_uri(uri, props).await.with_context(|| {
         format!("cannot connect to RabbitMQ at {shown}; is it running and PGFLEET_AMQP_URL right?")
@@ -149,13 +145,7 @@ impl Outgoing {
     }
 
     /// A copy of a message for `<ns>.dead`, carrying why it could not be processed.
-    pub fn dead(
-        ns: &Namespace,
-        body: &[u8],
-        reason: &str,
-        from_queue: &str,
-        routing_key: &str,
-    ) -> Self {
+    pub fn dead(ns: &Namespace, body: &[u8], reason: &str, from_queue: &str, routing_key: &str) -> Self {
         let headers = table(&[
             (REASON_HEADER, long(reason)),
             ("x-pgfleet-queue", long(from_queue)),
@@ -210,9 +200,7 @@ impl Publisher {
         let conn = connect(&self.url, &self.name).await?;
         let channel = conn.create_channel().await?;
         declare_topology(&channel, &self.ns).await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
         *state = Some((conn, channel.clone()));
         Ok(channel)
     }

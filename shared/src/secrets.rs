@@ -31,9 +31,7 @@ impl SecretKey {
             .decode(text.trim())
             .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim()))
             .map_err(|_| {
-                anyhow::anyhow!(
-                    "the secret key is not valid base64; generate one with `pgfleet secret-key`"
-                )
+                anyhow::anyhow!("the secret key is not valid base64; generate one with `pgfleet secret-key`")
             })?;
         let key: [u8; 32] = bytes.try_into().map_err(|v: Vec<u8>| {
             anyhow::anyhow!(
@@ -65,16 +63,13 @@ impl SecretKey {
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("creating {}", dir.display()))?;
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                 }
                 let key = Self::generate();
                 write_private_file(path, key.to_base64().expose_secret().as_bytes())?;
                 Ok((key, true))
             }
-            Err(e) => {
-                Err(e).with_context(|| format!("reading the secret key file {}", path.display()))
-            }
+            Err(e) => Err(e).with_context(|| format!("reading the secret key file {}", path.display())),
         }
     }
 
@@ -164,23 +159,15 @@ pub fn scram_verifier_matches(password: &SecretString, verifier: &str) -> bool {
         let (stored, server) = keys.split_once(':')?;
         let salt = STANDARD.decode(salt).ok()?;
         let (stored_key, server_key) = scram_keys(password, &salt, iterations.parse().ok()?);
-        Some(
-            STANDARD.decode(stored).ok()? == stored_key
-                && STANDARD.decode(server).ok()? == server_key,
-        )
+        Some(STANDARD.decode(stored).ok()? == stored_key && STANDARD.decode(server).ok()? == server_key)
     };
     parse().unwrap_or(false)
 }
 
 fn scram_keys(password: &SecretString, salt: &[u8], iterations: u32) -> ([u8; 32], [u8; 32]) {
     let mut salted = [0u8; 32];
-    pbkdf2::pbkdf2::<Hmac<Sha256>>(
-        password.expose_secret().as_bytes(),
-        salt,
-        iterations,
-        &mut salted,
-    )
-    .expect("HMAC accepts any key length");
+    pbkdf2::pbkdf2::<Hmac<Sha256>>(password.expose_secret().as_bytes(), salt, iterations, &mut salted)
+        .expect("HMAC accepts any key length");
     let client_key = hmac_sha256(&salted, b"Client Key");
     let stored_key: [u8; 32] = Sha256::digest(client_key).into();
     (stored_key, hmac_sha256(&salted, b"Server Key"))
@@ -207,11 +194,7 @@ pub fn redact_url(raw: &str) -> String {
                         let secret = matches!(k.as_ref(), "password" | "sslpassword" | "token");
                         (
                             k.into_owned(),
-                            if secret {
-                                "***".to_owned()
-                            } else {
-                                v.into_owned()
-                            },
+                            if secret { "***".to_owned() } else { v.into_owned() },
                         )
                     })
                     .collect();

@@ -103,11 +103,40 @@ impl TenantServers {
         })
     }
 
+    /// Major version of the server (e.g. 15), to pick matching client tools.
+    pub async fn server_major(&self, server_id: Uuid) -> Result<u32> {
+        let admin = self.admin_pool(server_id).await?;
+        let num: String = sqlx::query_scalar("SHOW server_version_num")
+            .fetch_one(&admin)
+            .await
+            .context("reading the tenant server's version")?;
+        Ok(num.parse::<u32>().context("unexpected server_version_num")? / 10_000)
+    }
+
+    /// libpq environment (`PGHOST`, `PGPASSWORD`, …) for a client tool connecting as the
+    /// tenant's role to `database`. Passing the password in the environment keeps it out of
+    /// the process list, where a command-line argument or URL would show it.
+    pub async fn tenant_libpq_env(&self, tenant: &TenantRecord, database: &str) -> Result<LibpqEnv> {
+        let admin = self.catalog.server_admin_url(tenant.server_id).await?;
+        let password = self.catalog.tenant_password(tenant)?;
+        libpq_env(
+            admin.expose_secret(),
+            Some((&tenant.role_name, password.expose_secret())),
+            database,
+        )
+    }
+
+    /// libpq environment for a client tool connecting as the server's admin to `database`.
+    pub async fn admin_libpq_env(&self, server_id: Uuid, database: &str) -> Result<LibpqEnv> {
+        let admin = self.catalog.server_admin_url(server_id).await?;
+        libpq_env(admin.expose_secret(), None, database)
+    }
+
     /// The tenant's own connection URL (with its password): for `pgfleet tenant url` only.
     pub async fn tenant_url(&self, tenant: &TenantRecord) -> Result<secrecy::SecretString> {
         let admin = self.catalog.server_admin_url(tenant.server_id).await?;
-        let mut url = url::Url::parse(admin.expose_secret())
-            .context("the server's admin URL is not a URL")?;
+        let mut url =
+            url::Url::parse(admin.expose_secret()).context("the server's admin URL is not a URL")?;
         let password = self.catalog.tenant_password(tenant)?;
         url.set_username(&tenant.role_name)
             .map_err(|_| anyhow::anyhow!("cannot put the role name in the server URL"))?;
@@ -116,4 +145,69 @@ impl TenantServers {
         url.set_path(&format!("/{}", tenant.database_name));
         Ok(url.to_string().into())
     }
+}
+
+/// Environment variables for a libpq client; holds a password, so no `Debug`.
+pub struct LibpqEnv(Vec<(&'static str, String)>);
+
+impl LibpqEnv {
+    pub fn apply(&self, cmd: &mut tokio::process::Command) {
+        for var in [
+            "PGSERVICE",
+            "PGSERVICEFILE",
+            "PGPASSFILE",
+            "PGOPTIONS",
+            "PGCONNECT_TIMEOUT",
+        ] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in &self.0 {
+            cmd.env(k, v);
+        }
+    }
+}
+
+fn libpq_env(admin_url: &str, login: Option<(&str, &str)>, database: &str) -> Result<LibpqEnv> {
+    let url = url::Url::parse(admin_url).context("the server's admin URL is not a URL")?;
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let mut vars = vec![
+        (
+            "PGHOST",
+            url.host_str()
+                .unwrap_or("localhost")
+                .trim_matches(['[', ']'])
+                .to_owned(),
+        ),
+        ("PGPORT", url.port().unwrap_or(5432).to_string()),
+        ("PGDATABASE", database.to_owned()),
+        ("PGAPPNAME", "pgfleet".to_owned()),
+    ];
+    match login {
+        Some((user, password)) => {
+            vars.push(("PGUSER", user.to_owned()));
+            vars.push(("PGPASSWORD", password.to_owned()));
+        }
+        None => {
+            if !url.username().is_empty() {
+                vars.push(("PGUSER", decode(url.username())));
+            }
+            if let Some(password) = url.password() {
+                vars.push(("PGPASSWORD", decode(password)));
+            }
+        }
+    }
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "sslmode" => vars.push(("PGSSLMODE", v.into_owned())),
+            "sslrootcert" => vars.push(("PGSSLROOTCERT", v.into_owned())),
+            "host" => vars[0].1 = v.into_owned(),
+            _ => {}
+        }
+    }
+    Ok(LibpqEnv(vars))
 }

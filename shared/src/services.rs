@@ -2,12 +2,14 @@
 //! the `JobContext` workers run handlers with, or a `Producer` for enqueuing.
 
 use crate::catalog::Catalog;
+use crate::compress::GzipSettings;
 use crate::config::{Config, WorkerSettings};
 use crate::jobs::{FaultPoints, JobContext};
 use crate::producer::Producer;
 use crate::queue::Publisher;
 use crate::secrets::SecretKey;
 use crate::servers::TenantServers;
+use crate::store::{BackupStore, S3Settings};
 use crate::tenant_migrations::MigrationSet;
 use anyhow::Result;
 use std::sync::Arc;
@@ -25,20 +27,27 @@ impl Services {
         Ok(Self { catalog, servers })
     }
 
-    pub fn job_context(
+    /// Everything handlers need; opens the backup store.
+    pub async fn job_context(
         &self,
         config: &Config,
         migrations: MigrationSet,
         faults: FaultPoints,
-    ) -> JobContext {
-        JobContext {
+    ) -> Result<JobContext> {
+        let store = BackupStore::open(&config.backup_url, S3Settings::default()).await?;
+        Ok(JobContext {
             catalog: self.catalog.clone(),
             servers: self.servers.clone(),
             namespace: config.namespace.clone(),
             tenant_migrations: Arc::new(migrations),
             tenant_connection_limit: config.tenant_connection_limit,
+            store: Arc::new(store),
+            gzip: GzipSettings {
+                level: config.backup_gzip_level,
+                ..GzipSettings::default()
+            },
             faults,
-        }
+        })
     }
 
     pub fn producer(&self, config: &Config, settings: &WorkerSettings) -> Producer {

@@ -146,11 +146,10 @@ pub async fn apply(conn: &mut PgConnection, set: &MigrationSet) -> Result<Applie
 async fn apply_locked(conn: &mut PgConnection, set: &MigrationSet) -> Result<Applied, JobError> {
     // The bookkeeping table is created inside the first migration's transaction rather
     // than on its own: one commit less per new tenant.
-    let table_exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('_pgfleet_migrations') IS NOT NULL")
-            .fetch_one(&mut *conn)
-            .await
-            .context("looking for the tenant's migrations table")?;
+    let table_exists: bool = sqlx::query_scalar("SELECT to_regclass('_pgfleet_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .context("looking for the tenant's migrations table")?;
     let done: Vec<(i64, Vec<u8>)> = if table_exists {
         sqlx::query_as("SELECT version, checksum FROM _pgfleet_migrations ORDER BY version")
             .fetch_all(&mut *conn)
@@ -175,33 +174,25 @@ async fn apply_locked(conn: &mut PgConnection, set: &MigrationSet) -> Result<App
             continue;
         }
         let mut tx = conn.begin().await?;
-        sqlx::query(CREATE_MIGRATIONS_TABLE)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(CREATE_MIGRATIONS_TABLE).execute(&mut *tx).await?;
         // A `&str` without arguments runs over the simple query protocol, so a migration
         // file may hold many statements.
         (&mut *tx)
             .execute(m.sql.as_str())
             .await
             .with_context(|| format!("applying migration {}", m.file_name))?;
-        sqlx::query(
-            "INSERT INTO _pgfleet_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-        )
-        .bind(m.version)
-        .bind(&m.name)
-        .bind(&m.checksum)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO _pgfleet_migrations (version, name, checksum) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(&m.name)
+            .bind(&m.checksum)
+            .execute(&mut *tx)
+            .await?;
         tx.commit()
             .await
             .with_context(|| format!("committing migration {}", m.file_name))?;
         applied.push(m.version);
     }
-    let schema_version = done
-        .iter()
-        .map(|(v, _)| *v)
-        .chain(applied.iter().copied())
-        .max();
+    let schema_version = done.iter().map(|(v, _)| *v).chain(applied.iter().copied()).max();
     Ok(Applied {
         applied,
         schema_version,

@@ -105,10 +105,7 @@ impl Worker {
         let mut backoff = Duration::from_millis(500);
         while !shutdown.is_cancelled() {
             let mut connected = false;
-            let result = self
-                .clone()
-                .consume_session(&shutdown, &mut connected)
-                .await;
+            let result = self.clone().consume_session(&shutdown, &mut connected).await;
             if connected {
                 backoff = Duration::from_millis(500);
             }
@@ -134,8 +131,7 @@ impl Worker {
         connected: &mut bool,
     ) -> Result<()> {
         let ns = &self.ctx.namespace;
-        let conn =
-            queue::connect(&self.amqp_url, &format!("pgfleet worker {}", self.owner)).await?;
+        let conn = queue::connect(&self.amqp_url, &format!("pgfleet worker {}", self.owner)).await?;
         queue::declare_topology(&conn.create_channel().await?, ns).await?;
         let prefetch = u16::try_from(self.settings.concurrency).unwrap_or(u16::MAX);
         let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
@@ -143,9 +139,7 @@ impl Worker {
         let mut streams = Vec::new();
         for queue_name in queues {
             let channel = conn.create_channel().await?;
-            channel
-                .basic_qos(prefetch, BasicQosOptions::default())
-                .await?;
+            channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
             let consumer = channel
                 .basic_consume(
                     queue_name.as_str().into(),
@@ -188,10 +182,10 @@ impl Worker {
     ) {
         let routing_key = delivery.routing_key.as_str().to_owned();
         if queue_name == self.ctx.namespace.unroutable() {
-            let reason = format!("routing key {routing_key:?} is not a job kind; publish with the job's kind as routing key");
-            return self
-                .dead_letter(&delivery, &queue_name, &reason, None)
-                .await;
+            let reason = format!(
+                "routing key {routing_key:?} is not a job kind; publish with the job's kind as routing key"
+            );
+            return self.dead_letter(&delivery, &queue_name, &reason, None).await;
         }
         let request = match parse_message(&delivery.data, Some(&routing_key)) {
             Ok(request) => request,
@@ -252,14 +246,10 @@ impl Worker {
                     "idempotency key {:?} already belongs to job {} ({} of tenant {})",
                     job.idempotency_key, job.id, job.kind, job.tenant
                 );
-                self.dead_letter(&delivery, &queue_name, &reason, None)
-                    .await;
+                self.dead_letter(&delivery, &queue_name, &reason, None).await;
             }
             ClaimOutcome::Exhausted(job) => {
-                let reason = job
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| "out of attempts".into());
+                let reason = job.error.clone().unwrap_or_else(|| "out of attempts".into());
                 warn!(job_id = %job.id, reason, "job is dead");
                 self.dead_letter(&delivery, &queue_name, &reason, Some(job.id))
                     .await;

@@ -66,22 +66,17 @@ async fn poison_messages_are_dead_lettered_with_a_reason_and_the_worker_goes_on(
     let dead = env.drain_dead_letters().await;
     assert_eq!(dead.len(), poison.len(), "{dead:?}");
     for (_, body, expected) in poison {
-        let (_, reason) = dead.iter().find(|(b, _)| b == body).unwrap_or_else(|| {
-            panic!(
-                "{} not in the dead-letter queue",
-                String::from_utf8_lossy(body)
-            )
-        });
+        let (_, reason) = dead
+            .iter()
+            .find(|(b, _)| b == body)
+            .unwrap_or_else(|| panic!("{} not in the dead-letter queue", String::from_utf8_lossy(body)));
         let reason = reason.as_deref().expect("x-pgfleet-reason header");
         assert!(
             reason.contains(expected),
             "{reason:?} should mention {expected:?}"
         );
     }
-    assert_eq!(
-        catalog.dead_letter_reasons().await.unwrap().len(),
-        poison.len()
-    );
+    assert_eq!(catalog.dead_letter_reasons().await.unwrap().len(), poison.len());
     // Nothing was created for any poison message; no job row either.
     assert_eq!(
         env.tenant_databases().await,

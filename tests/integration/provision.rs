@@ -37,10 +37,7 @@ async fn signup_published_as_plain_amqp_json_becomes_an_active_tenant() {
     assert_eq!(user, tenant.role_name);
     let tables = table_names(&mut conn).await;
     for t in ["users", "projects", "tasks", "_pgfleet_migrations"] {
-        assert!(
-            tables.contains(&t.to_owned()),
-            "{t} missing from {tables:?}"
-        );
+        assert!(tables.contains(&t.to_owned()), "{t} missing from {tables:?}");
     }
     // The tenant can use its schema.
     sqlx::raw_sql("INSERT INTO users (username, email, password_hash) VALUES ('a', 'a@x', 'h')")
@@ -60,10 +57,7 @@ async fn signup_published_as_plain_amqp_json_becomes_an_active_tenant() {
         "schema_version",
         "created_at",
     ] {
-        assert!(
-            shown.get(field).is_some(),
-            "tenant JSON lacks {field}: {shown}"
-        );
+        assert!(shown.get(field).is_some(), "tenant JSON lacks {field}: {shown}");
     }
     assert_eq!(shown["status"], "active");
     let (ok, json, _) = env.run_cli(&["jobs", "list", "--json"]);
@@ -122,13 +116,12 @@ async fn a_tenant_role_cannot_connect_to_another_tenants_database() {
     assert!(err.contains("permission denied for database"), "{err}");
     // Not even through the maintenance database's PUBLIC default.
     let mut admin = admin().await;
-    let public_connect: bool =
-        sqlx::query_scalar("SELECT has_database_privilege($1, $2, 'CONNECT')")
-            .bind(&alpha.role_name)
-            .bind(&bravo.database_name)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+    let public_connect: bool = sqlx::query_scalar("SELECT has_database_privilege($1, $2, 'CONNECT')")
+        .bind(&alpha.role_name)
+        .bind(&bravo.database_name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
     assert!(!public_connect);
     drop(admin);
     env.cleanup().await;
@@ -144,12 +137,7 @@ async fn repeated_signups_and_replayed_handlers_provision_once() {
     env.publish_raw_many("provision", &[body.clone(), body.clone(), body])
         .await;
     let job = env
-        .wait_job(
-            &catalog,
-            "signup-dup-1",
-            "succeeded",
-            Duration::from_secs(60),
-        )
+        .wait_job(&catalog, "signup-dup-1", "succeeded", Duration::from_secs(60))
         .await;
     // Give the two duplicate deliveries time to be seen (and recognised) by the worker.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -161,10 +149,7 @@ async fn repeated_signups_and_replayed_handlers_provision_once() {
         env.tenant_databases().await,
         [format!("{}_dup-co", env.namespace)]
     );
-    assert_eq!(
-        env.tenant_roles().await,
-        [format!("{}_dup-co", env.namespace)]
-    );
+    assert_eq!(env.tenant_roles().await, [format!("{}_dup-co", env.namespace)]);
 
     // The handler itself, twice more in a row: nothing changes, it says so.
     let ctx = env.job_context(FaultPoints::default()).await;
@@ -200,10 +185,7 @@ async fn a_provision_interrupted_after_the_role_exists_completes_on_retry() {
         1,
         "the role was created before the fault"
     );
-    assert!(
-        env.tenant_databases().await.is_empty(),
-        "the database was not"
-    );
+    assert!(env.tenant_databases().await.is_empty(), "the database was not");
     let tenant = ctx.catalog.tenant(&slug).await.unwrap().unwrap();
     assert_eq!(tenant.status, "provisioning");
 

@@ -108,8 +108,7 @@ async fn two_workers_share_fifty_signups_and_provision_each_once() {
 
     let bodies: Vec<Vec<u8>> = (0..50)
         .map(|i| {
-            format!(r#"{{"kind":"provision","tenant":"shared-{i:02}","key":"signup-{i}"}}"#)
-                .into_bytes()
+            format!(r#"{{"kind":"provision","tenant":"shared-{i:02}","key":"signup-{i}"}}"#).into_bytes()
         })
         .collect();
     env.publish_raw_many("provision", &bodies).await;
@@ -163,23 +162,14 @@ async fn a_worker_reconnects_after_the_broker_drops_its_connections() {
     for line in listed.lines().filter(|l| l.contains(&format!(":{pid}:"))) {
         let conn_pid = line.split_whitespace().next().unwrap();
         let status = std::process::Command::new("rabbitmqctl")
-            .args([
-                "close_connection",
-                conn_pid,
-                "test: simulated broker restart",
-            ])
+            .args(["close_connection", conn_pid, "test: simulated broker restart"])
             .status()
             .unwrap();
         assert!(status.success());
         closed += 1;
     }
-    assert!(
-        closed >= 1,
-        "found no connection of worker {pid} in:\n{listed}"
-    );
-    worker
-        .wait_for_log("reconnecting", Duration::from_secs(30))
-        .await;
+    assert!(closed >= 1, "found no connection of worker {pid} in:\n{listed}");
+    worker.wait_for_log("reconnecting", Duration::from_secs(30)).await;
 
     env.publish_raw(
         "provision",
@@ -208,11 +198,7 @@ async fn sigterm_hands_a_running_job_back_after_the_grace_period() {
         .await;
 
     let status = leaving.terminate();
-    assert!(
-        status.success(),
-        "graceful exit: {status:?}\n{}",
-        leaving.log()
-    );
+    assert!(status.success(), "graceful exit: {status:?}\n{}", leaving.log());
     assert!(
         leaving.log().contains("handing the job back"),
         "{}",
@@ -262,18 +248,12 @@ async fn no_password_or_secret_url_appears_in_logs_or_json_output() {
         outputs[0]
     );
     for text in &outputs {
-        assert!(
-            !text.contains(password),
-            "the tenant password leaked:\n{text}"
-        );
+        assert!(!text.contains(password), "the tenant password leaked:\n{text}");
         assert!(
             !text.contains("SCRAM-SHA-256$"),
             "a password verifier leaked:\n{text}"
         );
-        assert!(
-            !text.contains(&env.secret_key),
-            "the secret key leaked:\n{text}"
-        );
+        assert!(!text.contains(&env.secret_key), "the secret key leaked:\n{text}");
         assert!(
             !text.contains("guest:guest"),
             "the broker password leaked:\n{text}"

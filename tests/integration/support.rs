@@ -4,8 +4,7 @@
 
 use anyhow::Result;
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
-    QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
 };
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use pgfleet_shared::catalog::{Catalog, JobRecord, TenantRecord};
@@ -31,6 +30,9 @@ pub struct TestEnv {
     pub secret_key: String,
     pub dir: PathBuf,
     pub migrations_dir: Option<PathBuf>,
+    pub backup_url: String,
+    /// Endpoint of the S3-compatible server when `backup_url` is `s3://…`.
+    pub s3_endpoint: Option<String>,
 }
 
 impl TestEnv {
@@ -44,10 +46,30 @@ impl TestEnv {
         Self {
             catalog_url: format!("postgres://postgres@127.0.0.1:5432/{namespace}_catalog"),
             secret_key: SecretKey::generate().to_base64().expose_secret().to_owned(),
+            backup_url: format!("file://{}", dir.join("backups").display()),
             namespace,
             dir,
             migrations_dir: None,
+            s3_endpoint: None,
         }
+    }
+
+    /// Backups go to a fresh bucket on `server` (an S3-compatible server on loopback).
+    pub async fn with_s3(mut self, server: &S3Server) -> Self {
+        let bucket = self.namespace.replace('_', "-");
+        s3_client(&server.endpoint)
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create test bucket");
+        self.backup_url = format!("s3://{bucket}/backups");
+        self.s3_endpoint = Some(server.endpoint.clone());
+        self
+    }
+
+    pub fn bucket(&self) -> String {
+        self.namespace.replace('_', "-")
     }
 
     /// Uses a tenant migrations folder with the example schema plus `extra` files.
@@ -72,6 +94,8 @@ impl TestEnv {
             namespace: Namespace::parse(&self.namespace).unwrap(),
             tenant_migrations: self.migrations_dir.clone(),
             tenant_connection_limit: 10,
+            backup_url: self.backup_url.clone(),
+            backup_gzip_level: 3,
         }
     }
 
@@ -95,7 +119,13 @@ impl TestEnv {
     pub async fn job_context(&self, faults: FaultPoints) -> JobContext {
         let services = self.services().await;
         let (migrations, _) = MigrationSet::load(self.migrations_dir.as_deref()).unwrap();
-        services.job_context(&self.config(), migrations, faults)
+        if self.s3_endpoint.is_some() {
+            set_shared_s3_env();
+        }
+        services
+            .job_context(&self.config(), migrations, faults)
+            .await
+            .expect("job context")
     }
 
     /// A `pgfleet` command with this environment's configuration.
@@ -115,6 +145,13 @@ impl TestEnv {
         if let Some(dir) = &self.migrations_dir {
             cmd.env("PGFLEET_TENANT_MIGRATIONS", dir);
         }
+        cmd.env("PGFLEET_BACKUP_URL", &self.backup_url);
+        if let Some(endpoint) = &self.s3_endpoint {
+            cmd.env("AWS_ENDPOINT_URL", endpoint)
+                .env("AWS_ACCESS_KEY_ID", S3_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+                .env("AWS_REGION", "us-east-1");
+        }
         cmd
     }
 
@@ -129,27 +166,17 @@ impl TestEnv {
     }
 
     /// Starts `pgfleet worker` with `args`, logging to a file; waits until it consumes.
-    pub async fn spawn_worker(
-        &self,
-        name: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> WorkerProcess {
+    pub async fn spawn_worker(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
         let log_path = self.dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = self.pgfleet();
-        cmd.arg("worker")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.arg("worker").args(args).stdout(Stdio::null()).stderr(log);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn worker");
         let worker = WorkerProcess { child, log_path };
-        worker
-            .wait_for_log("consuming", Duration::from_secs(60))
-            .await;
+        worker.wait_for_log("consuming", Duration::from_secs(60)).await;
         worker
     }
 
@@ -219,12 +246,7 @@ impl TestEnv {
         out
     }
 
-    pub async fn wait_tenant_active(
-        &self,
-        catalog: &Catalog,
-        slug: &str,
-        timeout: Duration,
-    ) -> TenantRecord {
+    pub async fn wait_tenant_active(&self, catalog: &Catalog, slug: &str, timeout: Duration) -> TenantRecord {
         let slug = TenantSlug::parse(slug).unwrap();
         let deadline = Instant::now() + timeout;
         loop {
@@ -241,13 +263,7 @@ impl TestEnv {
         }
     }
 
-    pub async fn wait_job(
-        &self,
-        catalog: &Catalog,
-        key: &str,
-        status: &str,
-        timeout: Duration,
-    ) -> JobRecord {
+    pub async fn wait_job(&self, catalog: &Catalog, key: &str, status: &str, timeout: Duration) -> JobRecord {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(job) = catalog.job_by_key(key).await.unwrap() {
@@ -276,13 +292,11 @@ impl TestEnv {
 
     pub async fn tenant_roles(&self) -> Vec<String> {
         let mut admin = admin().await;
-        sqlx::query_scalar(
-            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY 1",
-        )
-        .bind(format!("{}_", self.namespace))
-        .fetch_all(&mut admin)
-        .await
-        .unwrap()
+        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY 1")
+            .bind(format!("{}_", self.namespace))
+            .fetch_all(&mut admin)
+            .await
+            .unwrap()
     }
 
     /// Drops everything this test created: tenant databases and roles, the catalog, queues.
@@ -303,8 +317,7 @@ impl TestEnv {
         if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
             if let Ok(channel) = conn.create_channel().await {
                 let ns = Namespace::parse(&self.namespace).unwrap();
-                let mut queues: Vec<String> =
-                    JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
+                let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
                 queues.push(ns.dead());
                 queues.push(ns.unroutable());
                 for q in &queues {
@@ -334,6 +347,110 @@ pub async fn declare_topology(ns: &Namespace) {
         .await
         .unwrap();
     let _ = conn.close(200, "bye".into()).await;
+}
+
+pub const S3_KEY: &str = "testing";
+pub const S3_SECRET: &str = "testing";
+
+/// A local S3-compatible server (moto) on its own loopback port. It dies with the test
+/// process (a watchdog shell kills it), or on `stop`.
+pub struct S3Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    pub fn start() -> Self {
+        let port = free_port();
+        let mut server = Self {
+            child: None,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        server.restart();
+        server
+    }
+
+    /// (Re)starts the server on the same port. moto keeps its state in memory, so a
+    /// restarted server is empty.
+    pub fn restart(&mut self) {
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server not found: install it with `pip install \"moto[server]\"` (.ci/run does)");
+        let watchdog = format!(
+            "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null",
+            std::process::id(),
+            child.id()
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &watchdog])
+            .stdout(Stdio::null())
+            .spawn();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One S3 server shared by the tests that need no private one.
+pub fn shared_s3() -> &'static S3Server {
+    static SERVER: std::sync::OnceLock<S3Server> = std::sync::OnceLock::new();
+    SERVER.get_or_init(S3Server::start)
+}
+
+/// In-process stores read the standard AWS variables; all in-process users share one server.
+fn set_shared_s3_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var("AWS_ENDPOINT_URL", &shared_s3().endpoint);
+        std::env::set_var("AWS_ACCESS_KEY_ID", S3_KEY);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", S3_SECRET);
+        std::env::set_var("AWS_REGION", "us-east-1");
+    });
+}
+
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(S3_KEY, S3_SECRET, None, None, "test"))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
 }
 
 pub async fn admin() -> PgConnection {
@@ -370,10 +487,7 @@ impl WorkerProcess {
         let deadline = Instant::now() + timeout;
         while !self.log().contains(needle) {
             if Instant::now() > deadline {
-                panic!(
-                    "worker log has no {needle:?} within {timeout:?}:\n{}",
-                    self.log()
-                );
+                panic!("worker log has no {needle:?} within {timeout:?}:\n{}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -402,10 +516,8 @@ impl Drop for WorkerProcess {
 }
 
 pub async fn table_names(conn: &mut PgConnection) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-    )
-    .fetch_all(conn)
-    .await
-    .unwrap()
+    sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+        .fetch_all(conn)
+        .await
+        .unwrap()
 }

@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pgfleet_shared::config::{
-    DEFAULT_AMQP_URL, DEFAULT_CATALOG_URL, DEFAULT_NAMESPACE, DEFAULT_SERVER_URL,
+    DEFAULT_AMQP_URL, DEFAULT_BACKUP_URL, DEFAULT_CATALOG_URL, DEFAULT_NAMESPACE, DEFAULT_SERVER_URL,
 };
 use std::path::PathBuf;
 
@@ -36,24 +36,21 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "PGFLEET_TENANT_MIGRATIONS")]
     pub tenant_migrations: Option<PathBuf>,
     /// Base64 key (32 bytes) encrypting credentials in the catalog. Default: the key file.
-    #[arg(
-        long,
-        global = true,
-        env = "PGFLEET_SECRET_KEY",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, env = "PGFLEET_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
     /// File holding the secret key. Default: `<data dir>/secret.key` (created by `up`).
     #[arg(long, global = true, env = "PGFLEET_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
     /// Local state of `pgfleet up`: the generated secret key, local backups.
-    #[arg(
-        long,
-        global = true,
-        env = "PGFLEET_DATA_DIR",
-        default_value = "pgfleet-data"
-    )]
+    #[arg(long, global = true, env = "PGFLEET_DATA_DIR", default_value = "pgfleet-data")]
     pub data_dir: PathBuf,
+    /// Backup store: file://DIR or s3://BUCKET/PREFIX (standard AWS_* variables; AWS_ENDPOINT_URL
+    /// for S3-compatible stores).
+    #[arg(long, global = true, env = "PGFLEET_BACKUP_URL", default_value = DEFAULT_BACKUP_URL)]
+    pub backup_url: String,
+    /// gzip level of backups: 1 (fastest) … 9 (smallest).
+    #[arg(long, global = true, env = "PGFLEET_BACKUP_GZIP_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub backup_gzip_level: u32,
     /// Connection limit of each new tenant role.
     #[arg(
         long,
@@ -87,6 +84,41 @@ pub enum Command {
     /// Inspect jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Back up one tenant or all active tenants (pg_dump | gzip into the backup store).
+    Backup {
+        /// Tenant to back up.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        slug: Option<String>,
+        /// Every active tenant.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        enqueue: EnqueueArgs,
+    },
+    /// Inspect backups.
+    #[command(subcommand)]
+    Backups(BackupsCommand),
+    /// Delete backups past retention (never the newest keep-min good ones).
+    Prune {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        slug: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        enqueue: EnqueueArgs,
+    },
+    /// Restore a tenant's backup into a new database on the tenant's server.
+    Restore {
+        slug: String,
+        /// Backup id (default: the newest good one).
+        #[arg(long)]
+        backup: Option<String>,
+        /// Name of the new database (refused if it exists).
+        #[arg(long)]
+        into: String,
+        #[command(flatten)]
+        enqueue: EnqueueArgs,
+    },
     /// Print a new random secret key (for PGFLEET_SECRET_KEY).
     SecretKey,
 }
@@ -111,6 +143,28 @@ pub struct WorkerArgs {
     /// Seconds running jobs may take to finish on shutdown before their leases are handed back.
     #[arg(long, env = "PGFLEET_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EnqueueArgs {
+    /// Block until the job(s) end; exit 0 only if all succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// Idempotency key (single-tenant commands): the same key always means the same job.
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupsCommand {
+    /// A tenant's backups, newest first.
+    List {
+        slug: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,6 +197,27 @@ pub enum TenantCommand {
     },
     /// Print the tenant's own connection URL (contains its password).
     Url { slug: String },
+    /// Change a tenant's backup settings.
+    Set {
+        slug: String,
+        /// Backup schedule, cron syntax in UTC (e.g. "0 3 * * *").
+        #[arg(long)]
+        backup_schedule: Option<String>,
+        /// Days backups are kept.
+        #[arg(long)]
+        retention_days: Option<i32>,
+        /// Newest good backups always kept, whatever their age.
+        #[arg(long)]
+        keep_min: Option<i32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a tenant: a final backup, then its database and role are dropped.
+    Delete {
+        slug: String,
+        #[command(flatten)]
+        enqueue: EnqueueArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]

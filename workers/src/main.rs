@@ -6,7 +6,9 @@ mod output;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Command, GlobalArgs, JobsCommand, LogFormat, TenantCommand, WorkerArgs};
+use cli::{
+    BackupsCommand, Cli, Command, EnqueueArgs, GlobalArgs, JobsCommand, LogFormat, TenantCommand, WorkerArgs,
+};
 use pgfleet_shared::jobs::FaultPoints;
 use pgfleet_shared::producer::wait_for_jobs;
 use pgfleet_shared::secrets::SecretKey;
@@ -70,6 +72,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Worker(args) => run_worker(g, args, false).await,
         Command::Tenant(cmd) => tenant_command(g, cmd).await,
         Command::Jobs(cmd) => jobs_command(g, cmd).await,
+        Command::Backup { slug, all, enqueue } => {
+            for_tenants(g, slug.as_deref(), *all, enqueue, |_| JobSpec::Backup {}).await
+        }
+        Command::Prune { slug, all, enqueue } => {
+            for_tenants(g, slug.as_deref(), *all, enqueue, |_| JobSpec::Prune {}).await
+        }
+        Command::Restore {
+            slug,
+            backup,
+            into,
+            enqueue,
+        } => {
+            pgfleet_shared::message::validate_database_name(into)?;
+            let backup = match backup {
+                Some(id) => Some(
+                    id.parse()
+                        .with_context(|| format!("{id:?} is not a backup id (a UUID)"))?,
+                ),
+                None => None,
+            };
+            let spec = JobSpec::Restore {
+                backup,
+                into: into.clone(),
+            };
+            for_tenants(g, Some(slug), false, enqueue, move |_| spec.clone()).await
+        }
+        Command::Backups(BackupsCommand::List { slug, json }) => {
+            let slug = parse_slug(slug)?;
+            let services = Services::open(&config(g)?, secret_key(g, false)?, 2).await?;
+            let tenant = services.catalog.tenant(&slug).await?.with_context(|| {
+                format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones")
+            })?;
+            output::print_backups(&services.catalog.backups(tenant.id).await?, *json);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -81,6 +118,8 @@ fn config(g: &GlobalArgs) -> Result<Config> {
         namespace: Namespace::parse(&g.namespace)?,
         tenant_migrations: g.tenant_migrations.clone(),
         tenant_connection_limit: g.tenant_connection_limit,
+        backup_url: g.backup_url.clone(),
+        backup_gzip_level: g.backup_gzip_level,
     })
 }
 
@@ -134,7 +173,10 @@ async fn run_worker(g: &GlobalArgs, args: &WorkerArgs, all_in_one: bool) -> Resu
         .await?;
     let (migrations, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
     info!(source, target_version = ?migrations.target_version(), "tenant migrations loaded");
-    let ctx = services.job_context(&config, migrations, FaultPoints::default());
+    let ctx = services
+        .job_context(&config, migrations, FaultPoints::default())
+        .await?;
+    info!(store = %ctx.store.describe(), "backup store");
     let worker = Worker::new(ctx, settings, config.amqp_url.clone());
 
     let shutdown = CancellationToken::new();
@@ -149,10 +191,8 @@ async fn run_worker(g: &GlobalArgs, args: &WorkerArgs, all_in_one: bool) -> Resu
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         warn!("cannot listen for signals");
         return;
     };
@@ -186,28 +226,51 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
             wait,
             json,
         } => {
+            let args = EnqueueArgs {
+                wait: *wait,
+                key: key.clone(),
+                json: *json,
+            };
+            let spec = JobSpec::Provision {
+                region: region.clone(),
+            };
             let request = JobRequest {
                 tenant: parse_slug(slug)?,
                 key: key.clone(),
-                spec: JobSpec::Provision {
-                    region: region.clone(),
-                },
+                spec,
             };
-            let producer = services.producer(&config, &WorkerSettings::default());
-            let enqueued = producer.enqueue(&request).await?;
-            let job = enqueued.job;
-            if !enqueued.published {
-                eprintln!("warning: the broker is unreachable; job {} is recorded and a worker will pick it up when it can", job.id);
+            enqueue(&services, &config, vec![request], &args).await
+        }
+        TenantCommand::Set {
+            slug,
+            backup_schedule,
+            retention_days,
+            keep_min,
+            json,
+        } => {
+            let slug = parse_slug(slug)?;
+            if let Some(schedule) = backup_schedule {
+                pgfleet_shared::schedule::parse(schedule)?;
             }
-            if !wait {
-                output::print_job(&job, *json);
-                return Ok(ExitCode::SUCCESS);
+            if retention_days.is_some_and(|d| d < 0) || keep_min.is_some_and(|k| k < 0) {
+                bail!("--retention-days and --keep-min must be 0 or more");
             }
-            eprintln!("waiting for job {} (provision {})…", job.id, request.tenant);
-            let done = wait_for_jobs(catalog, &[job.id], None, |_| {}).await?;
-            let job = &done[0];
-            output::print_job(job, *json);
-            Ok(exit_for(&done))
+            let tenant = catalog
+                .update_tenant_settings(&slug, backup_schedule.as_deref(), *retention_days, *keep_min)
+                .await?
+                .with_context(|| {
+                    format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones")
+                })?;
+            output::print_tenant(&tenant, *json);
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Delete { slug, enqueue: args } => {
+            let request = JobRequest {
+                tenant: parse_slug(slug)?,
+                key: args.key.clone(),
+                spec: JobSpec::Delete {},
+            };
+            enqueue(&services, &config, vec![request], args).await
         }
         TenantCommand::List { json } => {
             output::print_tenants(&catalog.tenants().await?, *json);
@@ -229,13 +292,100 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
             if tenant.status != "active" {
                 bail!("tenant {slug} is {}, not active yet", tenant.status);
             }
-            println!(
-                "{}",
-                services.servers.tenant_url(&tenant).await?.expose_secret()
-            );
+            println!("{}", services.servers.tenant_url(&tenant).await?.expose_secret());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Enqueues `spec` for one tenant, or (`all`) for every active tenant.
+async fn for_tenants(
+    g: &GlobalArgs,
+    slug: Option<&str>,
+    all: bool,
+    args: &EnqueueArgs,
+    spec: impl Fn(&str) -> JobSpec,
+) -> Result<ExitCode> {
+    let config = config(g)?;
+    let slug = slug.map(parse_slug).transpose()?;
+    let services = Services::open(&config, secret_key(g, false)?, 4).await?;
+    let requests: Vec<JobRequest> = if all {
+        let tenants = services.catalog.tenants().await?;
+        tenants
+            .iter()
+            .filter(|t| t.status == "active")
+            .map(|t| {
+                Ok(JobRequest {
+                    tenant: parse_slug(&t.slug)?,
+                    key: None,
+                    spec: spec(&t.slug),
+                })
+            })
+            .collect::<Result<_>>()?
+    } else {
+        let slug = slug.context("name a tenant or use --all")?;
+        if services.catalog.tenant(&slug).await?.is_none() {
+            bail!("no tenant {slug}; `pgfleet tenant list` shows the existing ones");
+        }
+        vec![JobRequest {
+            spec: spec(slug.as_str()),
+            tenant: slug,
+            key: args.key.clone(),
+        }]
+    };
+    if requests.is_empty() {
+        eprintln!("no active tenants");
+        return Ok(ExitCode::SUCCESS);
+    }
+    enqueue(&services, &config, requests, args).await
+}
+
+/// Enqueues the requests, then prints the job(s) — after waiting for them with `--wait`.
+async fn enqueue(
+    services: &Services,
+    config: &Config,
+    requests: Vec<JobRequest>,
+    args: &EnqueueArgs,
+) -> Result<ExitCode> {
+    let producer = services.producer(config, &WorkerSettings::default());
+    let mut jobs = Vec::with_capacity(requests.len());
+    for request in &requests {
+        let enqueued = producer.enqueue(request).await?;
+        if !enqueued.published {
+            eprintln!(
+                "warning: the broker is unreachable; job {} is recorded and a worker will pick it up when it can",
+                enqueued.job.id
+            );
+        }
+        jobs.push(enqueued.job);
+    }
+    if args.wait {
+        let ids: Vec<uuid::Uuid> = jobs.iter().map(|j| j.id).collect();
+        let kind = requests[0].kind();
+        eprintln!("waiting for {} {kind} job(s)…", ids.len());
+        jobs = wait_for_jobs(&services.catalog, &ids, None, |jobs| {
+            let done = jobs.iter().filter(|j| j.status == "succeeded").count();
+            let failed = jobs
+                .iter()
+                .filter(|j| j.is_finished() && j.status != "succeeded")
+                .count();
+            eprintln!(
+                "  done {done} / failed {failed} / remaining {}",
+                jobs.len() - done - failed
+            );
+        })
+        .await?;
+    }
+    if jobs.len() == 1 {
+        output::print_job(&jobs[0], args.json);
+    } else {
+        output::print_jobs(&jobs, args.json);
+    }
+    Ok(if args.wait {
+        exit_for(&jobs)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn exit_for(jobs: &[pgfleet_shared::catalog::JobRecord]) -> ExitCode {
@@ -271,10 +421,11 @@ async fn jobs_command(g: &GlobalArgs, cmd: &JobsCommand) -> Result<ExitCode> {
             let id: uuid::Uuid = id
                 .parse()
                 .with_context(|| format!("{id:?} is not a job id (a UUID)"))?;
-            let job =
-                services.catalog.job(id).await?.with_context(|| {
-                    format!("no job {id}; `pgfleet jobs list` shows recent ones")
-                })?;
+            let job = services
+                .catalog
+                .job(id)
+                .await?
+                .with_context(|| format!("no job {id}; `pgfleet jobs list` shows recent ones"))?;
             output::print_job(&job, *json);
         }
     }

@@ -2,7 +2,7 @@
 //! (DESIGN.md "CLI"); nothing here prints a secret.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use pgfleet_shared::catalog::{JobRecord, TenantRecord};
+use pgfleet_shared::catalog::{BackupRecord, JobRecord, TenantRecord};
 use serde_json::{json, Value};
 
 fn time(t: &DateTime<Utc>) -> String {
@@ -19,6 +19,9 @@ pub fn tenant_json(t: &TenantRecord) -> Value {
         "region": t.region,
         "schema_version": t.schema_version,
         "connection_limit": t.connection_limit,
+        "backup_schedule": t.backup_schedule,
+        "retention_days": t.retention_days,
+        "keep_min": t.keep_min,
         "created_at": time(&t.created_at),
         "updated_at": time(&t.updated_at),
     })
@@ -112,5 +115,43 @@ fn plain(v: &Value) -> String {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+pub fn backup_json(b: &BackupRecord) -> Value {
+    json!({
+        "id": b.id,
+        "tenant": b.tenant,
+        "key": b.key,
+        "bytes": b.bytes,
+        "raw_bytes": b.raw_bytes,
+        "sha256": b.sha256,
+        "status": b.status,
+        "job_id": b.job_id,
+        "duration_ms": b.duration_ms,
+        "error": b.error,
+        "created_at": time(&b.created_at),
+        "finished_at": b.finished_at.as_ref().map(time),
+    })
+}
+
+pub fn print_backups(backups: &[BackupRecord], as_json: bool) {
+    if as_json {
+        return print_json(&Value::Array(backups.iter().map(backup_json).collect()));
+    }
+    println!(
+        "{:<36} {:<10} {:>12} {:<24} KEY",
+        "ID", "STATUS", "BYTES", "CREATED"
+    );
+    for b in backups {
+        let bytes = b.bytes.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<36} {:<10} {:>12} {:<24} {}",
+            b.id,
+            b.status,
+            bytes,
+            time(&b.created_at),
+            b.key
+        );
     }
 }

@@ -49,9 +49,7 @@ async fn main() -> Result<()> {
         .collect();
     let namespace = format!("bench_{suffix}");
 
-    println!(
-        "provisioning benchmark: {tenants} tenants, one worker process (concurrency {concurrency})"
-    );
+    println!("provisioning benchmark: {tenants} tenants, one worker process (concurrency {concurrency})");
     // Each phase writes ~7 MB of WAL per database; a checkpoint before each keeps one
     // phase from paying for the other's WAL.
     checkpoint().await?;
@@ -87,11 +85,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-fn run_loop_baseline(
-    namespace: &str,
-    tenants: usize,
-    schema: &std::path::Path,
-) -> Result<Duration> {
+fn run_loop_baseline(namespace: &str, tenants: usize, schema: &std::path::Path) -> Result<Duration> {
     let started = Instant::now();
     for i in 0..tenants {
         let db = format!("{namespace}_loop_{i}");
@@ -169,23 +163,17 @@ async fn run_pgfleet(
                 break;
             }
             if Instant::now() > deadline {
-                bail!(
-                    "the worker did not start consuming; see {}",
-                    log_path.display()
-                );
+                bail!("the worker did not start consuming; see {}", log_path.display());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut catalog = PgConnection::connect(&catalog_url).await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
 
         let started = Instant::now();
         let exchange = format!("{namespace}.jobs");
         for i in 0..tenants {
-            let body =
-                format!(r#"{{"kind":"provision","tenant":"tenant-{i:05}","key":"signup-{i}"}}"#);
+            let body = format!(r#"{{"kind":"provision","tenant":"tenant-{i:05}","key":"signup-{i}"}}"#);
             channel
                 .basic_publish(
                     exchange.as_str().into(),
@@ -200,10 +188,9 @@ async fn run_pgfleet(
         }
         channel.wait_for_confirms().await?;
         loop {
-            let active: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM tenants WHERE status = 'active'")
-                    .fetch_one(&mut catalog)
-                    .await?;
+            let active: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE status = 'active'")
+                .fetch_one(&mut catalog)
+                .await?;
             if active as usize >= tenants {
                 break;
             }
@@ -222,9 +209,7 @@ async fn run_pgfleet(
     }
     .await;
     let peak_rss = peak_rss_kib(pid);
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = worker.wait();
     Ok((result?, peak_rss))
 }
@@ -274,18 +259,12 @@ async fn cleanup(namespace: &str) -> Result<()> {
     let channel = conn.create_channel().await?;
     for q in ["provision", "dead", "unroutable"] {
         let _ = channel
-            .queue_delete(
-                format!("{namespace}.{q}").as_str().into(),
-                Default::default(),
-            )
+            .queue_delete(format!("{namespace}.{q}").as_str().into(), Default::default())
             .await;
     }
     for x in ["jobs", "dead", "unroutable"] {
         let _ = channel
-            .exchange_delete(
-                format!("{namespace}.{x}").as_str().into(),
-                Default::default(),
-            )
+            .exchange_delete(format!("{namespace}.{x}").as_str().into(), Default::default())
             .await;
     }
     Ok(())

@@ -172,12 +172,7 @@ impl Catalog {
     }
 
     /// Records (if new) and claims the job of a delivered message, in one transaction.
-    pub async fn claim_job(
-        &self,
-        new: &NewJob,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<ClaimOutcome> {
+    pub async fn claim_job(&self, new: &NewJob, owner: &str, lease: Duration) -> Result<ClaimOutcome> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
@@ -295,13 +290,7 @@ impl Catalog {
     }
 
     /// Fenced terminal failure: `status` is `failed` (permanent error) or `dead` (out of attempts).
-    pub async fn finish_unsuccessful(
-        &self,
-        id: Uuid,
-        epoch: i64,
-        status: &str,
-        error: &str,
-    ) -> Result<bool> {
+    pub async fn finish_unsuccessful(&self, id: Uuid, epoch: i64, status: &str, error: &str) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE jobs SET status = $3, error = $4, lease_owner = NULL, lease_expires_at = NULL,
                     finished_at = now(), updated_at = now()
@@ -317,13 +306,7 @@ impl Catalog {
     }
 
     /// Fenced: back to `queued` after `delay`; the sweep publishes it when due.
-    pub async fn schedule_retry(
-        &self,
-        id: Uuid,
-        epoch: i64,
-        error: &str,
-        delay: Duration,
-    ) -> Result<bool> {
+    pub async fn schedule_retry(&self, id: Uuid, epoch: i64, error: &str, delay: Duration) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE jobs SET status = 'queued', error = $3, run_after = now() + make_interval(secs => $4),
                     lease_owner = NULL, lease_expires_at = NULL, dispatched_at = NULL, updated_at = now()
@@ -439,15 +422,13 @@ impl Catalog {
         job_id: Option<Uuid>,
     ) -> Result<()> {
         const MAX_BODY: usize = 64 * 1024;
-        sqlx::query(
-            "INSERT INTO dead_letters (queue, reason, body, job_id) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(queue)
-        .bind(reason)
-        .bind(&body[..body.len().min(MAX_BODY)])
-        .bind(job_id)
-        .execute(self.pool())
-        .await?;
+        sqlx::query("INSERT INTO dead_letters (queue, reason, body, job_id) VALUES ($1, $2, $3, $4)")
+            .bind(queue)
+            .bind(reason)
+            .bind(&body[..body.len().min(MAX_BODY)])
+            .bind(job_id)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 

@@ -3,10 +3,12 @@
 //! (`sqlx::migrate!`, which serialises concurrent migrators with an advisory lock).
 //! Credentials in it are encrypted with the install's `SecretKey`.
 
+mod backups;
 mod jobs;
 mod servers;
 mod tenants;
 
+pub use backups::{BackupRecord, BackupStats};
 pub use jobs::{ClaimOutcome, DispatchItem, JobRecord, NewJob};
 pub use servers::ServerRecord;
 pub use tenants::{NewTenant, TenantRecord};
@@ -36,11 +38,7 @@ pub struct Catalog {
 impl Catalog {
     /// Creates the catalog database if missing, applies pending migrations and checks that
     /// `key` is the key the catalog's credentials were encrypted with.
-    pub async fn open(
-        url: &SecretString,
-        key: Arc<SecretKey>,
-        max_connections: u32,
-    ) -> Result<Self> {
+    pub async fn open(url: &SecretString, key: Arc<SecretKey>, max_connections: u32) -> Result<Self> {
         let shown = redact_url(url.expose_secret());
         let options = PgConnectOptions::from_str(url.expose_secret())
             .with_context(|| format!("PGFLEET_CATALOG_URL ({shown}) is not a valid Postgres URL"))?
@@ -73,13 +71,11 @@ impl Catalog {
     /// The first process to start stores a value encrypted with its key; every later one
     /// must decrypt it, so a worker with the wrong key fails at start, not job by job.
     async fn check_secret_key(&self) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(KEY_CHECK_SETTING)
-        .bind(self.key.encrypt(KEY_CHECK_PLAINTEXT))
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(KEY_CHECK_SETTING)
+            .bind(self.key.encrypt(KEY_CHECK_PLAINTEXT))
+            .execute(&self.pool)
+            .await?;
         let stored: Vec<u8> = sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
             .bind(KEY_CHECK_SETTING)
             .fetch_one(&self.pool)
@@ -96,15 +92,16 @@ impl Catalog {
 
 async fn create_database_if_missing(url: &SecretString, shown: &str) -> Result<()> {
     let url = url.expose_secret();
-    let exists = Postgres::database_exists(url)
-        .await
-        .with_context(|| format!("cannot reach the catalog server at {shown}; is Postgres running and PGFLEET_CATALOG_URL right?"))?;
+    let exists = Postgres::database_exists(url).await.with_context(|| {
+        format!(
+            "cannot reach the catalog server at {shown}; is Postgres running and PGFLEET_CATALOG_URL right?"
+        )
+    })?;
     if !exists {
         if let Err(err) = Postgres::create_database(url).await {
             // Another process may have created it at the same moment.
             if !Postgres::database_exists(url).await.unwrap_or(false) {
-                return Err(anyhow::Error::new(err)
-                    .context(format!("creating the catalog database {shown}")));
+                return Err(anyhow::Error::new(err).context(format!("creating the catalog database {shown}")));
             }
         } else {
             tracing::info!(catalog = %shown, "created the catalog database");

@@ -20,11 +20,10 @@ impl Catalog {
     /// Registers (or updates) the server named `default` from `PGFLEET_SERVER_URL`.
     pub async fn register_default_server(&self, admin_url: &SecretString) -> Result<ServerRecord> {
         let display = redact_url(admin_url.expose_secret());
-        let existing: Option<(Uuid, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, admin_url_ciphertext FROM tenant_servers WHERE name = 'default'",
-        )
-        .fetch_optional(self.pool())
-        .await?;
+        let existing: Option<(Uuid, Vec<u8>)> =
+            sqlx::query_as("SELECT id, admin_url_ciphertext FROM tenant_servers WHERE name = 'default'")
+                .fetch_optional(self.pool())
+                .await?;
         let unchanged = match &existing {
             Some((_, sealed)) => self
                 .key()
@@ -51,11 +50,13 @@ impl Catalog {
     }
 
     pub async fn server_by_name(&self, name: &str) -> Result<ServerRecord> {
-        sqlx::query_as("SELECT id, name::text, region, display_url, is_default FROM tenant_servers WHERE name = $1")
-            .bind(name)
-            .fetch_one(self.pool())
-            .await
-            .with_context(|| format!("tenant server {name:?} is not registered"))
+        sqlx::query_as(
+            "SELECT id, name::text, region, display_url, is_default FROM tenant_servers WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(self.pool())
+        .await
+        .with_context(|| format!("tenant server {name:?} is not registered"))
     }
 
     /// The server for a new tenant: one registered for `region` if there is one, else the default.
@@ -68,9 +69,7 @@ impl Catalog {
         .bind(region)
         .fetch_optional(self.pool())
         .await?;
-        found.context(
-            "no tenant server is registered; start a pgfleet process with PGFLEET_SERVER_URL set",
-        )
+        found.context("no tenant server is registered; start a pgfleet process with PGFLEET_SERVER_URL set")
     }
 
     /// The decrypted admin URL of a server (for connecting to it; never for printing).

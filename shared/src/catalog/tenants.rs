@@ -20,6 +20,9 @@ pub struct TenantRecord {
     pub role_name: String,
     pub connection_limit: i32,
     pub schema_version: Option<i64>,
+    pub backup_schedule: String,
+    pub retention_days: i32,
+    pub keep_min: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[sqlx(skip)]
@@ -37,7 +40,8 @@ pub struct NewTenant<'a> {
 }
 
 const SELECT_TENANT: &str = "SELECT t.id, t.slug::text AS slug, t.status, t.server_id, s.name::text AS server, t.region,
-        t.database_name, t.role_name, t.connection_limit, t.schema_version, t.created_at, t.updated_at,
+        t.database_name, t.role_name, t.connection_limit, t.schema_version, t.backup_schedule, t.retention_days,
+        t.keep_min, t.created_at, t.updated_at,
         t.password_ciphertext
    FROM tenants t JOIN tenant_servers s ON s.id = t.server_id";
 
@@ -66,12 +70,9 @@ impl Catalog {
         .execute(self.pool())
         .await
         .with_context(|| format!("recording tenant {} in the catalog", new.slug))?;
-        self.tenant(new.slug).await?.with_context(|| {
-            format!(
-                "tenant {} vanished from the catalog right after insert",
-                new.slug
-            )
-        })
+        self.tenant(new.slug)
+            .await?
+            .with_context(|| format!("tenant {} vanished from the catalog right after insert", new.slug))
     }
 
     pub async fn tenant(&self, slug: &TenantSlug) -> Result<Option<TenantRecord>> {
@@ -96,11 +97,39 @@ impl Catalog {
             .with_context(|| format!("decrypting the password of tenant {}", tenant.slug))
     }
 
-    pub async fn mark_tenant_active(
+    pub async fn set_tenant_status(&self, tenant_id: Uuid, status: &str) -> Result<()> {
+        sqlx::query("UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1 AND status <> $2")
+            .bind(tenant_id)
+            .bind(status)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Changes the given backup settings; `None` leaves one as it is. Returns the new row.
+    pub async fn update_tenant_settings(
         &self,
-        tenant_id: Uuid,
-        schema_version: Option<i64>,
-    ) -> Result<()> {
+        slug: &TenantSlug,
+        backup_schedule: Option<&str>,
+        retention_days: Option<i32>,
+        keep_min: Option<i32>,
+    ) -> Result<Option<TenantRecord>> {
+        sqlx::query(
+            "UPDATE tenants SET backup_schedule = coalesce($2, backup_schedule),
+                    retention_days = coalesce($3, retention_days), keep_min = coalesce($4, keep_min),
+                    updated_at = now()
+             WHERE slug = $1",
+        )
+        .bind(slug.as_str())
+        .bind(backup_schedule)
+        .bind(retention_days)
+        .bind(keep_min)
+        .execute(self.pool())
+        .await?;
+        self.tenant(slug).await
+    }
+
+    pub async fn mark_tenant_active(&self, tenant_id: Uuid, schema_version: Option<i64>) -> Result<()> {
         sqlx::query(
             "UPDATE tenants SET status = 'active', schema_version = $2, updated_at = now()
              WHERE id = $1 AND (status <> 'active' OR schema_version IS DISTINCT FROM $2)",

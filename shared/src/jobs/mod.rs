@@ -3,14 +3,20 @@
 //! Every handler is "make it so": it reads the actual state, acts on the difference only,
 //! and reports "already done" when there is none, so running it twice is harmless.
 
+pub mod backup;
+pub mod delete;
 pub mod provision;
+pub mod prune;
+pub mod restore;
 
 use crate::catalog::{Catalog, JobRecord};
+use crate::compress::GzipSettings;
 use crate::config::Namespace;
 use crate::error::JobError;
 use crate::message::JobSpec;
 use crate::servers::TenantServers;
 use crate::slug::TenantSlug;
+use crate::store::BackupStore;
 use crate::tenant_migrations::MigrationSet;
 use anyhow::Context;
 use std::sync::Arc;
@@ -23,6 +29,8 @@ pub struct JobContext {
     pub namespace: Namespace,
     pub tenant_migrations: Arc<MigrationSet>,
     pub tenant_connection_limit: i32,
+    pub store: Arc<BackupStore>,
+    pub gzip: GzipSettings,
     pub faults: FaultPoints,
 }
 
@@ -52,9 +60,11 @@ impl Outcome {
 pub async fn run(ctx: &JobContext, job: &JobRecord) -> Result<Outcome, JobError> {
     let request = job.request().map_err(JobError::Permanent)?;
     match &request.spec {
-        JobSpec::Provision { region } => {
-            provision::run(ctx, &request.tenant, region.as_deref()).await
-        }
+        JobSpec::Provision { region } => provision::run(ctx, &request.tenant, region.as_deref()).await,
+        JobSpec::Backup {} => backup::run(ctx, job, &request.tenant).await,
+        JobSpec::Prune {} => prune::run(ctx, &request.tenant).await,
+        JobSpec::Restore { backup, into } => restore::run(ctx, job, &request.tenant, *backup, into).await,
+        JobSpec::Delete {} => delete::run(ctx, job, &request.tenant).await,
     }
 }
 
@@ -67,9 +77,7 @@ pub struct FaultPoints(Option<Arc<FaultHook>>);
 pub type FaultHook = dyn Fn(&str, &TenantSlug) -> anyhow::Result<()> + Send + Sync;
 
 impl FaultPoints {
-    pub fn new(
-        hook: impl Fn(&str, &TenantSlug) -> anyhow::Result<()> + Send + Sync + 'static,
-    ) -> Self {
+    pub fn new(hook: impl Fn(&str, &TenantSlug) -> anyhow::Result<()> + Send + Sync + 'static) -> Self {
         Self(Some(Arc::new(hook)))
     }
 

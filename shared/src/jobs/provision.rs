@@ -20,11 +20,7 @@ use tracing::info;
 const DUPLICATE_OBJECT: &str = "42710";
 const DUPLICATE_DATABASE: &str = "42P04";
 
-pub async fn run(
-    ctx: &JobContext,
-    slug: &TenantSlug,
-    region: Option<&str>,
-) -> Result<Outcome, JobError> {
+pub async fn run(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> Result<Outcome, JobError> {
     let tenant = ensure_catalog_row(ctx, slug, region).await?;
     if tenant.status == "deleted" || tenant.status == "deleting" {
         return Err(JobError::Permanent(anyhow::anyhow!(
@@ -154,9 +150,7 @@ async fn ensure_role(
                 Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(DUPLICATE_OBJECT) => {
                     read_role(admin, &tenant.role_name)
                         .await?
-                        .with_context(|| {
-                            format!("role {} exists and yet is not found", tenant.role_name)
-                        })?
+                        .with_context(|| format!("role {} exists and yet is not found", tenant.role_name))?
                 }
                 Err(e) => {
                     return Err(anyhow::Error::new(e)
@@ -273,10 +267,7 @@ async fn ensure_database(admin: &PgPool, tenant: &TenantRecord) -> Result<bool, 
     if public_has_access {
         let mut sql = format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC");
         if created {
-            sql = format!(
-                "{sql}; {}",
-                comment_sql("DATABASE", &database, &tenant.slug)
-            );
+            sql = format!("{sql}; {}", comment_sql("DATABASE", &database, &tenant.slug));
         }
         sqlx::raw_sql(&sql)
             .execute(admin)
@@ -287,13 +278,13 @@ async fn ensure_database(admin: &PgPool, tenant: &TenantRecord) -> Result<bool, 
 }
 
 async fn database_owner(admin: &PgPool, database: &str) -> Result<Option<String>, JobError> {
-    Ok(sqlx::query_scalar(
-        "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+    Ok(
+        sqlx::query_scalar("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1")
+            .bind(database)
+            .fetch_optional(admin)
+            .await
+            .context("reading the tenant database")?,
     )
-    .bind(database)
-    .fetch_optional(admin)
-    .await
-    .context("reading the tenant database")?)
 }
 
 #[cfg(test)]
@@ -306,10 +297,7 @@ mod tests {
         assert_eq!(object_name("pgfleet", &short), "pgfleet_acme-corp");
         let long_a = TenantSlug::parse(&format!("a{}", "b".repeat(62))).unwrap();
         let long_b = TenantSlug::parse(&format!("a{}c", "b".repeat(61))).unwrap();
-        let (a, b) = (
-            object_name("pgfleet", &long_a),
-            object_name("pgfleet", &long_b),
-        );
+        let (a, b) = (object_name("pgfleet", &long_a), object_name("pgfleet", &long_b));
         assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
         assert_ne!(a, b);
     }

@@ -1,0 +1,158 @@
+//! Backups in the catalog: one row per attempt, written `running` before the first byte
+//! goes to the store and `succeeded` only after the object was completed and verified.
+//! Pruning is two-phase (`pruning`, delete the object, `pruned`) so a replay resumes it.
+
+use super::Catalog;
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BackupRecord {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub tenant: String,
+    pub job_id: Option<Uuid>,
+    pub key: String,
+    pub status: String,
+    pub bytes: Option<i64>,
+    pub raw_bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub compression: String,
+    pub pg_dump: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub pruned_at: Option<DateTime<Utc>>,
+    /// Status of the job that wrote it (`None` if the job row is gone).
+    pub job_status: Option<String>,
+}
+
+const SELECT_BACKUP: &str =
+    "SELECT b.id, b.tenant_id, t.slug::text AS tenant, b.job_id, b.key, b.status, b.bytes,
+        b.raw_bytes, b.sha256, b.compression, b.pg_dump, b.duration_ms, b.error, b.created_at, b.finished_at,
+        b.pruned_at, j.status AS job_status
+   FROM backups b JOIN tenants t ON t.id = b.tenant_id LEFT JOIN jobs j ON j.id = b.job_id";
+
+/// Figures of a completed backup.
+pub struct BackupStats<'a> {
+    pub bytes: u64,
+    pub raw_bytes: u64,
+    pub sha256: &'a str,
+    pub pg_dump: &'a str,
+    pub duration_ms: u64,
+}
+
+impl Catalog {
+    pub async fn insert_backup(
+        &self,
+        id: Uuid,
+        tenant_id: Uuid,
+        job_id: Uuid,
+        key: &str,
+        created_at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO backups (id, tenant_id, job_id, key, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .bind(job_id)
+        .bind(key)
+        .bind(created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_backup_succeeded(&self, id: Uuid, stats: &BackupStats<'_>) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET status = 'succeeded', bytes = $2, raw_bytes = $3, sha256 = $4, pg_dump = $5,
+                    duration_ms = $6, error = NULL, finished_at = now()
+             WHERE id = $1 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(stats.bytes as i64)
+        .bind(stats.raw_bytes as i64)
+        .bind(stats.sha256)
+        .bind(stats.pg_dump)
+        .bind(stats.duration_ms as i64)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_backup_failed(&self, id: Uuid, error: &str) -> Result<()> {
+        sqlx::query("UPDATE backups SET status = 'failed', error = $2, finished_at = now() WHERE id = $1 AND status = 'running'")
+            .bind(id)
+            .bind(error)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Rows still `running` whose job is not running any more (a killed worker) are failed:
+    /// their write never completed.
+    pub async fn fail_interrupted_backups(&self, tenant_id: Uuid, except_job: Option<Uuid>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE backups b SET status = 'failed', error = 'interrupted (its worker stopped)', finished_at = now()
+             WHERE b.tenant_id = $1 AND b.status = 'running' AND b.job_id IS DISTINCT FROM $2
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = b.job_id AND j.status = 'running')",
+        )
+        .bind(tenant_id)
+        .bind(except_job)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// This job's own earlier attempts that never finished.
+    pub async fn fail_own_running_backups(&self, job_id: Uuid) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET status = 'failed', error = 'interrupted (an earlier attempt of this job)', finished_at = now()
+             WHERE job_id = $1 AND status = 'running'",
+        )
+        .bind(job_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub async fn backups(&self, tenant_id: Uuid) -> Result<Vec<BackupRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "{SELECT_BACKUP} WHERE b.tenant_id = $1 ORDER BY b.created_at DESC, b.id DESC"
+        ))
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn backup(&self, id: Uuid) -> Result<Option<BackupRecord>> {
+        Ok(sqlx::query_as(&format!("{SELECT_BACKUP} WHERE b.id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn mark_backup_pruning(&self, id: Uuid) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE backups SET status = 'pruning' WHERE id = $1 AND status = 'succeeded'")
+                .bind(id)
+                .execute(self.pool())
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn mark_backup_pruned(&self, id: Uuid) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET status = 'pruned', pruned_at = now() WHERE id = $1 AND status = 'pruning'",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}

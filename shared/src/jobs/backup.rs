@@ -1,0 +1,251 @@
+//! `backup`: `pg_dump` (plain SQL) of the tenant database, gzip on several cores, streamed
+//! into the backup store under `<prefix>/<slug>/<UTC time>-<job id>.sql.gz` — no temp file,
+//! memory bounded whatever the size. The catalog row turns `succeeded` only after pg_dump
+//! exited 0, the compressor finished, the store completed the object and its size matched
+//! what was streamed. Earlier attempts of the same job (a killed worker) are cleaned up
+//! first; a successful backup is followed by a prune of the tenant.
+
+use super::{prune, JobContext, Outcome};
+use crate::catalog::{BackupStats, JobRecord, TenantRecord};
+use crate::compress::{self, Compressed};
+use crate::error::JobError;
+use crate::pg_tools;
+use crate::slug::TenantSlug;
+use crate::store::Stored;
+use anyhow::{anyhow, Context};
+use chrono::Utc;
+use std::process::Stdio;
+use std::time::Instant;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result<Outcome, JobError> {
+    let tenant = active_tenant(ctx, slug).await?;
+    let backup = backup_tenant(ctx, job, &tenant).await?;
+    let mut details = backup.to_json();
+    match prune::prune_tenant(ctx, &tenant).await {
+        Ok(report) => details["prune"] = report.to_json(),
+        // The backup itself is good; the next prune (or backup) tries again.
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "prune after backup failed");
+            details["prune_error"] = serde_json::json!(format!("{e:#}"));
+        }
+    }
+    Ok(Outcome::new("backed up", details))
+}
+
+async fn active_tenant(ctx: &JobContext, slug: &TenantSlug) -> Result<TenantRecord, JobError> {
+    let tenant = ctx
+        .catalog
+        .tenant(slug)
+        .await?
+        .ok_or_else(|| JobError::Permanent(anyhow!("no tenant {slug}")))?;
+    if tenant.status != "active" {
+        return Err(JobError::Permanent(anyhow!(
+            "tenant {slug} is {}; only active tenants are backed up",
+            tenant.status
+        )));
+    }
+    Ok(tenant)
+}
+
+/// What one backup stored.
+pub struct BackupDone {
+    pub id: Uuid,
+    pub key: String,
+    pub stored: Stored,
+    pub raw_bytes: u64,
+    pub duration_ms: u64,
+    pub pg_dump: String,
+}
+
+impl BackupDone {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "backup_id": self.id,
+            "key": self.key,
+            "bytes": self.stored.bytes,
+            "raw_bytes": self.raw_bytes,
+            "sha256": self.stored.sha256,
+            "duration_ms": self.duration_ms,
+            "pg_dump": self.pg_dump,
+        })
+    }
+}
+
+/// Backs up one tenant for `job` (also used by `delete` for its final backup).
+pub async fn backup_tenant(
+    ctx: &JobContext,
+    job: &JobRecord,
+    tenant: &TenantRecord,
+) -> Result<BackupDone, JobError> {
+    let slug = TenantSlug::parse(&tenant.slug).map_err(|e| JobError::Permanent(e.into()))?;
+    let prefix = ctx.store.tenant_prefix(&slug);
+    discard_own_leftovers(ctx, job.id, &prefix).await?;
+
+    let started_at = Utc::now();
+    let started = Instant::now();
+    let key = prefix.backup_key(started_at, job.id);
+    prefix.check(&key).map_err(JobError::Permanent)?;
+    let id = Uuid::now_v7();
+    ctx.catalog
+        .insert_backup(id, tenant.id, job.id, &key, started_at)
+        .await?;
+
+    match dump_to_store(ctx, tenant, &key).await {
+        Ok((stored, compressed, pg_dump)) => {
+            let duration_ms = started.elapsed().as_millis() as u64;
+            ctx.catalog
+                .finish_backup_succeeded(
+                    id,
+                    &BackupStats {
+                        bytes: stored.bytes,
+                        raw_bytes: compressed.raw_bytes,
+                        sha256: &stored.sha256,
+                        pg_dump: &pg_dump,
+                        duration_ms,
+                    },
+                )
+                .await?;
+            info!(
+                key,
+                bytes = stored.bytes,
+                raw_bytes = compressed.raw_bytes,
+                duration_ms,
+                "backup stored"
+            );
+            Ok(BackupDone {
+                id,
+                key,
+                stored,
+                raw_bytes: compressed.raw_bytes,
+                duration_ms,
+                pg_dump,
+            })
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            if let Err(record) = ctx.catalog.finish_backup_failed(id, &message).await {
+                warn!(error = %format!("{record:#}"), "could not record the failed backup");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// An earlier attempt of this job may have died mid-upload: abort its unfinished upload
+/// (or temp file) and fail its row, so nothing of it lingers.
+async fn discard_own_leftovers(
+    ctx: &JobContext,
+    job_id: Uuid,
+    prefix: &crate::store::TenantPrefix,
+) -> Result<(), JobError> {
+    let suffix = format!("-{job_id}.sql.gz");
+    for incomplete in ctx.store.list_incomplete(prefix).await? {
+        if incomplete.key.ends_with(&suffix) {
+            info!(key = %incomplete.key, "discarding an unfinished upload of an earlier attempt");
+            ctx.store.discard_incomplete(prefix, &incomplete).await?;
+        }
+    }
+    ctx.catalog.fail_own_running_backups(job_id).await?;
+    Ok(())
+}
+
+async fn dump_to_store(
+    ctx: &JobContext,
+    tenant: &TenantRecord,
+    key: &str,
+) -> Result<(Stored, Compressed, String), JobError> {
+    let major = ctx.servers.server_major(tenant.server_id).await?;
+    let pg_dump = pg_tools::find("pg_dump", major)
+        .await
+        .map_err(JobError::Permanent)?;
+    let env = ctx
+        .servers
+        .tenant_libpq_env(tenant, &tenant.database_name)
+        .await?;
+    let mut cmd = tokio::process::Command::new(&pg_dump.path);
+    // --no-owner/--no-privileges: plain SQL that `gunzip -c | psql` loads into any database
+    // as any user (the objects then belong to whoever restores them).
+    cmd.args([
+        "--format=plain",
+        "--no-owner",
+        "--no-privileges",
+        "--no-password",
+        "--lock-wait-timeout=60000",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    env.apply(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", pg_dump.path.display()))?;
+    let stdout = child.stdout.take().context("pg_dump has no stdout")?;
+    let mut stderr = child.stderr.take().context("pg_dump has no stderr")?;
+    let stderr_task = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+
+    let (tx, rx) = mpsc::channel(4);
+    let gzip = ctx.gzip;
+    let producer = async move {
+        let compressed = compress::gzip_stream(stdout, gzip, &tx).await;
+        // Only after pg_dump exits 0 may the stream end cleanly: that is what lets the
+        // store make the object visible.
+        let verdict = match compressed {
+            Err(e) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                Err(e)
+            }
+            Ok(compressed) => {
+                let status = child.wait().await.context("waiting for pg_dump")?;
+                let stderr = stderr_task.await.unwrap_or_default();
+                if status.success() {
+                    Ok(compressed)
+                } else {
+                    Err(anyhow!("pg_dump failed ({status}): {}", tail(&stderr, 2000)))
+                }
+            }
+        };
+        if let Err(e) = &verdict {
+            let _ = tx.send(Err(anyhow!("{e:#}"))).await;
+        }
+        verdict
+    };
+    let (produced, stored) = tokio::join!(producer, ctx.store.put(key, rx));
+    match (produced, stored) {
+        (Ok(compressed), Ok(stored)) => {
+            if stored.bytes != compressed.compressed_bytes {
+                return Err(anyhow!(
+                    "stored {} bytes but the compressor produced {}",
+                    stored.bytes,
+                    compressed.compressed_bytes
+                )
+                .into());
+            }
+            Ok((stored, compressed, pg_dump.version))
+        }
+        (Err(produced), Err(stored)) if format!("{produced:#}").contains("stopped reading") => Err(stored
+            .context(format!("storing the backup of {}", tenant.slug))
+            .into()),
+        // Otherwise the producer's own error (pg_dump's message) explains most.
+        (Err(e), _) => Err(e.context(format!("backing up {}", tenant.slug)).into()),
+        (Ok(_), Err(e)) => Err(e.context(format!("storing the backup of {}", tenant.slug)).into()),
+    }
+}
+
+fn tail(text: &str, max: usize) -> &str {
+    let text = text.trim();
+    let start = text.len().saturating_sub(max);
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    &text[start..]
+}
