@@ -76,13 +76,9 @@ async fn probe(path: &Path) -> Result<PgTool> {
 pub fn parse_major(version: &str) -> Option<u32> {
     let number = version
         .split_whitespace()
-        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
-    number
-        .split(['.', ' '])
-        .next()?
-        .trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .ok()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+    let digits: String = number.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use crate::catalog::Catalog;
 use crate::compress::GzipSettings;
-use crate::config::{Config, WorkerSettings};
+use crate::config::Config;
 use crate::jobs::{FaultPoints, JobContext};
 use crate::producer::Producer;
 use crate::queue::Publisher;
@@ -50,12 +50,13 @@ impl Services {
         })
     }
 
-    pub fn producer(&self, config: &Config, settings: &WorkerSettings) -> Producer {
+    /// `max_attempts` is recorded on every job this producer creates.
+    pub fn producer(&self, config: &Config, max_attempts: i32) -> Producer {
         let publisher = Arc::new(Publisher::new(
             config.amqp_url.clone(),
             config.namespace.clone(),
             "pgfleet producer",
         ));
-        Producer::new(self.catalog.clone(), publisher, settings.max_attempts)
+        Producer::new(self.catalog.clone(), publisher, max_attempts)
     }
 }

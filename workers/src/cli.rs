@@ -51,6 +51,9 @@ pub struct GlobalArgs {
     /// gzip level of backups: 1 (fastest) … 9 (smallest).
     #[arg(long, global = true, env = "PGFLEET_BACKUP_GZIP_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub backup_gzip_level: u32,
+    /// Attempts before a job is dead (recorded on each job when it is created).
+    #[arg(long, global = true, env = "PGFLEET_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: i32,
     /// Connection limit of each new tenant role.
     #[arg(
         long,
@@ -131,9 +134,6 @@ pub struct WorkerArgs {
     /// Seconds a job's lease lasts without renewal (renewed every third of it).
     #[arg(long, env = "PGFLEET_LEASE_SECS", default_value_t = 30)]
     pub lease_secs: u64,
-    /// Attempts before a job is dead.
-    #[arg(long, env = "PGFLEET_MAX_ATTEMPTS", default_value_t = 5)]
-    pub max_attempts: i32,
     /// First retry delay in milliseconds (doubles per attempt, with jitter).
     #[arg(long, env = "PGFLEET_BACKOFF_MS", default_value_t = 2000)]
     pub backoff_ms: u64,

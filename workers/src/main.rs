@@ -150,11 +150,11 @@ fn secret_key(g: &GlobalArgs, create: bool) -> Result<SecretKey> {
     }
 }
 
-fn worker_settings(args: &WorkerArgs) -> WorkerSettings {
+fn worker_settings(g: &GlobalArgs, args: &WorkerArgs) -> WorkerSettings {
     WorkerSettings {
         concurrency: args.concurrency.max(1),
         lease: Duration::from_secs(args.lease_secs.max(3)),
-        max_attempts: args.max_attempts.max(1),
+        max_attempts: g.max_attempts.max(1),
         backoff_base: Duration::from_millis(args.backoff_ms),
         sweep_interval: Duration::from_millis(args.sweep_interval_ms.max(100)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
@@ -164,7 +164,7 @@ fn worker_settings(args: &WorkerArgs) -> WorkerSettings {
 
 async fn run_worker(g: &GlobalArgs, args: &WorkerArgs, all_in_one: bool) -> Result<ExitCode> {
     let config = config(g)?;
-    let settings = worker_settings(args);
+    let settings = worker_settings(g, args);
     let key = secret_key(g, all_in_one)?;
     let services = Services::open(&config, key, (settings.concurrency as u32 + 4).min(50)).await?;
     services
@@ -239,7 +239,7 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
                 key: key.clone(),
                 spec,
             };
-            enqueue(&services, &config, vec![request], &args).await
+            enqueue(&services, &config, g.max_attempts.max(1), vec![request], &args).await
         }
         TenantCommand::Set {
             slug,
@@ -270,7 +270,7 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
                 key: args.key.clone(),
                 spec: JobSpec::Delete {},
             };
-            enqueue(&services, &config, vec![request], args).await
+            enqueue(&services, &config, g.max_attempts.max(1), vec![request], args).await
         }
         TenantCommand::List { json } => {
             output::print_tenants(&catalog.tenants().await?, *json);
@@ -337,17 +337,18 @@ async fn for_tenants(
         eprintln!("no active tenants");
         return Ok(ExitCode::SUCCESS);
     }
-    enqueue(&services, &config, requests, args).await
+    enqueue(&services, &config, g.max_attempts.max(1), requests, args).await
 }
 
 /// Enqueues the requests, then prints the job(s) — after waiting for them with `--wait`.
 async fn enqueue(
     services: &Services,
     config: &Config,
+    max_attempts: i32,
     requests: Vec<JobRequest>,
     args: &EnqueueArgs,
 ) -> Result<ExitCode> {
-    let producer = services.producer(config, &WorkerSettings::default());
+    let producer = services.producer(config, max_attempts);
     let mut jobs = Vec::with_capacity(requests.len());
     for request in &requests {
         let enqueued = producer.enqueue(request).await?;

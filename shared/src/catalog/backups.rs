@@ -3,7 +3,7 @@
 //! Pruning is two-phase (`pruning`, delete the object, `pruned`) so a replay resumes it.
 
 use super::Catalog;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -45,6 +45,8 @@ pub struct BackupStats<'a> {
 }
 
 impl Catalog {
+    /// Records a backup attempt as `running` and returns its id. Two attempts of one job in
+    /// the same second share a key; the earlier one must have failed, and its row is reused.
     pub async fn insert_backup(
         &self,
         id: Uuid,
@@ -52,19 +54,24 @@ impl Catalog {
         job_id: Uuid,
         key: &str,
         created_at: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(
+    ) -> Result<Uuid> {
+        let recorded: Option<Uuid> = sqlx::query_scalar(
             "INSERT INTO backups (id, tenant_id, job_id, key, created_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (key) DO UPDATE SET status = 'running', error = NULL, finished_at = NULL,
+                    created_at = EXCLUDED.created_at
+             WHERE backups.status = 'failed' AND backups.job_id = EXCLUDED.job_id
+             RETURNING id",
         )
         .bind(id)
         .bind(tenant_id)
         .bind(job_id)
         .bind(key)
         .bind(created_at)
-        .execute(self.pool())
+        .fetch_optional(self.pool())
         .await?;
-        Ok(())
+        recorded.with_context(|| {
+            format!("backup key {key} is already in use by another attempt that did not fail")
+        })
     }
 
     pub async fn finish_backup_succeeded(&self, id: Uuid, stats: &BackupStats<'_>) -> Result<()> {
