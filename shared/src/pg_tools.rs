@@ -57,6 +57,18 @@ pub async fn find(name: &str, server_major: u32) -> Result<PgTool> {
     )
 }
 
+/// Reads a child's stderr to the end in the background (so the child never blocks on a
+/// full pipe); the text explains a failure.
+pub fn collect_stderr(stderr: tokio::process::ChildStderr) -> tokio::task::JoinHandle<String> {
+    use tokio::io::AsyncReadExt;
+    tokio::spawn(async move {
+        let mut stderr = stderr;
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    })
+}
+
 async fn probe(path: &Path) -> Result<PgTool> {
     let out = tokio::process::Command::new(path)
         .arg("--version")

@@ -238,6 +238,18 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// Until the job's first attempt has failed and it waits for its retry.
+async fn wait_for_failed_attempt(catalog: &pgfleet_shared::catalog::Catalog, key: &str, timeout: Duration) {
+    wait_until("the attempt failed", timeout, || async {
+        catalog
+            .job_by_key(key)
+            .await
+            .unwrap()
+            .is_some_and(|j| j.status == "queued" && j.error.is_some())
+    })
+    .await;
+}
+
 async fn backup_rows(env: &TestEnv, slug: &str) -> Vec<String> {
     backups_json(env, slug)
         .iter()
@@ -316,14 +328,7 @@ async fn pg_dump_killed_mid_stream_leaves_nothing_and_the_retry_succeeds() {
         .status()
         .unwrap();
     assert!(killed.success(), "no pg_dump child to kill");
-    wait_until("the attempt failed", Duration::from_secs(60), || async {
-        catalog
-            .job_by_key(&key)
-            .await
-            .unwrap()
-            .is_some_and(|j| j.status == "queued" && j.error.is_some())
-    })
-    .await;
+    wait_for_failed_attempt(&catalog, &key, Duration::from_secs(60)).await;
     let job = catalog.job_by_key(&key).await.unwrap().unwrap();
     assert!(job.error.as_deref().unwrap().contains("pg_dump"), "{job:?}");
     assert_clean_failure_then_success(&env, &catalog, "dumpkill", &key).await;
@@ -345,14 +350,7 @@ async fn the_s3_server_stopping_mid_upload_leaves_nothing_and_the_retry_succeeds
     })
     .await;
     server.stop();
-    wait_until("the attempt failed", Duration::from_secs(120), || async {
-        catalog
-            .job_by_key(&key)
-            .await
-            .unwrap()
-            .is_some_and(|j| j.status == "queued" && j.error.is_some())
-    })
-    .await;
+    wait_for_failed_attempt(&catalog, &key, Duration::from_secs(120)).await;
     assert!(!backup_rows(&env, "s3stop")
         .await
         .contains(&"succeeded".to_owned()));

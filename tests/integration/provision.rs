@@ -4,8 +4,7 @@
 use crate::support::*;
 use pgfleet_shared::jobs::{provision, FaultPoints};
 use pgfleet_shared::TenantSlug;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[tokio::test]
@@ -166,16 +165,8 @@ async fn repeated_signups_and_replayed_handlers_provision_once() {
 #[tokio::test]
 async fn a_provision_interrupted_after_the_role_exists_completes_on_retry() {
     let env = TestEnv::new();
-    let failures = Arc::new(AtomicUsize::new(0));
-    let injected = failures.clone();
-    let ctx = env
-        .job_context(FaultPoints::new(move |point, _| {
-            if point == "provision.after_role" && injected.fetch_add(1, Ordering::SeqCst) == 0 {
-                anyhow::bail!("simulated crash after CREATE ROLE");
-            }
-            Ok(())
-        }))
-        .await;
+    let (faults, failures) = fail_once_at("provision.after_role");
+    let ctx = env.job_context(faults).await;
     let slug = TenantSlug::parse("half-done").unwrap();
 
     let first = provision::run(&ctx, &slug, None).await;
@@ -190,6 +181,11 @@ async fn a_provision_interrupted_after_the_role_exists_completes_on_retry() {
     assert_eq!(tenant.status, "provisioning");
 
     let second = provision::run(&ctx, &slug, None).await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        2,
+        "the fault point was passed again"
+    );
     assert_eq!(second.summary, "provisioned");
     assert_eq!(
         second.details["role_changes"],

@@ -2,13 +2,11 @@
 //! broker connection loss, graceful shutdown, and secrets kept out of logs.
 
 use crate::support::*;
-use pgfleet_shared::jobs::FaultPoints;
 use pgfleet_shared::worker::Worker;
 use pgfleet_shared::{TenantSlug, WorkerSettings};
 use secrecy::ExposeSecret;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -21,16 +19,8 @@ const SLOW_MIGRATION: (&str, &str) = (
 #[tokio::test]
 async fn a_failed_attempt_is_retried_by_the_runtime_and_succeeds() {
     let env = TestEnv::new();
-    let failures = Arc::new(AtomicUsize::new(0));
-    let injected = failures.clone();
-    let ctx = env
-        .job_context(FaultPoints::new(move |point, _| {
-            if point == "provision.after_role" && injected.fetch_add(1, Ordering::SeqCst) == 0 {
-                anyhow::bail!("simulated failure after CREATE ROLE");
-            }
-            Ok(())
-        }))
-        .await;
+    let (faults, failures) = fail_once_at("provision.after_role");
+    let ctx = env.job_context(faults).await;
     let catalog = ctx.catalog.clone();
     let settings = WorkerSettings {
         concurrency: 2,

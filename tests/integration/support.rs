@@ -349,6 +349,20 @@ pub async fn declare_topology(ns: &Namespace) {
     let _ = conn.close(200, "bye".into()).await;
 }
 
+/// Fault points that fail the first time `point` is reached; the counter says how often it was.
+pub fn fail_once_at(point: &'static str) -> (FaultPoints, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reached.clone();
+    let faults = FaultPoints::new(move |at, _| {
+        if at == point && counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            anyhow::bail!("simulated failure at {point}");
+        }
+        Ok(())
+    });
+    (faults, reached)
+}
+
 pub const S3_KEY: &str = "testing";
 pub const S3_SECRET: &str = "testing";
 

@@ -9,6 +9,7 @@
 use anyhow::{bail, Context, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use pgfleet_bench::{checkpoint, cleanup, peak_rss_kib, AMQP_URL};
 use pgfleet_shared::secrets::SecretKey;
 use rand::Rng;
 use secrecy::ExposeSecret;
@@ -16,9 +17,6 @@ use sqlx::{Connection as _, PgConnection};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -212,60 +210,4 @@ async fn run_pgfleet(
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = worker.wait();
     Ok((result?, peak_rss))
-}
-
-async fn checkpoint() -> Result<()> {
-    let mut admin = PgConnection::connect(ADMIN_URL).await?;
-    sqlx::raw_sql("CHECKPOINT").execute(&mut admin).await?;
-    Ok(())
-}
-
-/// VmHWM of a live process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-async fn cleanup(namespace: &str) -> Result<()> {
-    let mut admin = PgConnection::connect(ADMIN_URL).await?;
-    let databases: Vec<String> =
-        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
-            .bind(format!("{namespace}_"))
-            .fetch_all(&mut admin)
-            .await?;
-    for db in databases {
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-            .execute(&mut admin)
-            .await?;
-    }
-    let roles: Vec<String> =
-        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)")
-            .bind(format!("{namespace}_"))
-            .fetch_all(&mut admin)
-            .await?;
-    for role in roles {
-        sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\""))
-            .execute(&mut admin)
-            .await?;
-    }
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
-    let channel = conn.create_channel().await?;
-    for q in ["provision", "dead", "unroutable"] {
-        let _ = channel
-            .queue_delete(format!("{namespace}.{q}").as_str().into(), Default::default())
-            .await;
-    }
-    for x in ["jobs", "dead", "unroutable"] {
-        let _ = channel
-            .exchange_delete(format!("{namespace}.{x}").as_str().into(), Default::default())
-            .await;
-    }
-    Ok(())
 }

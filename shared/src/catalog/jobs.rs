@@ -128,6 +128,26 @@ impl DueBatch {
     }
 }
 
+/// Records a new job whose message is (being) published; an existing key wins.
+const INSERT_DISPATCHED_JOB: &str =
+    "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
+     VALUES ($1, $2, $3, $4, $5, $6, now(), 1)
+     ON CONFLICT (idempotency_key) DO NOTHING";
+
+/// Binds `$1..$6` of a jobs insert.
+fn bind_new_job<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    new: &'q NewJob,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(new.id)
+        .bind(&new.key)
+        .bind(new.kind.as_str())
+        .bind(new.tenant.as_str())
+        .bind(&new.payload)
+        .bind(new.max_attempts)
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -136,30 +156,17 @@ impl Catalog {
     /// Records a job from a producer (CLI, API). Same key => the existing job, unchanged.
     /// Returns the job and whether it was created by this call.
     pub async fn insert_job(&self, new: &NewJob) -> Result<(JobRecord, bool)> {
-        let inserted: Option<JobRecord> = sqlx::query_as(&format!(
-            "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
-             VALUES ($1, $2, $3, $4, $5, $6, now(), 1)
-             ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING {JOB_COLUMNS}"
-        ))
-        .bind(new.id)
-        .bind(&new.key)
-        .bind(new.kind.as_str())
-        .bind(new.tenant.as_str())
-        .bind(&new.payload)
-        .bind(new.max_attempts)
-        .fetch_optional(self.pool())
-        .await
-        .context("recording the job in the catalog")?;
-        match inserted {
-            Some(job) => Ok((job, true)),
-            None => Ok((
-                self.job_by_key(&new.key)
-                    .await?
-                    .context("job vanished after insert")?,
-                false,
-            )),
-        }
+        let inserted = bind_new_job(sqlx::query(INSERT_DISPATCHED_JOB), new)
+            .execute(self.pool())
+            .await
+            .context("recording the job in the catalog")?
+            .rows_affected()
+            == 1;
+        let job = self
+            .job_by_key(&new.key)
+            .await?
+            .context("job vanished after insert")?;
+        Ok((job, inserted))
     }
 
     /// The producer's publish failed: leave the job for the sweep to dispatch.
@@ -174,19 +181,9 @@ impl Catalog {
     /// Records (if new) and claims the job of a delivered message, in one transaction.
     pub async fn claim_job(&self, new: &NewJob, owner: &str, lease: Duration) -> Result<ClaimOutcome> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
-             VALUES ($1, $2, $3, $4, $5, $6, now(), 1)
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(new.id)
-        .bind(&new.key)
-        .bind(new.kind.as_str())
-        .bind(new.tenant.as_str())
-        .bind(&new.payload)
-        .bind(new.max_attempts)
-        .execute(&mut *tx)
-        .await?;
+        bind_new_job(sqlx::query(INSERT_DISPATCHED_JOB), new)
+            .execute(&mut *tx)
+            .await?;
         let (job, lease_live, due): (JobRecord, bool, bool) = {
             let row = sqlx::query(&format!(
                 "SELECT {JOB_COLUMNS}, coalesce(lease_expires_at > now(), false) AS lease_live, run_after <= now() AS due
@@ -243,18 +240,15 @@ impl Catalog {
     /// A delivery waited too long for a free slot: make sure the job is recorded as queued
     /// and undispatched so the sweep publishes it again, instead of holding the delivery.
     pub async fn defer_job(&self, new: &NewJob) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (idempotency_key) DO UPDATE SET dispatched_at = NULL
-             WHERE jobs.status = 'queued'",
+        bind_new_job(
+            sqlx::query(
+                "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (idempotency_key) DO UPDATE SET dispatched_at = NULL
+                 WHERE jobs.status = 'queued'",
+            ),
+            new,
         )
-        .bind(new.id)
-        .bind(&new.key)
-        .bind(new.kind.as_str())
-        .bind(new.tenant.as_str())
-        .bind(&new.payload)
-        .bind(new.max_attempts)
         .execute(self.pool())
         .await?;
         Ok(())

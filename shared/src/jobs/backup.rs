@@ -16,7 +16,6 @@ use anyhow::{anyhow, Context};
 use chrono::Utc;
 use std::process::Stdio;
 use std::time::Instant;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -185,12 +184,7 @@ async fn dump_to_store(
         .spawn()
         .with_context(|| format!("starting {}", pg_dump.path.display()))?;
     let stdout = child.stdout.take().context("pg_dump has no stdout")?;
-    let mut stderr = child.stderr.take().context("pg_dump has no stderr")?;
-    let stderr_task = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
+    let stderr_task = pg_tools::collect_stderr(child.stderr.take().context("pg_dump has no stderr")?);
 
     let (tx, rx) = mpsc::channel(4);
     let gzip = ctx.gzip;

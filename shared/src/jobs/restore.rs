@@ -184,12 +184,7 @@ async fn load(
         .spawn()
         .with_context(|| format!("starting {}", psql.path.display()))?;
     let mut stdin = child.stdin.take().context("psql has no stdin")?;
-    let mut stderr = child.stderr.take().context("psql has no stderr")?;
-    let stderr_task = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
+    let stderr_task = pg_tools::collect_stderr(child.stderr.take().context("psql has no stderr")?);
 
     let object = ctx.store.get(&backup.key).await?;
     let mut hashing = HashingReader::new(object);

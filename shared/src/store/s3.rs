@@ -99,7 +99,12 @@ impl S3Store {
     pub async fn put(&self, key: &str, mut chunks: ChunkReceiver) -> Result<Stored> {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
-        let mut buffer = BytesMut::new();
+        // Each part gets its own buffer, sized up front, and goes out whole once it reaches
+        // the part size (parts other than the last only need to be at least that big), so
+        // no buffer is ever reallocated or kept alive by a split.
+        // Room for the one chunk (a gzip member of at most ~1 MiB) that crosses the part size.
+        let spare = crate::compress::BLOCK_SIZE + 64 * 1024;
+        let mut buffer = BytesMut::with_capacity(self.settings.part_size + spare);
         let mut upload: Option<Multipart> = None;
         while let Some(chunk) = chunks.recv().await {
             let chunk = match chunk {
@@ -114,25 +119,27 @@ impl S3Store {
             hasher.update(&chunk);
             total += chunk.len() as u64;
             buffer.extend_from_slice(&chunk);
-            loop {
-                let next_size = part_size_for(
-                    self.settings.part_size,
-                    upload.as_ref().map_or(1, |u| u.next_number),
-                );
-                if buffer.len() < next_size {
-                    break;
+            let part_size = part_size_for(
+                self.settings.part_size,
+                upload.as_ref().map_or(1, |u| u.next_number),
+            );
+            if buffer.len() < part_size {
+                continue;
+            }
+            let next_capacity = part_size_for(
+                self.settings.part_size,
+                upload.as_ref().map_or(2, |u| u.next_number + 1),
+            ) + spare;
+            let part = std::mem::replace(&mut buffer, BytesMut::with_capacity(next_capacity)).freeze();
+            if upload.is_none() {
+                upload = Some(self.start_multipart(key).await?);
+            }
+            let u = upload.as_mut().expect("started above");
+            if let Err(e) = u.send_part(part, self.settings.parts_in_flight).await {
+                if let Some(upload) = upload.take() {
+                    upload.abort().await;
                 }
-                let part = buffer.split_to(next_size).freeze();
-                if upload.is_none() {
-                    upload = Some(self.start_multipart(key).await?);
-                }
-                let u = upload.as_mut().expect("started above");
-                if let Err(e) = u.send_part(part, self.settings.parts_in_flight).await {
-                    if let Some(upload) = upload.take() {
-                        upload.abort().await;
-                    }
-                    return Err(e);
-                }
+                return Err(e);
             }
         }
         match upload {
