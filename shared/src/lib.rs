@@ -20,6 +20,7 @@ pub mod message;
 pub mod pg_tools;
 pub mod producer;
 pub mod queue;
+pub mod rollouts;
 pub mod schedule;
 pub mod secrets;
 pub mod servers;

@@ -16,6 +16,7 @@ pub enum JobKind {
     Prune,
     Restore,
     Delete,
+    Migrate,
 }
 
 impl JobKind {
@@ -25,6 +26,7 @@ impl JobKind {
         JobKind::Prune,
         JobKind::Restore,
         JobKind::Delete,
+        JobKind::Migrate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +36,7 @@ impl JobKind {
             JobKind::Prune => "prune",
             JobKind::Restore => "restore",
             JobKind::Delete => "delete",
+            JobKind::Migrate => "migrate",
         }
     }
 
@@ -67,6 +70,8 @@ pub enum JobSpec {
     },
     /// A final backup, then the tenant's database and role are dropped.
     Delete {},
+    /// Apply a rollout's recorded migration set to the tenant.
+    Migrate { rollout: uuid::Uuid },
 }
 
 impl JobSpec {
@@ -77,6 +82,7 @@ impl JobSpec {
             JobSpec::Prune {} => JobKind::Prune,
             JobSpec::Restore { .. } => JobKind::Restore,
             JobSpec::Delete {} => JobKind::Delete,
+            JobSpec::Migrate { .. } => JobKind::Migrate,
         }
     }
 }
@@ -119,7 +125,7 @@ pub enum MessageError {
     MissingField(&'static str),
     #[error("field `{0}` must be a string")]
     NotAString(&'static str),
-    #[error("unknown job kind {0:?} (known: provision, backup, prune, restore, delete)")]
+    #[error("unknown job kind {0:?} (known: provision, backup, prune, restore, delete, migrate)")]
     UnknownKind(String),
     #[error("kind {body:?} in the body does not match routing key {routing_key:?}")]
     KindMismatch { body: String, routing_key: String },
@@ -170,6 +176,14 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
         JobKind::Backup => JobSpec::Backup {},
         JobKind::Prune => JobSpec::Prune {},
         JobKind::Delete => JobSpec::Delete {},
+        JobKind::Migrate => JobSpec::Migrate {
+            rollout: required_str(&map, "rollout")?
+                .parse()
+                .map_err(|_| MessageError::InvalidField {
+                    field: "rollout",
+                    why: "must be a rollout id (UUID)".into(),
+                })?,
+        },
         JobKind::Restore => {
             let into = required_str(&map, "into")?;
             validate_database_name(into)?;

@@ -60,6 +60,29 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// Publishes jobs already recorded (e.g. a rollout's); on failure they stay for the sweep.
+    pub async fn publish_existing(&self, jobs: &[JobRecord]) {
+        if jobs.is_empty() {
+            return;
+        }
+        let messages: Vec<Outgoing> = jobs
+            .iter()
+            .filter_map(|j| j.request().ok())
+            .map(|r| Outgoing::job(self.publisher.namespace(), &r))
+            .collect();
+        match self.publisher.publish_all(messages).await {
+            Ok(()) => {
+                let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+                if let Err(e) = self.catalog.mark_dispatched(&ids).await {
+                    warn!(error = %format!("{e:#}"), "published, but not marked dispatched; the sweep may publish again (harmless)");
+                }
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "jobs recorded but not published; a worker's sweep will dispatch them"),
+        }
+    }
+}
+
 /// Polls the catalog until every job is finished (succeeded, failed or dead), calling
 /// `progress` whenever the counts change. Returns the final records.
 pub async fn wait_for_jobs(

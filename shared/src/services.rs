@@ -42,6 +42,7 @@ impl Services {
             tenant_migrations: Arc::new(migrations),
             tenant_connection_limit: config.tenant_connection_limit,
             store: Arc::new(store),
+            max_attempts: 5,
             gzip: GzipSettings {
                 level: config.backup_gzip_level,
                 ..GzipSettings::default()

@@ -126,14 +126,18 @@ pub struct Applied {
     pub schema_version: Option<i64>,
 }
 
+/// Where applied migrations are mirrored in the catalog (and `schema_version` moved up),
+/// each as soon as it commits.
+pub type Record<'a> = Option<(&'a crate::catalog::Catalog, uuid::Uuid)>;
+
 /// Applies the pending migrations of `set` on `conn` (connected as the tenant's role).
-pub async fn apply(conn: &mut PgConnection, set: &MigrationSet) -> Result<Applied, JobError> {
+pub async fn apply(conn: &mut PgConnection, set: &MigrationSet, record: Record<'_>) -> Result<Applied, JobError> {
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK_KEY)
         .execute(&mut *conn)
         .await
         .context("taking the tenant's migration lock")?;
-    let result = apply_locked(conn, set).await;
+    let result = apply_locked(conn, set, record).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(MIGRATION_LOCK_KEY)
         .execute(&mut *conn)
@@ -143,7 +147,7 @@ pub async fn apply(conn: &mut PgConnection, set: &MigrationSet) -> Result<Applie
     Ok(applied)
 }
 
-async fn apply_locked(conn: &mut PgConnection, set: &MigrationSet) -> Result<Applied, JobError> {
+async fn apply_locked(conn: &mut PgConnection, set: &MigrationSet, record: Record<'_>) -> Result<Applied, JobError> {
     // The bookkeeping table is created inside the first migration's transaction rather
     // than on its own: one commit less per new tenant.
     let table_exists: bool = sqlx::query_scalar("SELECT to_regclass('_pgfleet_migrations') IS NOT NULL")
@@ -158,6 +162,9 @@ async fn apply_locked(conn: &mut PgConnection, set: &MigrationSet) -> Result<App
     } else {
         Vec::new()
     };
+    if let Some((catalog, tenant_id)) = record {
+        catalog.record_tenant_migrations(tenant_id, &done).await?;
+    }
     for (version, checksum) in &done {
         if let Some(m) = set.migrations.iter().find(|m| m.version == *version) {
             if &m.checksum != checksum {
@@ -191,6 +198,11 @@ async fn apply_locked(conn: &mut PgConnection, set: &MigrationSet) -> Result<App
             .await
             .with_context(|| format!("committing migration {}", m.file_name))?;
         applied.push(m.version);
+        if let Some((catalog, tenant_id)) = record {
+            catalog
+                .record_tenant_migrations(tenant_id, &[(m.version, m.checksum.clone())])
+                .await?;
+        }
     }
     let schema_version = done.iter().map(|(v, _)| *v).chain(applied.iter().copied()).max();
     Ok(Applied {

@@ -349,8 +349,12 @@ impl Worker {
                 _ = self.hand_back.cancelled() => { abort.abort(); Err(JobError::Cancelled("worker shutting down")) }
             };
             renewer.abort();
+            let finished = matches!(&result, Ok(_) | Err(JobError::Permanent(_)) | Err(JobError::Other(_)));
             self.record_result(&job, result, started.elapsed()).await;
             drop(slot);
+            if finished {
+                self.follow_up(&job).await;
+            }
         }
         .instrument(span)
         .await
@@ -414,6 +418,27 @@ impl Worker {
             Err(e) => {
                 error!(error = %format!("{e:#}"), "could not record the job's outcome in the catalog")
             }
+        }
+    }
+
+    /// Kind-specific follow-up (a rollout's next phase); its new jobs are published at once
+    /// rather than waiting for the sweep.
+    async fn follow_up(&self, job: &JobRecord) {
+        match jobs::after_finish(&self.ctx, job).await {
+            Ok(created) if !created.is_empty() => {
+                let messages: Vec<Outgoing> = created
+                    .iter()
+                    .filter_map(|j| j.request().ok())
+                    .map(|r| Outgoing::job(&self.ctx.namespace, &r))
+                    .collect();
+                let ids: Vec<uuid::Uuid> = created.iter().map(|j| j.id).collect();
+                if self.publisher.publish_all(messages).await.is_ok() {
+                    let _ = self.ctx.catalog.mark_dispatched(&ids).await;
+                }
+                info!(jobs = created.len(), "follow-up jobs enqueued");
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %format!("{e:#}"), "follow-up failed; the next job or `--wait` retries it"),
         }
     }
 

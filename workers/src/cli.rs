@@ -110,6 +110,36 @@ pub enum Command {
         #[command(flatten)]
         enqueue: EnqueueArgs,
     },
+    /// Roll the tenant migrations folder out to every tenant (or one): records the set in
+    /// the catalog and enqueues one `migrate` job per tenant not at the target version.
+    Migrate {
+        /// Every active tenant.
+        #[arg(long, required_unless_present = "tenant", conflicts_with = "tenant")]
+        all: bool,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Block until the rollout ends, showing progress; exit 0 only if every tenant succeeded.
+        #[arg(long)]
+        wait: bool,
+        /// Migrations running at once on one tenant server, whatever the number of workers.
+        #[arg(long, default_value_t = pgfleet_shared::jobs::migrate::DEFAULT_SERVER_CONCURRENCY)]
+        concurrency: i32,
+        /// Migrate this many tenants first; the rest only if all of them succeed.
+        #[arg(long, default_value_t = 0)]
+        canary: usize,
+        /// Halt the rollout once this many tenants failed (jobs not yet started are skipped).
+        #[arg(long)]
+        max_failures: Option<i32>,
+        /// Show what would be migrated, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect rollouts.
+    #[command(subcommand)]
+    Rollouts(RolloutsCommand),
     /// Restore a tenant's backup into a new database on the tenant's server.
     Restore {
         slug: String,
@@ -155,6 +185,21 @@ pub struct EnqueueArgs {
     pub key: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RolloutsCommand {
+    /// Rollouts, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One rollout with its per-tenant results.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

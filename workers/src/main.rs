@@ -7,7 +7,8 @@ mod output;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::{
-    BackupsCommand, Cli, Command, EnqueueArgs, GlobalArgs, JobsCommand, LogFormat, TenantCommand, WorkerArgs,
+    BackupsCommand, Cli, Command, EnqueueArgs, GlobalArgs, JobsCommand, LogFormat, RolloutsCommand, TenantCommand,
+    WorkerArgs,
 };
 use pgfleet_shared::jobs::FaultPoints;
 use pgfleet_shared::producer::wait_for_jobs;
@@ -111,6 +112,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             for_tenants(g, Some(slug), false, enqueue, move |_| spec.clone()).await
         }
+        Command::Migrate { all: _, tenant, wait, concurrency, canary, max_failures, dry_run, json } => {
+            let options = MigrateOptions {
+                tenant: tenant.as_deref(),
+                wait: *wait,
+                concurrency: *concurrency,
+                canary: *canary,
+                max_failures: *max_failures,
+                dry_run: *dry_run,
+                json: *json,
+            };
+            migrate(g, options).await
+        }
+        Command::Rollouts(cmd) => rollouts_command(g, cmd).await,
         Command::Backups(BackupsCommand::List { slug, json }) => {
             let slug = parse_slug(slug)?;
             let services = Services::open(&config(g)?, secret_key(g, false)?, 2).await?;
@@ -189,6 +203,7 @@ async fn run_worker(g: &GlobalArgs, args: &WorkerArgs, all_in_one: bool) -> Resu
     let ctx = services
         .job_context(&config, migrations, FaultPoints::default())
         .await?;
+    ctx.max_attempts = settings.max_attempts;
     info!(store = %ctx.store.describe(), "backup store");
     let worker = Worker::new(ctx, settings, config.amqp_url.clone());
 
@@ -309,6 +324,82 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+struct MigrateOptions<'a> {
+    tenant: Option<&'a str>,
+    wait: bool,
+    concurrency: i32,
+    canary: usize,
+    max_failures: Option<i32>,
+    dry_run: bool,
+    json: bool,
+}
+
+async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
+    let config = config(g)?;
+    let only = o.tenant.map(parse_slug).transpose()?;
+    if o.concurrency < 1 || o.max_failures.is_some_and(|f| f < 1) {
+        bail!("--concurrency and --max-failures must be at least 1");
+    }
+    let (set, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
+    let target = set.target_version().with_context(|| format!("no migrations in {source}"))?;
+    let services = Services::open(&config, secret_key(g, false)?, 4).await?;
+    let catalog = &services.catalog;
+    pgfleet_shared::rollouts::check_drift(catalog, &set).await?;
+    let plan = pgfleet_shared::rollouts::plan(catalog, &set, only.as_ref()).await?;
+    if o.dry_run || plan.targets.is_empty() {
+        output::print_plan(&plan, target, &source, o.json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let targets: Vec<(uuid::Uuid, String)> = plan.targets.iter().map(|(t, _)| (t.id, t.slug.clone())).collect();
+    let max_attempts = g.max_attempts.max(1);
+    let (id, jobs) = catalog
+        .create_rollout(&set, &targets, o.canary, o.max_failures, o.concurrency, max_attempts)
+        .await?;
+    let producer = services.producer(&config, max_attempts);
+    producer.publish_existing(&jobs).await;
+    eprintln!("rollout {id}: {} tenant(s) to version {target} from {source}", targets.len());
+    if !o.wait {
+        output::print_rollout(&catalog.rollout(id).await?.context("rollout vanished")?, &[], o.json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut last = None;
+    let rollout = loop {
+        // Waiting also moves the rollout on, in case no worker is left to do it.
+        let created = catalog.advance_rollout(id, max_attempts).await?;
+        producer.publish_existing(&created).await;
+        let r = catalog.rollout(id).await?.context("rollout vanished")?;
+        let progress = (r.succeeded, r.failed, r.skipped, r.remaining);
+        if last != Some(progress) {
+            eprintln!("  done {} / failed {} / skipped {} / remaining {}", r.succeeded, r.failed, r.skipped, r.remaining);
+            last = Some(progress);
+        }
+        if r.status != "running" {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    output::print_rollout(&rollout, &catalog.rollout_tenants(id).await?, o.json);
+    let clean = rollout.status == "done" && rollout.failed == 0 && rollout.skipped == 0;
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn rollouts_command(g: &GlobalArgs, cmd: &RolloutsCommand) -> Result<ExitCode> {
+    let services = Services::open(&config(g)?, secret_key(g, false)?, 2).await?;
+    match cmd {
+        RolloutsCommand::List { json } => output::print_rollouts(&services.catalog.rollouts(100).await?, *json),
+        RolloutsCommand::Show { id, json } => {
+            let id: uuid::Uuid = id.parse().with_context(|| format!("{id:?} is not a rollout id (a UUID)"))?;
+            let rollout = services
+                .catalog
+                .rollout(id)
+                .await?
+                .with_context(|| format!("no rollout {id}; `pgfleet rollouts list` shows recent ones"))?;
+            output::print_rollout(&rollout, &services.catalog.rollout_tenants(id).await?, *json);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Enqueues `spec` for one tenant, or (`all`) for every active tenant.

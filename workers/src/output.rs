@@ -2,7 +2,8 @@
 //! (DESIGN.md "CLI"); nothing here prints a secret.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use pgfleet_shared::catalog::{BackupRecord, JobRecord, TenantRecord};
+use pgfleet_shared::catalog::{BackupRecord, JobRecord, RolloutRecord, RolloutTenant, TenantRecord};
+use pgfleet_shared::rollouts::Plan;
 use serde_json::{json, Value};
 
 fn time(t: &DateTime<Utc>) -> String {
@@ -153,5 +154,87 @@ pub fn print_backups(backups: &[BackupRecord], as_json: bool) {
             time(&b.created_at),
             b.key
         );
+    }
+}
+
+pub fn rollout_json(r: &RolloutRecord) -> Value {
+    json!({
+        "id": r.id,
+        "status": r.status,
+        "target_version": r.target_version,
+        "tenants": r.tenants,
+        "succeeded": r.succeeded,
+        "failed": r.failed,
+        "skipped": r.skipped,
+        "remaining": r.remaining,
+        "canary": r.canary,
+        "max_failures": r.max_failures,
+        "concurrency": r.server_concurrency,
+        "halted_reason": r.halted_reason,
+        "created_at": time(&r.created_at),
+        "finished_at": r.finished_at.as_ref().map(time),
+    })
+}
+
+pub fn print_rollouts(rollouts: &[RolloutRecord], as_json: bool) {
+    if as_json {
+        return print_json(&Value::Array(rollouts.iter().map(rollout_json).collect()));
+    }
+    println!("{:<36} {:<8} {:>7} {:>7} {:>6} {:>7} {:>9}  CREATED", "ID", "STATUS", "VERSION", "TENANTS", "DONE", "FAILED", "REMAINING");
+    for r in rollouts {
+        println!(
+            "{:<36} {:<8} {:>7} {:>7} {:>6} {:>7} {:>9}  {}",
+            r.id, r.status, r.target_version, r.tenants, r.succeeded, r.failed, r.remaining, time(&r.created_at)
+        );
+    }
+}
+
+pub fn print_rollout(r: &RolloutRecord, tenants: &[RolloutTenant], as_json: bool) {
+    if as_json {
+        let mut v = rollout_json(r);
+        v["per_tenant"] = Value::Array(
+            tenants
+                .iter()
+                .map(|t| {
+                    json!({
+                        "tenant": t.tenant, "phase": t.phase, "job_id": t.job_id, "status": t.job_status,
+                        "attempts": t.attempts, "error": t.error, "schema_version": t.schema_version,
+                    })
+                })
+                .collect(),
+        );
+        return print_json(&v);
+    }
+    for (k, val) in rollout_json(r).as_object().into_iter().flatten() {
+        println!("{k:<15} {}", plain(val));
+    }
+    if !tenants.is_empty() {
+        println!();
+        println!("{:<30} {:<7} {:<10} {:>7}  ERROR", "TENANT", "PHASE", "STATUS", "VERSION");
+        for t in tenants {
+            println!(
+                "{:<30} {:<7} {:<10} {:>7}  {}",
+                t.tenant,
+                t.phase,
+                t.job_status.as_deref().unwrap_or("pending"),
+                t.schema_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                t.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+}
+
+pub fn print_plan(plan: &Plan, target: i64, source: &str, as_json: bool) {
+    if as_json {
+        return print_json(&json!({
+            "target_version": target,
+            "source": source,
+            "up_to_date": plan.up_to_date,
+            "to_migrate": plan.targets.iter().map(|(t, pending)| json!({"tenant": t.slug, "schema_version": t.schema_version, "pending": pending})).collect::<Vec<_>>(),
+        }));
+    }
+    println!("target version {target} (from {source}): {} tenant(s) to migrate, {} already there", plan.targets.len(), plan.up_to_date);
+    for (t, pending) in &plan.targets {
+        println!("  {:<30} at {:<6} pending {:?}", t.slug, t.schema_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()), pending);
     }
 }

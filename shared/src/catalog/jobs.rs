@@ -51,7 +51,7 @@ impl JobRecord {
     }
 }
 
-const JOB_COLUMNS: &str = "id, idempotency_key, kind, tenant::text AS tenant, payload, status, attempts, max_attempts,
+pub(super) const JOB_COLUMNS: &str = "id, idempotency_key, kind, tenant::text AS tenant, payload, status, attempts, max_attempts,
     run_after, lease_owner, lease_expires_at, epoch, error, outcome, created_at, updated_at, started_at, finished_at";
 
 /// A job to record: from a producer, or from a delivered message at claim time.

@@ -5,10 +5,12 @@
 
 mod backups;
 mod jobs;
+mod rollouts;
 mod servers;
 mod tenants;
 
 pub use backups::{BackupRecord, BackupStats};
+pub use rollouts::{RolloutRecord, RolloutTenant, SKIPPED};
 pub use jobs::{ClaimOutcome, DispatchItem, JobRecord, NewJob};
 pub use servers::ServerRecord;
 pub use tenants::{NewTenant, TenantRecord};

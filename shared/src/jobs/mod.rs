@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod delete;
+pub mod migrate;
 pub mod provision;
 pub mod prune;
 pub mod restore;
@@ -31,6 +32,8 @@ pub struct JobContext {
     pub tenant_connection_limit: i32,
     pub store: Arc<BackupStore>,
     pub gzip: GzipSettings,
+    /// Attempts recorded on jobs this process creates (a rollout's next phase).
+    pub max_attempts: i32,
     pub faults: FaultPoints,
 }
 
@@ -65,6 +68,16 @@ pub async fn run(ctx: &JobContext, job: &JobRecord) -> Result<Outcome, JobError>
         JobSpec::Prune {} => prune::run(ctx, &request.tenant).await,
         JobSpec::Restore { backup, into } => restore::run(ctx, job, &request.tenant, *backup, into).await,
         JobSpec::Delete {} => delete::run(ctx, job, &request.tenant).await,
+        JobSpec::Migrate { rollout } => migrate::run(ctx, job, &request.tenant, *rollout).await,
+    }
+}
+
+/// Follow-up once a job's outcome is recorded: a migrate job moves its rollout on (next
+/// phase, halt, done). Returns jobs created on the way, for the caller to publish.
+pub async fn after_finish(ctx: &JobContext, job: &JobRecord) -> anyhow::Result<Vec<JobRecord>> {
+    match job.request().map(|r| r.spec) {
+        Ok(JobSpec::Migrate { rollout }) => ctx.catalog.advance_rollout(rollout, ctx.max_attempts).await,
+        _ => Ok(Vec::new()),
     }
 }
 

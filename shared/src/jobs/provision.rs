@@ -36,7 +36,10 @@ pub async fn run(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> R
     ctx.faults.check("provision.after_database", slug)?;
 
     let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
-    let applied = tenant_migrations::apply(&mut conn, &ctx.tenant_migrations).await?;
+    // Once a rollout has recorded a set, new tenants get exactly that set.
+    let recorded = ctx.catalog.latest_migration_set().await?;
+    let set = recorded.as_ref().unwrap_or(&ctx.tenant_migrations);
+    let applied = tenant_migrations::apply(&mut conn, set, Some((&ctx.catalog, tenant.id))).await?;
     drop(conn);
     ctx.faults.check("provision.after_migrations", slug)?;
 

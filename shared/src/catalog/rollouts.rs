@@ -1,0 +1,309 @@
+//! Rollouts in the catalog: a recorded migration set (versions, checksums, SQL), the tenants
+//! it covers by phase (canary, main) and their jobs. `advance_rollout` is the one place that
+//! moves a rollout on: it enqueues the main phase after a clean canary, halts on too many
+//! failures, and closes it when every job ended. It locks the rollout row, so any number of
+//! workers (and waiting CLIs) may call it at once.
+
+use super::{Catalog, JobRecord};
+use crate::message::{JobKind, JobSpec};
+use crate::tenant_migrations::{Migration, MigrationSet};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RolloutRecord {
+    pub id: Uuid,
+    pub target_version: i64,
+    pub canary: i32,
+    pub max_failures: Option<i32>,
+    pub server_concurrency: i32,
+    pub status: String,
+    pub halted_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub tenants: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub remaining: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RolloutTenant {
+    pub tenant: String,
+    pub phase: String,
+    pub job_id: Option<Uuid>,
+    pub job_status: Option<String>,
+    pub attempts: Option<i32>,
+    pub error: Option<String>,
+    pub schema_version: Option<i64>,
+}
+
+const SELECT_ROLLOUT: &str = "SELECT r.id, r.target_version, r.canary, r.max_failures, r.server_concurrency, r.status, r.halted_reason,
+        r.created_at, r.finished_at,
+        count(rt.tenant_id) AS tenants,
+        count(*) FILTER (WHERE j.status = 'succeeded') AS succeeded,
+        count(*) FILTER (WHERE j.status IN ('failed', 'dead') AND j.error NOT LIKE 'skipped:%') AS failed,
+        count(*) FILTER (WHERE j.status = 'failed' AND j.error LIKE 'skipped:%') AS skipped,
+        count(*) FILTER (WHERE j.id IS NULL OR j.status IN ('queued', 'running')) AS remaining
+   FROM rollouts r LEFT JOIN rollout_tenants rt ON rt.rollout_id = r.id LEFT JOIN jobs j ON j.id = rt.job_id";
+
+/// Prefix of the error of a job that never ran because its rollout halted.
+pub const SKIPPED: &str = "skipped:";
+
+impl Catalog {
+    /// Every (version, checksum) applied to any tenant or recorded by any rollout.
+    pub async fn known_migrations(&self) -> Result<Vec<(i64, Vec<u8>, Option<String>)>> {
+        Ok(sqlx::query_as(
+            "SELECT version, checksum, max(file_name) FROM (
+                SELECT version, checksum, NULL::text AS file_name FROM tenant_migrations
+                UNION ALL SELECT version, checksum, file_name FROM rollout_migrations) m
+             GROUP BY version, checksum ORDER BY version",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Versions applied to each tenant, as recorded.
+    pub async fn applied_versions(&self, tenant_id: Uuid) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT version FROM tenant_migrations WHERE tenant_id = $1 ORDER BY version")
+            .bind(tenant_id)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Mirrors migrations applied to a tenant and moves its `schema_version` up.
+    pub async fn record_tenant_migrations(&self, tenant_id: Uuid, applied: &[(i64, Vec<u8>)]) -> Result<()> {
+        if applied.is_empty() {
+            return Ok(());
+        }
+        let versions: Vec<i64> = applied.iter().map(|(v, _)| *v).collect();
+        let checksums: Vec<Vec<u8>> = applied.iter().map(|(_, c)| c.clone()).collect();
+        sqlx::query(
+            "WITH new AS (
+                INSERT INTO tenant_migrations (tenant_id, version, checksum)
+                SELECT $1, v, c FROM unnest($2::bigint[], $3::bytea[]) AS x(v, c)
+                ON CONFLICT (tenant_id, version) DO NOTHING)
+             UPDATE tenants SET schema_version = greatest(coalesce(schema_version, 0), (SELECT max(v) FROM unnest($2::bigint[]) v)),
+                    updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(tenant_id)
+        .bind(&versions)
+        .bind(&checksums)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records a rollout of `set` over `targets` (tenant id, slug), canary first. Creates
+    /// the jobs of the first phase (undispatched; the caller or a sweep publishes them).
+    pub async fn create_rollout(
+        &self,
+        set: &MigrationSet,
+        targets: &[(Uuid, String)],
+        canary: usize,
+        max_failures: Option<i32>,
+        server_concurrency: i32,
+        max_attempts: i32,
+    ) -> Result<(Uuid, Vec<JobRecord>)> {
+        let id = Uuid::now_v7();
+        let target_version = set.target_version().context("the migration set is empty")?;
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO rollouts (id, target_version, canary, max_failures, server_concurrency) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(target_version)
+        .bind(canary as i32)
+        .bind(max_failures)
+        .bind(server_concurrency)
+            .execute(&mut *tx)
+            .await?;
+        for m in &set.migrations {
+            sqlx::query(
+                "INSERT INTO rollout_migrations (rollout_id, version, name, file_name, checksum, sql) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(m.version)
+            .bind(&m.name)
+            .bind(&m.file_name)
+            .bind(&m.checksum)
+            .bind(&m.sql)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let canary = canary.min(targets.len());
+        for (i, (tenant_id, _)) in targets.iter().enumerate() {
+            sqlx::query("INSERT INTO rollout_tenants (rollout_id, tenant_id, phase) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(tenant_id)
+                .bind(if i < canary { "canary" } else { "main" })
+                .execute(&mut *tx)
+                .await?;
+        }
+        let first_phase = if canary > 0 { "canary" } else { "main" };
+        let jobs = create_phase_jobs(&mut tx, id, first_phase, max_attempts).await?;
+        tx.commit().await?;
+        Ok((id, jobs))
+    }
+
+    /// Moves a rollout on (see the module docs). Returns jobs it created, to be published.
+    pub async fn advance_rollout(&self, id: Uuid, max_attempts: i32) -> Result<Vec<JobRecord>> {
+        let mut tx = self.pool().begin().await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM rollouts WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if status.as_deref() != Some("running") {
+            return Ok(Vec::new());
+        }
+        let r: RolloutRecord = sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1 GROUP BY r.id"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (canary_total, canary_ok, canary_failed, main_started): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE rt.phase = 'canary'),
+                    count(*) FILTER (WHERE rt.phase = 'canary' AND j.status = 'succeeded'),
+                    count(*) FILTER (WHERE rt.phase = 'canary' AND j.status IN ('failed', 'dead')),
+                    count(rt.job_id) FILTER (WHERE rt.phase = 'main')
+               FROM rollout_tenants rt LEFT JOIN jobs j ON j.id = rt.job_id WHERE rt.rollout_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut created = Vec::new();
+        let halt = if canary_failed > 0 {
+            Some(format!("{canary_failed} of {canary_total} canary tenants failed; the rest were not started"))
+        } else {
+            r.max_failures
+                .filter(|max| r.failed >= i64::from(*max))
+                .map(|max| format!("{} tenants failed (--max-failures {max}); jobs not yet started are skipped", r.failed))
+        };
+        if let Some(reason) = halt {
+            sqlx::query("UPDATE rollouts SET status = 'halted', halted_reason = $2, finished_at = now() WHERE id = $1")
+                .bind(id)
+                .bind(&reason)
+                .execute(&mut *tx)
+                .await?;
+            // Queued jobs of the rollout will never run: say so on each.
+            sqlx::query(
+                "UPDATE jobs SET status = 'failed', error = $2, finished_at = now(), updated_at = now()
+                 WHERE status = 'queued' AND id IN (SELECT job_id FROM rollout_tenants WHERE rollout_id = $1)",
+            )
+            .bind(id)
+            .bind(format!("{SKIPPED} rollout halted: {reason}"))
+            .execute(&mut *tx)
+            .await?;
+        } else if canary_total > 0 && canary_ok == canary_total && main_started == 0 {
+            created = create_phase_jobs(&mut tx, id, "main", max_attempts).await?;
+        } else if r.remaining == 0 && (canary_total == 0 || main_started > 0 || r.tenants == canary_total) {
+            sqlx::query("UPDATE rollouts SET status = 'done', finished_at = now() WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn rollout(&self, id: Uuid) -> Result<Option<RolloutRecord>> {
+        Ok(sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1 GROUP BY r.id"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>> {
+        Ok(sqlx::query_as(&format!("{SELECT_ROLLOUT} GROUP BY r.id ORDER BY r.created_at DESC LIMIT $1"))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    pub async fn rollout_tenants(&self, id: Uuid) -> Result<Vec<RolloutTenant>> {
+        Ok(sqlx::query_as(
+            "SELECT t.slug::text AS tenant, rt.phase, rt.job_id, j.status AS job_status, j.attempts, j.error, t.schema_version
+               FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id LEFT JOIN jobs j ON j.id = rt.job_id
+              WHERE rt.rollout_id = $1 ORDER BY rt.phase, t.slug",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The migration set a rollout recorded.
+    pub async fn rollout_migration_set(&self, id: Uuid) -> Result<MigrationSet> {
+        let rows: Vec<(i64, String, String, Vec<u8>, String)> = sqlx::query_as(
+            "SELECT version, name, file_name, checksum, sql FROM rollout_migrations WHERE rollout_id = $1 ORDER BY version",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(MigrationSet {
+            migrations: rows
+                .into_iter()
+                .map(|(version, name, file_name, checksum, sql)| Migration {
+                    version,
+                    name,
+                    file_name,
+                    sql,
+                    checksum,
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn mark_dispatched(&self, ids: &[Uuid]) -> Result<()> {
+        sqlx::query("UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1 WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The newest recorded set, which tenants provisioned from now on get.
+    pub async fn latest_migration_set(&self) -> Result<Option<MigrationSet>> {
+        let latest: Option<Uuid> = sqlx::query_scalar("SELECT id FROM rollouts ORDER BY created_at DESC LIMIT 1")
+            .fetch_optional(self.pool())
+            .await?;
+        match latest {
+            Some(id) => Ok(Some(self.rollout_migration_set(id).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Creates the jobs of one phase of a rollout (keys `migrate:<rollout>:<slug>`).
+async fn create_phase_jobs(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    rollout: Uuid,
+    phase: &str,
+    max_attempts: i32,
+) -> Result<Vec<JobRecord>> {
+    let payload = serde_json::to_value(JobSpec::Migrate { rollout }).expect("a job spec always serializes");
+    let jobs: Vec<JobRecord> = sqlx::query_as(&format!(
+        "WITH phase AS (
+            SELECT rt.tenant_id, t.slug FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id
+             WHERE rt.rollout_id = $1 AND rt.phase = $2 AND rt.job_id IS NULL),
+         created AS (
+            INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts)
+            SELECT gen_random_uuid(), 'migrate:' || $1 || ':' || slug, $3, slug, $4, $5 FROM phase
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING {cols}),
+         linked AS (
+            UPDATE rollout_tenants rt SET job_id = c.id FROM created c, tenants t
+             WHERE rt.rollout_id = $1 AND t.id = rt.tenant_id AND t.slug = c.tenant::citext)
+         SELECT {cols} FROM created",
+        cols = super::jobs::JOB_COLUMNS
+    ))
+    .bind(rollout)
+    .bind(phase)
+    .bind(JobKind::Migrate.as_str())
+    .bind(&payload)
+    .bind(max_attempts)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(jobs)
+}
