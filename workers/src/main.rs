@@ -200,7 +200,7 @@ async fn run_worker(g: &GlobalArgs, args: &WorkerArgs, all_in_one: bool) -> Resu
         .await?;
     let (migrations, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
     info!(source, target_version = ?migrations.target_version(), "tenant migrations loaded");
-    let ctx = services
+    let mut ctx = services
         .job_context(&config, migrations, FaultPoints::default())
         .await?;
     ctx.max_attempts = settings.max_attempts;
