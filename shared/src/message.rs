@@ -71,7 +71,9 @@ pub enum JobSpec {
     /// A final backup, then the tenant's database and role are dropped.
     Delete {},
     /// Apply a rollout's recorded migration set to the tenant.
-    Migrate { rollout: uuid::Uuid },
+    Migrate {
+        rollout: uuid::Uuid,
+    },
 }
 
 impl JobSpec {

@@ -78,7 +78,9 @@ impl Producer {
                     warn!(error = %format!("{e:#}"), "published, but not marked dispatched; the sweep may publish again (harmless)");
                 }
             }
-            Err(e) => warn!(error = %format!("{e:#}"), "jobs recorded but not published; a worker's sweep will dispatch them"),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "jobs recorded but not published; a worker's sweep will dispatch them")
+            }
         }
     }
 }

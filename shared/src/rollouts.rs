@@ -36,16 +36,23 @@ pub async fn check_drift(catalog: &Catalog, set: &MigrationSet) -> Result<()> {
 pub async fn plan(catalog: &Catalog, set: &MigrationSet, only: Option<&TenantSlug>) -> Result<Plan> {
     let tenants = match only {
         Some(slug) => {
-            let tenant = catalog
-                .tenant(slug)
-                .await?
-                .with_context(|| format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones"))?;
+            let tenant = catalog.tenant(slug).await?.with_context(|| {
+                format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones")
+            })?;
             if tenant.status != "active" {
-                bail!("tenant {slug} is {}; only active tenants are migrated", tenant.status);
+                bail!(
+                    "tenant {slug} is {}; only active tenants are migrated",
+                    tenant.status
+                );
             }
             vec![tenant]
         }
-        None => catalog.tenants().await?.into_iter().filter(|t| t.status == "active").collect(),
+        None => catalog
+            .tenants()
+            .await?
+            .into_iter()
+            .filter(|t| t.status == "active")
+            .collect(),
     };
     let mut plan = Plan {
         targets: Vec::new(),

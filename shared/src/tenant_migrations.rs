@@ -131,7 +131,11 @@ pub struct Applied {
 pub type Record<'a> = Option<(&'a crate::catalog::Catalog, uuid::Uuid)>;
 
 /// Applies the pending migrations of `set` on `conn` (connected as the tenant's role).
-pub async fn apply(conn: &mut PgConnection, set: &MigrationSet, record: Record<'_>) -> Result<Applied, JobError> {
+pub async fn apply(
+    conn: &mut PgConnection,
+    set: &MigrationSet,
+    record: Record<'_>,
+) -> Result<Applied, JobError> {
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK_KEY)
         .execute(&mut *conn)
@@ -147,7 +151,11 @@ pub async fn apply(conn: &mut PgConnection, set: &MigrationSet, record: Record<'
     Ok(applied)
 }
 
-async fn apply_locked(conn: &mut PgConnection, set: &MigrationSet, record: Record<'_>) -> Result<Applied, JobError> {
+async fn apply_locked(
+    conn: &mut PgConnection,
+    set: &MigrationSet,
+    record: Record<'_>,
+) -> Result<Applied, JobError> {
     // The bookkeeping table is created inside the first migration's transaction rather
     // than on its own: one commit less per new tenant.
     let table_exists: bool = sqlx::query_scalar("SELECT to_regclass('_pgfleet_migrations') IS NOT NULL")

@@ -351,10 +351,12 @@ impl Worker {
             renewer.abort();
             let finished = matches!(&result, Ok(_) | Err(JobError::Permanent(_)) | Err(JobError::Other(_)));
             self.record_result(&job, result, started.elapsed()).await;
-            drop(slot);
+            // Before the slot is free: a halting rollout must be halted before this worker
+            // takes its next job.
             if finished {
                 self.follow_up(&job).await;
             }
+            drop(slot);
         }
         .instrument(span)
         .await
@@ -438,7 +440,9 @@ impl Worker {
                 info!(jobs = created.len(), "follow-up jobs enqueued");
             }
             Ok(_) => {}
-            Err(e) => warn!(error = %format!("{e:#}"), "follow-up failed; the next job or `--wait` retries it"),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "follow-up failed; the next job or `--wait` retries it")
+            }
         }
     }
 

@@ -4,5 +4,6 @@
 mod backups;
 mod dead_letters;
 mod provision;
+mod rollouts;
 mod runtime;
 mod support;

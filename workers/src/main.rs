@@ -7,8 +7,8 @@ mod output;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::{
-    BackupsCommand, Cli, Command, EnqueueArgs, GlobalArgs, JobsCommand, LogFormat, RolloutsCommand, TenantCommand,
-    WorkerArgs,
+    BackupsCommand, Cli, Command, EnqueueArgs, GlobalArgs, JobsCommand, LogFormat, RolloutsCommand,
+    TenantCommand, WorkerArgs,
 };
 use pgfleet_shared::jobs::FaultPoints;
 use pgfleet_shared::producer::wait_for_jobs;
@@ -112,7 +112,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             for_tenants(g, Some(slug), false, enqueue, move |_| spec.clone()).await
         }
-        Command::Migrate { all: _, tenant, wait, concurrency, canary, max_failures, dry_run, json } => {
+        Command::Migrate {
+            all: _,
+            tenant,
+            wait,
+            concurrency,
+            canary,
+            max_failures,
+            dry_run,
+            json,
+        } => {
             let options = MigrateOptions {
                 tenant: tenant.as_deref(),
                 wait: *wait,
@@ -343,7 +352,9 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
         bail!("--concurrency and --max-failures must be at least 1");
     }
     let (set, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
-    let target = set.target_version().with_context(|| format!("no migrations in {source}"))?;
+    let target = set
+        .target_version()
+        .with_context(|| format!("no migrations in {source}"))?;
     let services = Services::open(&config, secret_key(g, false)?, 4).await?;
     let catalog = &services.catalog;
     pgfleet_shared::rollouts::check_drift(catalog, &set).await?;
@@ -352,16 +363,31 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
         output::print_plan(&plan, target, &source, o.json);
         return Ok(ExitCode::SUCCESS);
     }
-    let targets: Vec<(uuid::Uuid, String)> = plan.targets.iter().map(|(t, _)| (t.id, t.slug.clone())).collect();
+    let targets: Vec<(uuid::Uuid, String)> =
+        plan.targets.iter().map(|(t, _)| (t.id, t.slug.clone())).collect();
     let max_attempts = g.max_attempts.max(1);
     let (id, jobs) = catalog
-        .create_rollout(&set, &targets, o.canary, o.max_failures, o.concurrency, max_attempts)
+        .create_rollout(
+            &set,
+            &targets,
+            o.canary,
+            o.max_failures,
+            o.concurrency,
+            max_attempts,
+        )
         .await?;
     let producer = services.producer(&config, max_attempts);
     producer.publish_existing(&jobs).await;
-    eprintln!("rollout {id}: {} tenant(s) to version {target} from {source}", targets.len());
+    eprintln!(
+        "rollout {id}: {} tenant(s) to version {target} from {source}",
+        targets.len()
+    );
     if !o.wait {
-        output::print_rollout(&catalog.rollout(id).await?.context("rollout vanished")?, &[], o.json);
+        output::print_rollout(
+            &catalog.rollout(id).await?.context("rollout vanished")?,
+            &[],
+            o.json,
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let mut last = None;
@@ -372,7 +398,10 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
         let r = catalog.rollout(id).await?.context("rollout vanished")?;
         let progress = (r.succeeded, r.failed, r.skipped, r.remaining);
         if last != Some(progress) {
-            eprintln!("  done {} / failed {} / skipped {} / remaining {}", r.succeeded, r.failed, r.skipped, r.remaining);
+            eprintln!(
+                "  done {} / failed {} / skipped {} / remaining {}",
+                r.succeeded, r.failed, r.skipped, r.remaining
+            );
             last = Some(progress);
         }
         if r.status != "running" {
@@ -382,15 +411,23 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
     };
     output::print_rollout(&rollout, &catalog.rollout_tenants(id).await?, o.json);
     let clean = rollout.status == "done" && rollout.failed == 0 && rollout.skipped == 0;
-    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn rollouts_command(g: &GlobalArgs, cmd: &RolloutsCommand) -> Result<ExitCode> {
     let services = Services::open(&config(g)?, secret_key(g, false)?, 2).await?;
     match cmd {
-        RolloutsCommand::List { json } => output::print_rollouts(&services.catalog.rollouts(100).await?, *json),
+        RolloutsCommand::List { json } => {
+            output::print_rollouts(&services.catalog.rollouts(100).await?, *json)
+        }
         RolloutsCommand::Show { id, json } => {
-            let id: uuid::Uuid = id.parse().with_context(|| format!("{id:?} is not a rollout id (a UUID)"))?;
+            let id: uuid::Uuid = id
+                .parse()
+                .with_context(|| format!("{id:?} is not a rollout id (a UUID)"))?;
             let rollout = services
                 .catalog
                 .rollout(id)

@@ -180,11 +180,21 @@ pub fn print_rollouts(rollouts: &[RolloutRecord], as_json: bool) {
     if as_json {
         return print_json(&Value::Array(rollouts.iter().map(rollout_json).collect()));
     }
-    println!("{:<36} {:<8} {:>7} {:>7} {:>6} {:>7} {:>9}  CREATED", "ID", "STATUS", "VERSION", "TENANTS", "DONE", "FAILED", "REMAINING");
+    println!(
+        "{:<36} {:<8} {:>7} {:>7} {:>6} {:>7} {:>9}  CREATED",
+        "ID", "STATUS", "VERSION", "TENANTS", "DONE", "FAILED", "REMAINING"
+    );
     for r in rollouts {
         println!(
             "{:<36} {:<8} {:>7} {:>7} {:>6} {:>7} {:>9}  {}",
-            r.id, r.status, r.target_version, r.tenants, r.succeeded, r.failed, r.remaining, time(&r.created_at)
+            r.id,
+            r.status,
+            r.target_version,
+            r.tenants,
+            r.succeeded,
+            r.failed,
+            r.remaining,
+            time(&r.created_at)
         );
     }
 }
@@ -210,14 +220,19 @@ pub fn print_rollout(r: &RolloutRecord, tenants: &[RolloutTenant], as_json: bool
     }
     if !tenants.is_empty() {
         println!();
-        println!("{:<30} {:<7} {:<10} {:>7}  ERROR", "TENANT", "PHASE", "STATUS", "VERSION");
+        println!(
+            "{:<30} {:<7} {:<10} {:>7}  ERROR",
+            "TENANT", "PHASE", "STATUS", "VERSION"
+        );
         for t in tenants {
             println!(
                 "{:<30} {:<7} {:<10} {:>7}  {}",
                 t.tenant,
                 t.phase,
                 t.job_status.as_deref().unwrap_or("pending"),
-                t.schema_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                t.schema_version
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 t.error.as_deref().unwrap_or("")
             );
         }
@@ -233,8 +248,19 @@ pub fn print_plan(plan: &Plan, target: i64, source: &str, as_json: bool) {
             "to_migrate": plan.targets.iter().map(|(t, pending)| json!({"tenant": t.slug, "schema_version": t.schema_version, "pending": pending})).collect::<Vec<_>>(),
         }));
     }
-    println!("target version {target} (from {source}): {} tenant(s) to migrate, {} already there", plan.targets.len(), plan.up_to_date);
+    println!(
+        "target version {target} (from {source}): {} tenant(s) to migrate, {} already there",
+        plan.targets.len(),
+        plan.up_to_date
+    );
     for (t, pending) in &plan.targets {
-        println!("  {:<30} at {:<6} pending {:?}", t.slug, t.schema_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()), pending);
+        println!(
+            "  {:<30} at {:<6} pending {:?}",
+            t.slug,
+            t.schema_version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            pending
+        );
     }
 }

@@ -10,8 +10,8 @@ mod servers;
 mod tenants;
 
 pub use backups::{BackupRecord, BackupStats};
-pub use rollouts::{RolloutRecord, RolloutTenant, SKIPPED};
 pub use jobs::{ClaimOutcome, DispatchItem, JobRecord, NewJob};
+pub use rollouts::{RolloutRecord, RolloutTenant, SKIPPED};
 pub use servers::ServerRecord;
 pub use tenants::{NewTenant, TenantRecord};
 

@@ -67,10 +67,12 @@ impl Catalog {
 
     /// Versions applied to each tenant, as recorded.
     pub async fn applied_versions(&self, tenant_id: Uuid) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar("SELECT version FROM tenant_migrations WHERE tenant_id = $1 ORDER BY version")
-            .bind(tenant_id)
-            .fetch_all(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT version FROM tenant_migrations WHERE tenant_id = $1 ORDER BY version")
+                .bind(tenant_id)
+                .fetch_all(self.pool())
+                .await?,
+        )
     }
 
     /// Mirrors migrations applied to a tenant and moves its `schema_version` up.
@@ -152,10 +154,11 @@ impl Catalog {
     /// Moves a rollout on (see the module docs). Returns jobs it created, to be published.
     pub async fn advance_rollout(&self, id: Uuid, max_attempts: i32) -> Result<Vec<JobRecord>> {
         let mut tx = self.pool().begin().await?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM rollouts WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM rollouts WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if status.as_deref() != Some("running") {
             return Ok(Vec::new());
         }
@@ -175,11 +178,18 @@ impl Catalog {
         .await?;
         let mut created = Vec::new();
         let halt = if canary_failed > 0 {
-            Some(format!("{canary_failed} of {canary_total} canary tenants failed; the rest were not started"))
+            Some(format!(
+                "{canary_failed} of {canary_total} canary tenants failed; the rest were not started"
+            ))
         } else {
             r.max_failures
                 .filter(|max| r.failed >= i64::from(*max))
-                .map(|max| format!("{} tenants failed (--max-failures {max}); jobs not yet started are skipped", r.failed))
+                .map(|max| {
+                    format!(
+                        "{} tenants failed (--max-failures {max}); jobs not yet started are skipped",
+                        r.failed
+                    )
+                })
         };
         if let Some(reason) = halt {
             sqlx::query("UPDATE rollouts SET status = 'halted', halted_reason = $2, finished_at = now() WHERE id = $1")
@@ -209,17 +219,21 @@ impl Catalog {
     }
 
     pub async fn rollout(&self, id: Uuid) -> Result<Option<RolloutRecord>> {
-        Ok(sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1 GROUP BY r.id"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1 GROUP BY r.id"))
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
     }
 
     pub async fn rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>> {
-        Ok(sqlx::query_as(&format!("{SELECT_ROLLOUT} GROUP BY r.id ORDER BY r.created_at DESC LIMIT $1"))
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?)
+        Ok(sqlx::query_as(&format!(
+            "{SELECT_ROLLOUT} GROUP BY r.id ORDER BY r.created_at DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     pub async fn rollout_tenants(&self, id: Uuid) -> Result<Vec<RolloutTenant>> {
@@ -256,18 +270,21 @@ impl Catalog {
     }
 
     pub async fn mark_dispatched(&self, ids: &[Uuid]) -> Result<()> {
-        sqlx::query("UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1 WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1 WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
     /// The newest recorded set, which tenants provisioned from now on get.
     pub async fn latest_migration_set(&self) -> Result<Option<MigrationSet>> {
-        let latest: Option<Uuid> = sqlx::query_scalar("SELECT id FROM rollouts ORDER BY created_at DESC LIMIT 1")
-            .fetch_optional(self.pool())
-            .await?;
+        let latest: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM rollouts ORDER BY created_at DESC LIMIT 1")
+                .fetch_optional(self.pool())
+                .await?;
         match latest {
             Some(id) => Ok(Some(self.rollout_migration_set(id).await?)),
             None => Ok(None),
@@ -286,7 +303,7 @@ async fn create_phase_jobs(
     let jobs: Vec<JobRecord> = sqlx::query_as(&format!(
         "WITH phase AS (
             SELECT rt.tenant_id, t.slug FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id
-             WHERE rt.rollout_id = $1 AND rt.phase = $2 AND rt.job_id IS NULL),
+             WHERE rt.rollout_id = $1 AND rt.phase = $2 AND rt.job_id IS NULL ORDER BY t.slug),
          created AS (
             INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts)
             SELECT gen_random_uuid(), 'migrate:' || $1 || ':' || slug, $3, slug, $4, $5 FROM phase

@@ -18,7 +18,12 @@ use uuid::Uuid;
 /// Migrations one rollout runs at once on one tenant server, unless `--concurrency` says.
 pub const DEFAULT_SERVER_CONCURRENCY: i32 = 8;
 
-pub async fn run(ctx: &JobContext, _job: &JobRecord, slug: &TenantSlug, rollout_id: Uuid) -> Result<Outcome, JobError> {
+pub async fn run(
+    ctx: &JobContext,
+    _job: &JobRecord,
+    slug: &TenantSlug,
+    rollout_id: Uuid,
+) -> Result<Outcome, JobError> {
     let rollout = ctx
         .catalog
         .rollout(rollout_id)
@@ -36,13 +41,20 @@ pub async fn run(ctx: &JobContext, _job: &JobRecord, slug: &TenantSlug, rollout_
         .await?
         .ok_or_else(|| JobError::Permanent(anyhow!("no tenant {slug}")))?;
     if tenant.status != "active" {
-        return Err(JobError::Permanent(anyhow!("tenant {slug} is {}; only active tenants are migrated", tenant.status)));
+        return Err(JobError::Permanent(anyhow!(
+            "tenant {slug} is {}; only active tenants are migrated",
+            tenant.status
+        )));
     }
     let set = ctx.catalog.rollout_migration_set(rollout_id).await?;
     let _slot = ServerSlot::acquire(ctx, tenant.server_id, rollout.server_concurrency).await?;
     let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
     let applied = tenant_migrations::apply(&mut conn, &set, Some((&ctx.catalog, tenant.id))).await?;
-    let summary = if applied.applied.is_empty() { "already at target" } else { "migrated" };
+    let summary = if applied.applied.is_empty() {
+        "already at target"
+    } else {
+        "migrated"
+    };
     Ok(Outcome::new(
         summary,
         serde_json::json!({
@@ -64,7 +76,12 @@ impl ServerSlot {
     async fn acquire(ctx: &JobContext, server_id: Uuid, slots: i32) -> Result<Self, JobError> {
         // Namespace of these locks: the first 4 bytes of the server id.
         let class = i32::from_be_bytes(server_id.as_bytes()[..4].try_into().expect("4 bytes"));
-        let mut conn = ctx.catalog.pool().acquire().await.context("taking a catalog connection for the server slot")?;
+        let mut conn = ctx
+            .catalog
+            .pool()
+            .acquire()
+            .await
+            .context("taking a catalog connection for the server slot")?;
         loop {
             for slot in 0..slots.max(1) {
                 let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
