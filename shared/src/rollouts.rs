@@ -58,8 +58,9 @@ pub async fn plan(catalog: &Catalog, set: &MigrationSet, only: Option<&TenantSlu
         targets: Vec::new(),
         up_to_date: 0,
     };
+    let applied_by_tenant = catalog.applied_versions().await?;
     for tenant in tenants {
-        let applied = catalog.applied_versions(tenant.id).await?;
+        let applied = applied_by_tenant.get(&tenant.id).cloned().unwrap_or_default();
         let pending: Vec<i64> = set
             .migrations
             .iter()

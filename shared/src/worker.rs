@@ -350,11 +350,12 @@ impl Worker {
             };
             renewer.abort();
             let finished = matches!(&result, Ok(_) | Err(JobError::Permanent(_)) | Err(JobError::Other(_)));
+            let succeeded = result.is_ok();
             self.record_result(&job, result, started.elapsed()).await;
             // Before the slot is free: a halting rollout must be halted before this worker
             // takes its next job.
             if finished {
-                self.follow_up(&job).await;
+                self.follow_up(&job, succeeded).await;
             }
             drop(slot);
         }
@@ -425,8 +426,8 @@ impl Worker {
 
     /// Kind-specific follow-up (a rollout's next phase); its new jobs are published at once
     /// rather than waiting for the sweep.
-    async fn follow_up(&self, job: &JobRecord) {
-        match jobs::after_finish(&self.ctx, job).await {
+    async fn follow_up(&self, job: &JobRecord, succeeded: bool) {
+        match jobs::after_finish(&self.ctx, job, succeeded).await {
             Ok(created) if !created.is_empty() => {
                 let messages: Vec<Outgoing> = created
                     .iter()

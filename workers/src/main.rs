@@ -407,7 +407,7 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
         if r.status != "running" {
             break r;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     output::print_rollout(&rollout, &catalog.rollout_tenants(id).await?, o.json);
     let clean = rollout.status == "done" && rollout.failed == 0 && rollout.skipped == 0;

@@ -1,6 +1,11 @@
 //! Jobs in the catalog: the claim/lease/fence protocol of DESIGN.md "Job lifecycle".
 //! Every time is the catalog server's `now()`, so workers' clocks never need to agree, and
 //! every outcome write is fenced by the lease epoch (`WHERE id = $1 AND epoch = $2`).
+//!
+//! Claims commit synchronously (an acked delivery must never lose its job). Outcome writes
+//! commit asynchronously (`set_config('synchronous_commit', 'off', true)` in the statement):
+//! one lost in a catalog crash only means the lease expires and the job — idempotent by
+//! contract — runs again, and it saves a WAL flush per job.
 
 use super::Catalog;
 use crate::message::{JobKind, JobRequest, JobSpec};
@@ -273,6 +278,7 @@ impl Catalog {
         let done = sqlx::query(
             "UPDATE jobs SET status = 'succeeded', outcome = $3, error = NULL, lease_owner = NULL,
                     lease_expires_at = NULL, finished_at = now(), updated_at = now()
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
              WHERE id = $1 AND epoch = $2 AND status = 'running'",
         )
         .bind(id)
@@ -288,6 +294,7 @@ impl Catalog {
         let done = sqlx::query(
             "UPDATE jobs SET status = $3, error = $4, lease_owner = NULL, lease_expires_at = NULL,
                     finished_at = now(), updated_at = now()
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
              WHERE id = $1 AND epoch = $2 AND status = 'running'",
         )
         .bind(id)
@@ -304,6 +311,7 @@ impl Catalog {
         let done = sqlx::query(
             "UPDATE jobs SET status = 'queued', error = $3, run_after = now() + make_interval(secs => $4),
                     lease_owner = NULL, lease_expires_at = NULL, dispatched_at = NULL, updated_at = now()
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
              WHERE id = $1 AND epoch = $2 AND status = 'running'",
         )
         .bind(id)

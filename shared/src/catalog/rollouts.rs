@@ -65,17 +65,19 @@ impl Catalog {
         .await?)
     }
 
-    /// Versions applied to each tenant, as recorded.
-    pub async fn applied_versions(&self, tenant_id: Uuid) -> Result<Vec<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT version FROM tenant_migrations WHERE tenant_id = $1 ORDER BY version")
-                .bind(tenant_id)
-                .fetch_all(self.pool())
-                .await?,
+    /// Versions applied to every tenant, as recorded (one query for the whole fleet).
+    pub async fn applied_versions(&self) -> Result<std::collections::HashMap<Uuid, Vec<i64>>> {
+        let rows: Vec<(Uuid, Vec<i64>)> = sqlx::query_as(
+            "SELECT tenant_id, array_agg(version ORDER BY version) FROM tenant_migrations GROUP BY tenant_id",
         )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
-    /// Mirrors migrations applied to a tenant and moves its `schema_version` up.
+    /// Mirrors migrations applied to a tenant and moves its `schema_version` up. Commits
+    /// asynchronously: the tenant's own table is the truth, and the next provision/migrate of
+    /// the tenant re-mirrors it.
     pub async fn record_tenant_migrations(&self, tenant_id: Uuid, applied: &[(i64, Vec<u8>)]) -> Result<()> {
         if applied.is_empty() {
             return Ok(());
@@ -87,9 +89,9 @@ impl Catalog {
                 INSERT INTO tenant_migrations (tenant_id, version, checksum)
                 SELECT $1, v, c FROM unnest($2::bigint[], $3::bytea[]) AS x(v, c)
                 ON CONFLICT (tenant_id, version) DO NOTHING)
-             UPDATE tenants SET schema_version = greatest(coalesce(schema_version, 0), (SELECT max(v) FROM unnest($2::bigint[]) v)),
-                    updated_at = now()
-             WHERE id = $1",
+             UPDATE tenants SET schema_version = (SELECT max(v) FROM unnest($2::bigint[]) v), updated_at = now()
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+             WHERE id = $1 AND coalesce(schema_version, 0) < (SELECT max(v) FROM unnest($2::bigint[]) v)",
         )
         .bind(tenant_id)
         .bind(&versions)
@@ -137,14 +139,19 @@ impl Catalog {
             .await?;
         }
         let canary = canary.min(targets.len());
-        for (i, (tenant_id, _)) in targets.iter().enumerate() {
-            sqlx::query("INSERT INTO rollout_tenants (rollout_id, tenant_id, phase) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(tenant_id)
-                .bind(if i < canary { "canary" } else { "main" })
-                .execute(&mut *tx)
-                .await?;
-        }
+        let ids: Vec<Uuid> = targets.iter().map(|(id, _)| *id).collect();
+        let phases: Vec<&str> = (0..targets.len())
+            .map(|i| if i < canary { "canary" } else { "main" })
+            .collect();
+        sqlx::query(
+            "INSERT INTO rollout_tenants (rollout_id, tenant_id, phase)
+             SELECT $1, t, p FROM unnest($2::uuid[], $3::text[]) AS x(t, p)",
+        )
+        .bind(id)
+        .bind(&ids)
+        .bind(&phases)
+        .execute(&mut *tx)
+        .await?;
         let first_phase = if canary > 0 { "canary" } else { "main" };
         let jobs = create_phase_jobs(&mut tx, id, first_phase, max_attempts).await?;
         tx.commit().await?;
@@ -216,6 +223,37 @@ impl Catalog {
         }
         tx.commit().await?;
         Ok(created)
+    }
+
+    /// Status, halt reason and per-server cap, without the per-tenant counts.
+    pub async fn rollout_header(&self, id: Uuid) -> Result<Option<(String, Option<String>, i32)>> {
+        Ok(
+            sqlx::query_as("SELECT status, halted_reason, server_concurrency FROM rollouts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    pub async fn rollout_phase_of(&self, id: Uuid, slug: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT rt.phase FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id WHERE rt.rollout_id = $1 AND t.slug = $2",
+        )
+        .bind(id)
+        .bind(slug)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Whether any tenant of the rollout has no finished job yet (cheap: stops at the first).
+    pub async fn rollout_has_unfinished(&self, id: Uuid) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM rollout_tenants rt LEFT JOIN jobs j ON j.id = rt.job_id
+                             WHERE rt.rollout_id = $1 AND (j.id IS NULL OR j.status IN ('queued', 'running')))",
+        )
+        .bind(id)
+        .fetch_one(self.pool())
+        .await?)
     }
 
     pub async fn rollout(&self, id: Uuid) -> Result<Option<RolloutRecord>> {

@@ -24,15 +24,15 @@ pub async fn run(
     slug: &TenantSlug,
     rollout_id: Uuid,
 ) -> Result<Outcome, JobError> {
-    let rollout = ctx
+    let (status, halted_reason, server_concurrency) = ctx
         .catalog
-        .rollout(rollout_id)
+        .rollout_header(rollout_id)
         .await?
         .ok_or_else(|| JobError::Permanent(anyhow!("no rollout {rollout_id}")))?;
-    if rollout.status == "halted" {
+    if status == "halted" {
         return Err(JobError::Permanent(anyhow!(
             "{SKIPPED} rollout halted: {}",
-            rollout.halted_reason.unwrap_or_default()
+            halted_reason.unwrap_or_default()
         )));
     }
     let tenant = ctx
@@ -47,9 +47,14 @@ pub async fn run(
         )));
     }
     let set = ctx.catalog.rollout_migration_set(rollout_id).await?;
-    let _slot = ServerSlot::acquire(ctx, tenant.server_id, rollout.server_concurrency).await?;
+    let _slot = ServerSlot::acquire(ctx, tenant.server_id, server_concurrency).await?;
     let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
     let applied = tenant_migrations::apply(&mut conn, &set, Some((&ctx.catalog, tenant.id))).await?;
+    drop(conn);
+    // Tenant sessions commit asynchronously; make the migrations durable before success.
+    if !applied.applied.is_empty() {
+        ctx.servers.flush_wal(tenant.server_id).await?;
+    }
     let summary = if applied.applied.is_empty() {
         "already at target"
     } else {

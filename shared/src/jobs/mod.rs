@@ -74,9 +74,29 @@ pub async fn run(ctx: &JobContext, job: &JobRecord) -> Result<Outcome, JobError>
 
 /// Follow-up once a job's outcome is recorded: a migrate job moves its rollout on (next
 /// phase, halt, done). Returns jobs created on the way, for the caller to publish.
-pub async fn after_finish(ctx: &JobContext, job: &JobRecord) -> anyhow::Result<Vec<JobRecord>> {
+pub async fn after_finish(
+    ctx: &JobContext,
+    job: &JobRecord,
+    succeeded: bool,
+) -> anyhow::Result<Vec<JobRecord>> {
     match job.request().map(|r| r.spec) {
-        Ok(JobSpec::Migrate { rollout }) => ctx.catalog.advance_rollout(rollout, ctx.max_attempts).await,
+        Ok(JobSpec::Migrate { rollout }) => {
+            // A success in the middle of a rollout changes nothing; skip the locking pass
+            // unless this job failed, may end a canary phase, or may be the last one.
+            let decisive = !succeeded
+                || ctx
+                    .catalog
+                    .rollout_phase_of(rollout, &job.tenant)
+                    .await?
+                    .as_deref()
+                    == Some("canary")
+                || !ctx.catalog.rollout_has_unfinished(rollout).await?;
+            if decisive {
+                ctx.catalog.advance_rollout(rollout, ctx.max_attempts).await
+            } else {
+                Ok(Vec::new())
+            }
+        }
         _ => Ok(Vec::new()),
     }
 }

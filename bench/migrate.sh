@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Rollout benchmark: `pgfleet migrate --all --wait` vs a sequential psql -f loop, one run.
+# Usage: bench/migrate.sh [--tenants 500] [--concurrency 8]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p pgfleet-workers -p pgfleet-bench
+exec target/release/bench-migrate "$@"

@@ -1,0 +1,217 @@
+//! Rollout benchmark (issue: migration rollouts). N tenants (default 500), one migration (a
+//! column with a default plus an index), in one run: the sequential `psql -f` loop over the
+//! N databases, against `pgfleet migrate --all --wait` with one worker process (enqueue →
+//! all done). Both apply an equivalent migration (different names, so both can run on the
+//! same databases). Prints walls, the ratio and p50/p99 per-tenant times.
+//!
+//! Run: `bench/migrate.sh [--tenants 500] [--concurrency 8]`.
+
+use anyhow::{bail, Context, Result};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use pgfleet_bench::{checkpoint, cleanup, AMQP_URL};
+use pgfleet_shared::secrets::SecretKey;
+use rand::Rng;
+use secrecy::ExposeSecret;
+use sqlx::{Connection as _, PgConnection};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LOOP_MIGRATION: &str = "ALTER TABLE users ADD COLUMN plan_loop text NOT NULL DEFAULT 'free';\nCREATE INDEX users_plan_loop ON users (plan_loop);\n";
+const FLEET_MIGRATION: &str = "ALTER TABLE users ADD COLUMN plan text NOT NULL DEFAULT 'free';\nCREATE INDEX users_plan ON users (plan);\n";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str, default: usize| -> usize {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let tenants = flag("--tenants", 500);
+    let concurrency = flag("--concurrency", 8);
+    let repo = std::env::current_dir()?;
+    let schema = repo.join("migrations/tenant/1_example_app.sql");
+    if !schema.exists() {
+        bail!("run from the repository root");
+    }
+    let pgfleet = std::env::current_exe()?.with_file_name("pgfleet");
+    let suffix: String = (0..8)
+        .map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16)))
+        .collect();
+    let namespace = format!("bench_{suffix}");
+    let work = std::env::temp_dir().join(&namespace);
+    let migrations = work.join("migrations");
+    std::fs::create_dir_all(&migrations)?;
+    std::fs::copy(&schema, migrations.join("1_example_app.sql"))?;
+    let result = run(&pgfleet, &namespace, &work, tenants, concurrency).await;
+    cleanup(&namespace).await?;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn pgfleet_cmd(pgfleet: &Path, namespace: &str, work: &Path, key: &str) -> Command {
+    let mut cmd = Command::new(pgfleet);
+    cmd.env(
+        "PGFLEET_CATALOG_URL",
+        format!("postgres://postgres@127.0.0.1:5432/{namespace}_catalog"),
+    )
+    .env("PGFLEET_NAMESPACE", namespace)
+    .env("PGFLEET_SECRET_KEY", key)
+    .env("PGFLEET_TENANT_MIGRATIONS", work.join("migrations"))
+    .env(
+        "PGFLEET_BACKUP_URL",
+        format!("file://{}", work.join("backups").display()),
+    )
+    .env("PGFLEET_LOG", "warn");
+    cmd
+}
+
+async fn run(pgfleet: &Path, namespace: &str, work: &Path, tenants: usize, concurrency: usize) -> Result<()> {
+    let key = SecretKey::generate().to_base64().expose_secret().to_owned();
+    let mut worker = pgfleet_cmd(pgfleet, namespace, work, &key)
+        .args(["worker", "--concurrency", &concurrency.to_string()])
+        .stderr(std::fs::File::create(work.join("worker.log"))?)
+        .spawn()?;
+    let pid = worker.id();
+    let result = async {
+        println!("provisioning {tenants} tenants…");
+        provision(namespace, tenants).await?;
+        let catalog_url = format!("postgres://postgres@127.0.0.1:5432/{namespace}_catalog");
+        let mut catalog = PgConnection::connect(&catalog_url).await?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let active: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE status = 'active'").fetch_one(&mut catalog).await?;
+            if active as usize >= tenants {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("provisioning did not finish");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let databases: Vec<String> = sqlx::query_scalar("SELECT database_name FROM tenants ORDER BY slug").fetch_all(&mut catalog).await?;
+
+        checkpoint().await?;
+        let loop_file = work.join("loop.sql");
+        std::fs::write(&loop_file, LOOP_MIGRATION)?;
+        let mut loop_times = Vec::with_capacity(databases.len());
+        let started = Instant::now();
+        for db in &databases {
+            let one = Instant::now();
+            let ok = Command::new("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-f"])
+                .arg(&loop_file)
+                .stdout(Stdio::null())
+                .status()?
+                .success();
+            if !ok {
+                bail!("psql loop failed on {db}");
+            }
+            loop_times.push(one.elapsed());
+        }
+        let loop_wall = started.elapsed();
+
+        checkpoint().await?;
+        std::fs::write(work.join("migrations/2_plan.sql"), FLEET_MIGRATION)?;
+        let started = Instant::now();
+        let out = pgfleet_cmd(pgfleet, namespace, work, &key)
+            .args(["migrate", "--all", "--wait", "--json", "--concurrency", &concurrency.to_string()])
+            .stderr(Stdio::null())
+            .output()?;
+        let fleet_wall = started.elapsed();
+        if !out.status.success() {
+            bail!("pgfleet migrate failed: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        let rollout: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let rollout_id: uuid::Uuid = rollout["id"].as_str().context("rollout id")?.parse()?;
+        let job_ms: Vec<i64> = sqlx::query_scalar(
+            "SELECT (extract(epoch FROM j.finished_at - j.started_at) * 1000)::bigint FROM rollout_tenants rt JOIN jobs j ON j.id = rt.job_id
+             WHERE rt.rollout_id = $1 ORDER BY 1",
+        )
+        .bind(rollout_id)
+        .fetch_all(&mut catalog)
+        .await?;
+        Ok((loop_wall, loop_times, fleet_wall, job_ms, rollout["succeeded"].as_i64().unwrap_or(0)))
+    }
+    .await;
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = worker.wait();
+    let (loop_wall, mut loop_times, fleet_wall, job_ms, succeeded) = result?;
+    loop_times.sort();
+    let pct = |v: &[i64], p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let loop_ms: Vec<i64> = loop_times.iter().map(|d| d.as_millis() as i64).collect();
+    println!();
+    println!("| pipeline | wall | per tenant p50 | p99 |");
+    println!("|---|---|---|---|");
+    println!(
+        "| psql -f loop over {tenants} databases | {:.2} s | {} ms | {} ms |",
+        loop_wall.as_secs_f64(),
+        pct(&loop_ms, 0.5),
+        pct(&loop_ms, 0.99)
+    );
+    println!(
+        "| pgfleet migrate --all --wait ({succeeded} tenants, 1 worker, concurrency {concurrency}) | {:.2} s | {} ms | {} ms |",
+        fleet_wall.as_secs_f64(),
+        pct(&job_ms, 0.5),
+        pct(&job_ms, 0.99)
+    );
+    println!(
+        "\nspeed-up (loop / pgfleet): {:.1}x   (required >= 5x, target >= 10x)",
+        loop_wall.as_secs_f64() / fleet_wall.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn provision(namespace: &str, tenants: usize) -> Result<()> {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    let queue = format!("{namespace}.provision");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let probe = conn.create_channel().await?;
+        let declared = probe
+            .queue_declare(
+                queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await;
+        if matches!(&declared, Ok(q) if q.consumer_count() > 0) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the worker did not start consuming");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let exchange = format!("{namespace}.jobs");
+    for i in 0..tenants {
+        let body = format!(r#"{{"kind":"provision","tenant":"tenant-{i:05}","key":"signup-{i}"}}"#);
+        channel
+            .basic_publish(
+                exchange.as_str().into(),
+                "provision".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2),
+            )
+            .await?;
+    }
+    channel.wait_for_confirms().await?;
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(())
+}
