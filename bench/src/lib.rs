@@ -1,9 +1,11 @@
 //! Helpers shared by the benchmarks: process peak memory, a clean WAL state between phases,
 //! and removing everything a benchmark namespace created.
 
-use anyhow::Result;
-use lapin::{Connection, ConnectionProperties};
+use anyhow::{bail, Result};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use sqlx::{Connection as _, PgConnection};
+use std::time::{Duration, Instant};
 
 pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -19,6 +21,67 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// A fresh namespace (`bench_<hex>`) so a benchmark never meets another run's objects.
+pub fn bench_namespace() -> String {
+    use rand::Rng;
+    let suffix: String = (0..8)
+        .map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16)))
+        .collect();
+    format!("bench_{suffix}")
+}
+
+/// Waits until a worker consumes `<namespace>.provision`.
+pub async fn wait_for_consumer(namespace: &str) -> Result<()> {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+    let queue = format!("{namespace}.provision");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // A failed passive declare closes its channel, hence a new one per probe.
+        let probe = conn.create_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = probe
+            .queue_declare(queue.as_str().into(), passive, Default::default())
+            .await;
+        if matches!(&declared, Ok(q) if q.consumer_count() > 0) {
+            let _ = conn.close(200, "bye".into()).await;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("no worker consumed {queue} within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publishes `n` signups (`tenant-00000`…) as plain AMQP JSON, waiting for the confirms.
+pub async fn publish_signups(namespace: &str, n: usize) -> Result<()> {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let exchange = format!("{namespace}.jobs");
+    for i in 0..n {
+        let body = format!(r#"{{"kind":"provision","tenant":"tenant-{i:05}","key":"signup-{i}"}}"#);
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        channel
+            .basic_publish(
+                exchange.as_str().into(),
+                "provision".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                properties,
+            )
+            .await?;
+    }
+    channel.wait_for_confirms().await?;
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(())
 }
 
 /// A checkpoint before a timed phase, so no phase pays for another's WAL.

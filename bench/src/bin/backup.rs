@@ -9,9 +9,8 @@
 //! Run: `bench/backup.sh [--scales 1,10]` (installs pigz/awscli/moto if missing).
 
 use anyhow::{bail, Context, Result};
-use pgfleet_bench::{checkpoint, cleanup, peak_rss_kib};
+use pgfleet_bench::{bench_namespace, checkpoint, cleanup, peak_rss_kib};
 use pgfleet_shared::secrets::SecretKey;
-use rand::Rng;
 use secrecy::ExposeSecret;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -90,10 +89,7 @@ async fn main() -> Result<()> {
         bail!("run from the repository root (needs {})", data_sql.display());
     }
     let pgfleet = std::env::current_exe()?.with_file_name("pgfleet");
-    let suffix: String = (0..8)
-        .map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16)))
-        .collect();
-    let namespace = format!("bench_{suffix}");
+    let namespace = bench_namespace();
     let work = std::env::temp_dir().join(&namespace);
     std::fs::create_dir_all(&work)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();

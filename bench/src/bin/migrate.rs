@@ -7,11 +7,8 @@
 //! Run: `bench/migrate.sh [--tenants 500] [--concurrency 8]`.
 
 use anyhow::{bail, Context, Result};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
-use pgfleet_bench::{checkpoint, cleanup, AMQP_URL};
+use pgfleet_bench::{bench_namespace, checkpoint, cleanup, publish_signups, wait_for_consumer};
 use pgfleet_shared::secrets::SecretKey;
-use rand::Rng;
 use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
 use std::path::Path;
@@ -39,10 +36,7 @@ async fn main() -> Result<()> {
         bail!("run from the repository root");
     }
     let pgfleet = std::env::current_exe()?.with_file_name("pgfleet");
-    let suffix: String = (0..8)
-        .map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16)))
-        .collect();
-    let namespace = format!("bench_{suffix}");
+    let namespace = bench_namespace();
     let work = std::env::temp_dir().join(&namespace);
     let migrations = work.join("migrations");
     std::fs::create_dir_all(&migrations)?;
@@ -79,7 +73,8 @@ async fn run(pgfleet: &Path, namespace: &str, work: &Path, tenants: usize, concu
     let pid = worker.id();
     let result = async {
         println!("provisioning {tenants} tenants…");
-        provision(namespace, tenants).await?;
+        wait_for_consumer(namespace).await?;
+        publish_signups(namespace, tenants).await?;
         let catalog_url = format!("postgres://postgres@127.0.0.1:5432/{namespace}_catalog");
         let mut catalog = PgConnection::connect(&catalog_url).await?;
         let deadline = Instant::now() + Duration::from_secs(600);
@@ -167,51 +162,5 @@ async fn run(pgfleet: &Path, namespace: &str, work: &Path, tenants: usize, concu
         "\nspeed-up (loop / pgfleet): {:.1}x   (required >= 5x, target >= 10x)",
         loop_wall.as_secs_f64() / fleet_wall.as_secs_f64()
     );
-    Ok(())
-}
-
-async fn provision(namespace: &str, tenants: usize) -> Result<()> {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
-    let channel = conn.create_channel().await?;
-    let queue = format!("{namespace}.provision");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let probe = conn.create_channel().await?;
-        let declared = probe
-            .queue_declare(
-                queue.as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await;
-        if matches!(&declared, Ok(q) if q.consumer_count() > 0) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the worker did not start consuming");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    let exchange = format!("{namespace}.jobs");
-    for i in 0..tenants {
-        let body = format!(r#"{{"kind":"provision","tenant":"tenant-{i:05}","key":"signup-{i}"}}"#);
-        channel
-            .basic_publish(
-                exchange.as_str().into(),
-                "provision".into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2),
-            )
-            .await?;
-    }
-    channel.wait_for_confirms().await?;
-    let _ = conn.close(200, "bye".into()).await;
     Ok(())
 }

@@ -7,11 +7,8 @@
 //! `target/release/bench-provision [--tenants 200] [--concurrency 8]`.
 
 use anyhow::{bail, Context, Result};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
-use pgfleet_bench::{checkpoint, cleanup, peak_rss_kib, AMQP_URL};
+use pgfleet_bench::{bench_namespace, checkpoint, cleanup, peak_rss_kib, publish_signups, wait_for_consumer};
 use pgfleet_shared::secrets::SecretKey;
-use rand::Rng;
 use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
 use std::path::PathBuf;
@@ -42,10 +39,7 @@ async fn main() -> Result<()> {
             pgfleet.display()
         );
     }
-    let suffix: String = (0..8)
-        .map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16)))
-        .collect();
-    let namespace = format!("bench_{suffix}");
+    let namespace = bench_namespace();
 
     println!("provisioning benchmark: {tenants} tenants, one worker process (concurrency {concurrency})");
     // Each phase writes ~7 MB of WAL per database; a checkpoint before each keeps one
@@ -140,51 +134,10 @@ async fn run_pgfleet(
     let pid = worker.id();
 
     let result = async {
-        // Ready when its queue has a consumer.
-        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
-        let channel = conn.create_channel().await?;
-        let queue = format!("{namespace}.provision");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let probe = conn.create_channel().await?;
-            let declared = probe
-                .queue_declare(
-                    queue.as_str().into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    Default::default(),
-                )
-                .await;
-            if matches!(&declared, Ok(q) if q.consumer_count() > 0) {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("the worker did not start consuming; see {}", log_path.display());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_consumer(namespace).await?;
         let mut catalog = PgConnection::connect(&catalog_url).await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-
         let started = Instant::now();
-        let exchange = format!("{namespace}.jobs");
-        for i in 0..tenants {
-            let body = format!(r#"{{"kind":"provision","tenant":"tenant-{i:05}","key":"signup-{i}"}}"#);
-            channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    "provision".into(),
-                    BasicPublishOptions::default(),
-                    body.as_bytes(),
-                    BasicProperties::default()
-                        .with_content_type("application/json".into())
-                        .with_delivery_mode(2),
-                )
-                .await?;
-        }
-        channel.wait_for_confirms().await?;
+        publish_signups(namespace, tenants).await?;
         loop {
             let active: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE status = 'active'")
                 .fetch_one(&mut catalog)
@@ -202,7 +155,6 @@ async fn run_pgfleet(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let wall = started.elapsed();
-        let _ = conn.close(200, "bye".into()).await;
         Ok(wall)
     }
     .await;

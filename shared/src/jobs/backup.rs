@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result<Outcome, JobError> {
-    let tenant = active_tenant(ctx, slug).await?;
+    let tenant = super::active_tenant(ctx, slug, "backed up").await?;
     let backup = backup_tenant(ctx, job, &tenant).await?;
     let mut details = backup.to_json();
     match prune::prune_tenant(ctx, &tenant).await {
@@ -33,21 +33,6 @@ pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result
         }
     }
     Ok(Outcome::new("backed up", details))
-}
-
-async fn active_tenant(ctx: &JobContext, slug: &TenantSlug) -> Result<TenantRecord, JobError> {
-    let tenant = ctx
-        .catalog
-        .tenant(slug)
-        .await?
-        .ok_or_else(|| JobError::Permanent(anyhow!("no tenant {slug}")))?;
-    if tenant.status != "active" {
-        return Err(JobError::Permanent(anyhow!(
-            "tenant {slug} is {}; only active tenants are backed up",
-            tenant.status
-        )));
-    }
-    Ok(tenant)
 }
 
 /// What one backup stored.

@@ -35,17 +35,7 @@ pub async fn run(
             halted_reason.unwrap_or_default()
         )));
     }
-    let tenant = ctx
-        .catalog
-        .tenant(slug)
-        .await?
-        .ok_or_else(|| JobError::Permanent(anyhow!("no tenant {slug}")))?;
-    if tenant.status != "active" {
-        return Err(JobError::Permanent(anyhow!(
-            "tenant {slug} is {}; only active tenants are migrated",
-            tenant.status
-        )));
-    }
+    let tenant = super::active_tenant(ctx, slug, "migrated").await?;
     let set = ctx.catalog.rollout_migration_set(rollout_id).await?;
     let _slot = ServerSlot::acquire(ctx, tenant.server_id, server_concurrency).await?;
     let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;

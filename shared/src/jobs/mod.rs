@@ -72,6 +72,27 @@ pub async fn run(ctx: &JobContext, job: &JobRecord) -> Result<Outcome, JobError>
     }
 }
 
+/// The tenant, if it exists and is active; otherwise a permanent error saying what
+/// (`action`, e.g. "backed up") only active tenants get.
+pub async fn active_tenant(
+    ctx: &JobContext,
+    slug: &TenantSlug,
+    action: &str,
+) -> Result<crate::catalog::TenantRecord, JobError> {
+    let tenant = ctx
+        .catalog
+        .tenant(slug)
+        .await?
+        .ok_or_else(|| JobError::Permanent(anyhow::anyhow!("no tenant {slug}")))?;
+    if tenant.status != "active" {
+        return Err(JobError::Permanent(anyhow::anyhow!(
+            "tenant {slug} is {}; only active tenants are {action}",
+            tenant.status
+        )));
+    }
+    Ok(tenant)
+}
+
 /// Follow-up once a job's outcome is recorded: a migrate job moves its rollout on (next
 /// phase, halt, done). Returns jobs created on the way, for the caller to publish.
 pub async fn after_finish(
