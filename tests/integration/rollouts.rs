@@ -259,6 +259,15 @@ async fn workers_with_different_local_folders_apply_the_recorded_set() {
             "{slug} ran a worker's local file"
         );
     }
+    // A tenant provisioned later, by the worker whose folder differs, gets the recorded set.
+    drop(_a);
+    let (ok, _, err) = cli(&env, &["tenant", "create", "same-later", "--wait"]);
+    assert!(ok, "{err}");
+    let tables = table_names(&mut tenant_db(&env, "same-later").await).await;
+    assert!(
+        tables.contains(&"from_cli".to_owned()) && !tables.contains(&"from_worker_disk".to_owned()),
+        "{tables:?}"
+    );
     env.cleanup().await;
 }
 
