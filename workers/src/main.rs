@@ -404,7 +404,8 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
             );
             last = Some(progress);
         }
-        if r.status != "running" {
+        // A halted rollout still lets jobs that had started finish; wait for them too.
+        if r.status != "running" && r.active == 0 {
             break r;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -26,7 +26,10 @@ pub struct RolloutRecord {
     pub succeeded: i64,
     pub failed: i64,
     pub skipped: i64,
+    /// Tenants not finished (including those whose job was never created).
     pub remaining: i64,
+    /// Jobs still queued or running (a halted rollout lets these finish).
+    pub active: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -46,7 +49,8 @@ const SELECT_ROLLOUT: &str = "SELECT r.id, r.target_version, r.canary, r.max_fai
         count(*) FILTER (WHERE j.status = 'succeeded') AS succeeded,
         count(*) FILTER (WHERE j.status IN ('failed', 'dead') AND j.error NOT LIKE 'skipped:%') AS failed,
         count(*) FILTER (WHERE j.status = 'failed' AND j.error LIKE 'skipped:%') AS skipped,
-        count(*) FILTER (WHERE j.id IS NULL OR j.status IN ('queued', 'running')) AS remaining
+        count(*) FILTER (WHERE j.id IS NULL OR j.status IN ('queued', 'running')) AS remaining,
+        count(*) FILTER (WHERE j.status IN ('queued', 'running')) AS active
    FROM rollouts r LEFT JOIN rollout_tenants rt ON rt.rollout_id = r.id LEFT JOIN jobs j ON j.id = rt.job_id";
 
 /// Prefix of the error of a job that never ran because its rollout halted.
