@@ -15,9 +15,7 @@ const BUILT_IN: &[(&str, &str)] = &[(
     include_str!("../../migrations/tenant/1_example_app.sql"),
 )];
 
-/// Table in each tenant database that records what was applied.
-pub const MIGRATIONS_TABLE: &str = "_pgfleet_migrations";
-
+/// The table in each tenant database that records what was applied.
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _pgfleet_migrations (
     version     bigint PRIMARY KEY,
     name        text NOT NULL,

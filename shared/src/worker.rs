@@ -66,10 +66,6 @@ impl Worker {
         })
     }
 
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-
     /// Runs until `shutdown` is cancelled, then drains as described in the module docs.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
         info!(owner = %self.owner, concurrency = self.settings.concurrency, namespace = %self.ctx.namespace, "worker starting");
