@@ -23,6 +23,16 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The number after `name` on the command line (`--tenants 200`), or `default`.
+pub fn numeric_flag(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A fresh namespace (`bench_<hex>`) so a benchmark never meets another run's objects.
 pub fn bench_namespace() -> String {
     use rand::Rng;

@@ -7,7 +7,7 @@
 //! Run: `bench/migrate.sh [--tenants 500] [--concurrency 8]`.
 
 use anyhow::{bail, Context, Result};
-use pgfleet_bench::{bench_namespace, checkpoint, cleanup, publish_signups, wait_for_consumer};
+use pgfleet_bench::{bench_namespace, checkpoint, cleanup, numeric_flag, publish_signups, wait_for_consumer};
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
@@ -20,16 +20,8 @@ const FLEET_MIGRATION: &str = "ALTER TABLE users ADD COLUMN plan text NOT NULL D
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str, default: usize| -> usize {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let tenants = flag("--tenants", 500);
-    let concurrency = flag("--concurrency", 8);
+    let tenants = numeric_flag("--tenants", 500);
+    let concurrency = numeric_flag("--concurrency", 8);
     let repo = std::env::current_dir()?;
     let schema = repo.join("migrations/tenant/1_example_app.sql");
     if !schema.exists() {

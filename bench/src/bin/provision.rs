@@ -7,7 +7,9 @@
 //! `target/release/bench-provision [--tenants 200] [--concurrency 8]`.
 
 use anyhow::{bail, Context, Result};
-use pgfleet_bench::{bench_namespace, checkpoint, cleanup, peak_rss_kib, publish_signups, wait_for_consumer};
+use pgfleet_bench::{
+    bench_namespace, checkpoint, cleanup, numeric_flag, peak_rss_kib, publish_signups, wait_for_consumer,
+};
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
@@ -17,16 +19,8 @@ use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str, default: usize| -> usize {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let tenants = flag("--tenants", 200);
-    let concurrency = flag("--concurrency", 8);
+    let tenants = numeric_flag("--tenants", 200);
+    let concurrency = numeric_flag("--concurrency", 8);
     let repo = std::env::current_dir()?;
     let schema = repo.join("migrations/tenant/1_example_app.sql");
     if !schema.exists() {
