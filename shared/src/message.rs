@@ -73,6 +73,9 @@ pub enum JobSpec {
     /// Apply a rollout's recorded migration set to the tenant.
     Migrate {
         rollout: uuid::Uuid,
+        /// Part of the rollout's canary phase.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        canary: bool,
     },
 }
 
@@ -185,6 +188,16 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
                     field: "rollout",
                     why: "must be a rollout id (UUID)".into(),
                 })?,
+            canary: match map.get("canary") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(MessageError::InvalidField {
+                        field: "canary",
+                        why: "must be true or false".into(),
+                    })
+                }
+            },
         },
         JobKind::Restore => {
             let into = required_str(&map, "into")?;

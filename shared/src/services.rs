@@ -48,6 +48,7 @@ impl Services {
                 ..GzipSettings::default()
             },
             faults,
+            recorded_sets: Arc::default(),
         })
     }
 

@@ -134,12 +134,15 @@ pub async fn apply(
     set: &MigrationSet,
     record: Record<'_>,
 ) -> Result<Applied, JobError> {
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(MIGRATION_LOCK_KEY)
-        .execute(&mut *conn)
-        .await
-        .context("taking the tenant's migration lock")?;
-    let result = apply_locked(conn, set, record).await;
+    // One round trip: take the lock, then (under it) see whether the bookkeeping table exists.
+    let table_exists: bool = sqlx::query_scalar(
+        "SELECT to_regclass('_pgfleet_migrations') IS NOT NULL FROM (SELECT pg_advisory_lock($1)) AS locked",
+    )
+    .bind(MIGRATION_LOCK_KEY)
+    .fetch_one(&mut *conn)
+    .await
+    .context("taking the tenant's migration lock")?;
+    let result = apply_locked(conn, set, table_exists, record).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(MIGRATION_LOCK_KEY)
         .execute(&mut *conn)
@@ -149,17 +152,14 @@ pub async fn apply(
     Ok(applied)
 }
 
+/// The bookkeeping table is created inside the first migration's transaction rather than
+/// on its own: one commit less per new tenant.
 async fn apply_locked(
     conn: &mut PgConnection,
     set: &MigrationSet,
+    table_exists: bool,
     record: Record<'_>,
 ) -> Result<Applied, JobError> {
-    // The bookkeeping table is created inside the first migration's transaction rather
-    // than on its own: one commit less per new tenant.
-    let table_exists: bool = sqlx::query_scalar("SELECT to_regclass('_pgfleet_migrations') IS NOT NULL")
-        .fetch_one(&mut *conn)
-        .await
-        .context("looking for the tenant's migrations table")?;
     let done: Vec<(i64, Vec<u8>)> = if table_exists {
         sqlx::query_as("SELECT version, checksum FROM _pgfleet_migrations ORDER BY version")
             .fetch_all(&mut *conn)

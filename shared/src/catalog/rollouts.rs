@@ -239,16 +239,6 @@ impl Catalog {
         )
     }
 
-    pub async fn rollout_phase_of(&self, id: Uuid, slug: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT rt.phase FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id WHERE rt.rollout_id = $1 AND t.slug = $2",
-        )
-        .bind(id)
-        .bind(slug)
-        .fetch_optional(self.pool())
-        .await?)
-    }
-
     /// Whether any tenant of the rollout has no finished job yet (cheap: stops at the first).
     pub async fn rollout_has_unfinished(&self, id: Uuid) -> Result<bool> {
         Ok(sqlx::query_scalar(
@@ -341,7 +331,11 @@ async fn create_phase_jobs(
     phase: &str,
     max_attempts: i32,
 ) -> Result<Vec<JobRecord>> {
-    let payload = serde_json::to_value(JobSpec::Migrate { rollout }).expect("a job spec always serializes");
+    let spec = JobSpec::Migrate {
+        rollout,
+        canary: phase == "canary",
+    };
+    let payload = serde_json::to_value(spec).expect("a job spec always serializes");
     let jobs: Vec<JobRecord> = sqlx::query_as(&format!(
         "WITH phase AS (
             SELECT rt.tenant_id, t.slug FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id

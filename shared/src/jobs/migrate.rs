@@ -36,7 +36,7 @@ pub async fn run(
         )));
     }
     let tenant = super::active_tenant(ctx, slug, "migrated").await?;
-    let set = ctx.catalog.rollout_migration_set(rollout_id).await?;
+    let set = ctx.recorded_set(rollout_id).await?;
     let _slot = ServerSlot::acquire(ctx, tenant.server_id, server_concurrency).await?;
     let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
     let applied = tenant_migrations::apply(&mut conn, &set, Some((&ctx.catalog, tenant.id))).await?;

@@ -35,6 +35,23 @@ pub struct JobContext {
     /// Attempts recorded on jobs this process creates (a rollout's next phase).
     pub max_attempts: i32,
     pub faults: FaultPoints,
+    /// Rollouts' recorded migration sets, which never change once recorded.
+    pub recorded_sets: Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<MigrationSet>>>>,
+}
+
+impl JobContext {
+    /// The migration set a rollout recorded (read from the catalog once per process).
+    pub async fn recorded_set(&self, rollout: uuid::Uuid) -> anyhow::Result<Arc<MigrationSet>> {
+        if let Some(set) = self.recorded_sets.lock().expect("not poisoned").get(&rollout) {
+            return Ok(set.clone());
+        }
+        let set = Arc::new(self.catalog.rollout_migration_set(rollout).await?);
+        self.recorded_sets
+            .lock()
+            .expect("not poisoned")
+            .insert(rollout, set.clone());
+        Ok(set)
+    }
 }
 
 /// What a handler did, recorded as the job's `outcome`.
@@ -68,7 +85,7 @@ pub async fn run(ctx: &JobContext, job: &JobRecord) -> Result<Outcome, JobError>
         JobSpec::Prune {} => prune::run(ctx, &request.tenant).await,
         JobSpec::Restore { backup, into } => restore::run(ctx, job, &request.tenant, *backup, into).await,
         JobSpec::Delete {} => delete::run(ctx, job, &request.tenant).await,
-        JobSpec::Migrate { rollout } => migrate::run(ctx, job, &request.tenant, *rollout).await,
+        JobSpec::Migrate { rollout, .. } => migrate::run(ctx, job, &request.tenant, *rollout).await,
     }
 }
 
@@ -101,17 +118,10 @@ pub async fn after_finish(
     succeeded: bool,
 ) -> anyhow::Result<Vec<JobRecord>> {
     match job.request().map(|r| r.spec) {
-        Ok(JobSpec::Migrate { rollout }) => {
+        Ok(JobSpec::Migrate { rollout, canary }) => {
             // A success in the middle of a rollout changes nothing; skip the locking pass
             // unless this job failed, may end a canary phase, or may be the last one.
-            let decisive = !succeeded
-                || ctx
-                    .catalog
-                    .rollout_phase_of(rollout, &job.tenant)
-                    .await?
-                    .as_deref()
-                    == Some("canary")
-                || !ctx.catalog.rollout_has_unfinished(rollout).await?;
+            let decisive = !succeeded || canary || !ctx.catalog.rollout_has_unfinished(rollout).await?;
             if decisive {
                 ctx.catalog.advance_rollout(rollout, ctx.max_attempts).await
             } else {
