@@ -4,7 +4,7 @@
 //! all done). Both apply an equivalent migration (different names, so both can run on the
 //! same databases). Prints walls, the ratio and p50/p99 per-tenant times.
 //!
-//! Run: `bench/migrate.sh [--tenants 500] [--concurrency 8]`.
+//! Run: `bench/migrate.sh [--tenants 500] [--concurrency 8] [--workers 1]`.
 
 use anyhow::{bail, Context, Result};
 use pgfleet_bench::{bench_namespace, checkpoint, cleanup, numeric_flag, publish_signups, wait_for_consumer};
@@ -22,6 +22,7 @@ const FLEET_MIGRATION: &str = "ALTER TABLE users ADD COLUMN plan text NOT NULL D
 async fn main() -> Result<()> {
     let tenants = numeric_flag("--tenants", 500);
     let concurrency = numeric_flag("--concurrency", 8);
+    let workers = numeric_flag("--workers", 1).max(1);
     let repo = std::env::current_dir()?;
     let schema = repo.join("migrations/tenant/1_example_app.sql");
     if !schema.exists() {
@@ -33,7 +34,7 @@ async fn main() -> Result<()> {
     let migrations = work.join("migrations");
     std::fs::create_dir_all(&migrations)?;
     std::fs::copy(&schema, migrations.join("1_example_app.sql"))?;
-    let result = run(&pgfleet, &namespace, &work, tenants, concurrency).await;
+    let result = run(&pgfleet, &namespace, &work, tenants, concurrency, workers).await;
     cleanup(&namespace).await?;
     let _ = std::fs::remove_dir_all(&work);
     result
@@ -56,13 +57,24 @@ fn pgfleet_cmd(pgfleet: &Path, namespace: &str, work: &Path, key: &str) -> Comma
     cmd
 }
 
-async fn run(pgfleet: &Path, namespace: &str, work: &Path, tenants: usize, concurrency: usize) -> Result<()> {
+async fn run(
+    pgfleet: &Path,
+    namespace: &str,
+    work: &Path,
+    tenants: usize,
+    concurrency: usize,
+    workers_count: usize,
+) -> Result<()> {
     let key = SecretKey::generate().to_base64().expose_secret().to_owned();
-    let mut worker = pgfleet_cmd(pgfleet, namespace, work, &key)
-        .args(["worker", "--concurrency", &concurrency.to_string()])
-        .stderr(std::fs::File::create(work.join("worker.log"))?)
-        .spawn()?;
-    let pid = worker.id();
+    let mut workers = Vec::new();
+    for i in 0..workers_count {
+        workers.push(
+            pgfleet_cmd(pgfleet, namespace, work, &key)
+                .args(["worker", "--concurrency", &concurrency.to_string()])
+                .stderr(std::fs::File::create(work.join(format!("worker-{i}.log")))?)
+                .spawn()?,
+        );
+    }
     let result = async {
         println!("provisioning {tenants} tenants…");
         wait_for_consumer(namespace).await?;
@@ -125,8 +137,12 @@ async fn run(pgfleet: &Path, namespace: &str, work: &Path, tenants: usize, concu
         Ok((loop_wall, loop_times, fleet_wall, job_ms, rollout["succeeded"].as_i64().unwrap_or(0)))
     }
     .await;
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let _ = worker.wait();
+    for mut worker in workers {
+        let _ = Command::new("kill")
+            .args(["-TERM", &worker.id().to_string()])
+            .status();
+        let _ = worker.wait();
+    }
     let (loop_wall, mut loop_times, fleet_wall, job_ms, succeeded) = result?;
     loop_times.sort();
     let pct = |v: &[i64], p: f64| {
@@ -145,7 +161,7 @@ async fn run(pgfleet: &Path, namespace: &str, work: &Path, tenants: usize, concu
         pct(&loop_ms, 0.99)
     );
     println!(
-        "| pgfleet migrate --all --wait ({succeeded} tenants, 1 worker, concurrency {concurrency}) | {:.2} s | {} ms | {} ms |",
+        "| pgfleet migrate --all --wait ({succeeded} tenants, {workers_count} worker(s), concurrency {concurrency}) | {:.2} s | {} ms | {} ms |",
         fleet_wall.as_secs_f64(),
         pct(&job_ms, 0.5),
         pct(&job_ms, 0.99)
