@@ -264,15 +264,16 @@ async fn bulky_tenant(env: &TestEnv, slug: &str) {
     sqlx::raw_sql(BULK_DATA).execute(&mut conn).await.unwrap();
 }
 
-/// Starts a backup without waiting; returns its job key.
-fn start_backup(env: &TestEnv, slug: &str) -> String {
+/// Starts a backup without waiting and returns its job key once the upload is under way
+/// (an unfinished write exists in the store).
+async fn start_backup_mid_upload(env: &TestEnv, slug: &str) -> String {
     let key = format!("fault-{slug}");
     cli_ok(env, &["backup", slug, "--key", &key]);
+    wait_until("the upload started", Duration::from_secs(60), || async {
+        store_state(env).await.1 > 0
+    })
+    .await;
     key
-}
-
-async fn upload_in_progress(env: &TestEnv) -> bool {
-    store_state(env).await.1 > 0
 }
 
 /// After an interrupted attempt: nothing under a final key, no unfinished upload, no
@@ -317,12 +318,7 @@ async fn pg_dump_killed_mid_stream_leaves_nothing_and_the_retry_succeeds() {
     let catalog = env.catalog().await;
     let worker = env.spawn_worker("w", &[], &SLOW_RETRY).await;
     bulky_tenant(&env, "dumpkill").await;
-    let key = start_backup(&env, "dumpkill");
-
-    wait_until("the upload started", Duration::from_secs(60), || {
-        upload_in_progress(&env)
-    })
-    .await;
+    let key = start_backup_mid_upload(&env, "dumpkill").await;
     let killed = Command::new("pkill")
         .args(["-KILL", "-P", &worker.child.id().to_string(), "pg_dump"])
         .status()
@@ -343,12 +339,7 @@ async fn the_s3_server_stopping_mid_upload_leaves_nothing_and_the_retry_succeeds
     let catalog = env.catalog().await;
     let _worker = env.spawn_worker("w", &[], &SLOW_RETRY).await;
     bulky_tenant(&env, "s3stop").await;
-    let key = start_backup(&env, "s3stop");
-
-    wait_until("the upload started", Duration::from_secs(60), || {
-        upload_in_progress(&env)
-    })
-    .await;
+    let key = start_backup_mid_upload(&env, "s3stop").await;
     server.stop();
     wait_for_failed_attempt(&catalog, &key, Duration::from_secs(120)).await;
     assert!(!backup_rows(&env, "s3stop")
@@ -373,12 +364,7 @@ async fn a_worker_killed_mid_backup_leaves_nothing_and_another_finishes() {
     let short_lease = [("PGFLEET_LEASE_SECS", "3")];
     let mut doomed = env.spawn_worker("doomed", &[], &short_lease).await;
     bulky_tenant(&env, "workerkill").await;
-    let key = start_backup(&env, "workerkill");
-
-    wait_until("the upload started", Duration::from_secs(60), || {
-        upload_in_progress(&env)
-    })
-    .await;
+    let key = start_backup_mid_upload(&env, "workerkill").await;
     doomed.sigkill();
     // The killed worker's upload is still open on the server; what matters is that nothing
     // is under a final key and no backup is recorded as good.

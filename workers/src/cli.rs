@@ -145,7 +145,7 @@ pub enum Command {
         slug: String,
         /// Backup id (default: the newest good one).
         #[arg(long)]
-        backup: Option<String>,
+        backup: Option<uuid::Uuid>,
         /// Name of the new database (refused if it exists).
         #[arg(long)]
         into: String,
@@ -196,7 +196,7 @@ pub enum RolloutsCommand {
     },
     /// One rollout with its per-tenant results.
     Show {
-        id: String,
+        id: uuid::Uuid,
         #[arg(long)]
         json: bool,
     },
@@ -282,7 +282,7 @@ pub enum JobsCommand {
     },
     /// Show one job.
     Show {
-        id: String,
+        id: uuid::Uuid,
         #[arg(long)]
         json: bool,
     },

@@ -99,15 +99,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             enqueue,
         } => {
             pgfleet_shared::message::validate_database_name(into)?;
-            let backup = match backup {
-                Some(id) => Some(
-                    id.parse()
-                        .with_context(|| format!("{id:?} is not a backup id (a UUID)"))?,
-                ),
-                None => None,
-            };
             let spec = JobSpec::Restore {
-                backup,
+                backup: *backup,
                 into: into.clone(),
             };
             for_tenants(g, Some(slug), false, enqueue, move |_| spec.clone()).await
@@ -426,9 +419,7 @@ async fn rollouts_command(g: &GlobalArgs, cmd: &RolloutsCommand) -> Result<ExitC
             output::print_rollouts(&services.catalog.rollouts(100).await?, *json)
         }
         RolloutsCommand::Show { id, json } => {
-            let id: uuid::Uuid = id
-                .parse()
-                .with_context(|| format!("{id:?} is not a rollout id (a UUID)"))?;
+            let id = *id;
             let rollout = services
                 .catalog
                 .rollout(id)
@@ -561,9 +552,7 @@ async fn jobs_command(g: &GlobalArgs, cmd: &JobsCommand) -> Result<ExitCode> {
             output::print_jobs(&jobs, *json);
         }
         JobsCommand::Show { id, json } => {
-            let id: uuid::Uuid = id
-                .parse()
-                .with_context(|| format!("{id:?} is not a job id (a UUID)"))?;
+            let id = *id;
             let job = services
                 .catalog
                 .job(id)
