@@ -11,6 +11,7 @@
 //! built from it are quoted; credentials are stored encrypted (`secrets`) and never logged;
 //! every handler is safe to run twice.
 
+pub mod api;
 pub mod catalog;
 pub mod compress;
 pub mod config;
@@ -22,12 +23,14 @@ pub mod producer;
 pub mod queue;
 pub mod rollouts;
 pub mod schedule;
+pub mod scheduler;
 pub mod secrets;
 pub mod servers;
 pub mod services;
 pub mod slug;
 pub mod store;
 pub mod tenant_migrations;
+pub mod views;
 pub mod worker;
 
 pub use config::{Config, Namespace, WorkerSettings};

@@ -161,16 +161,9 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
     let tenant = TenantSlug::parse(required_str(&map, "tenant")?)?;
     let key = match map.get("key") {
         None | Some(Value::Null) => None,
-        Some(Value::String(k))
-            if !k.is_empty() && k.len() <= MAX_KEY_LEN && !k.chars().any(char::is_control) =>
-        {
+        Some(Value::String(k)) => {
+            validate_key(k)?;
             Some(k.clone())
-        }
-        Some(Value::String(_)) => {
-            return Err(MessageError::InvalidField {
-                field: "key",
-                why: format!("must be 1-{MAX_KEY_LEN} characters without control characters"),
-            })
         }
         Some(_) => return Err(MessageError::NotAString("key")),
     };
@@ -228,6 +221,18 @@ fn required_str<'a>(map: &'a Map<String, Value>, field: &'static str) -> Result<
 }
 
 /// Regions name tenant servers; same alphabet as slugs, shorter.
+/// An idempotency key: 1-MAX_KEY_LEN characters, no control characters.
+pub fn validate_key(key: &str) -> Result<(), MessageError> {
+    if !key.is_empty() && key.len() <= MAX_KEY_LEN && !key.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(MessageError::InvalidField {
+            field: "key",
+            why: format!("must be 1-{MAX_KEY_LEN} characters without control characters"),
+        })
+    }
+}
+
 pub fn validate_region(region: &str) -> Result<(), MessageError> {
     let ok = (1..=32).contains(&region.len())
         && region

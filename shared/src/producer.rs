@@ -34,6 +34,10 @@ impl Producer {
         }
     }
 
+    pub fn publisher(&self) -> &Arc<Publisher> {
+        &self.publisher
+    }
+
     pub async fn enqueue(&self, request: &JobRequest) -> Result<Enqueued> {
         let new = NewJob::from_request(request, None, self.max_attempts);
         let (job, created) = self.catalog.insert_job(&new).await?;

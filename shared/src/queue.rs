@@ -250,6 +250,41 @@ impl Publisher {
         Ok(())
     }
 
+    /// Connects (if not connected), for readiness checks.
+    pub async fn ensure_connected(&self) -> Result<()> {
+        self.channel().await.map(|_| ())
+    }
+
+    /// (queue, ready messages, consumers) of each of this namespace's queues.
+    pub async fn queue_depths(&self) -> Result<Vec<(String, u32, u32)>> {
+        let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| self.ns.kind_queue(*k)).collect();
+        queues.push(self.ns.dead());
+        let result = async {
+            let channel = self.channel().await?;
+            let mut depths = Vec::with_capacity(queues.len());
+            for q in queues {
+                let declared = channel
+                    .queue_declare(
+                        q.as_str().into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .with_context(|| format!("reading the depth of queue {q}"))?;
+                depths.push((q, declared.message_count(), declared.consumer_count()));
+            }
+            anyhow::Ok(depths)
+        }
+        .await;
+        if result.is_err() {
+            self.forget().await;
+        }
+        result
+    }
+
     pub async fn publish(&self, message: Outgoing) -> Result<()> {
         self.publish_all(vec![message]).await
     }

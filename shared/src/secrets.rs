@@ -206,6 +206,25 @@ pub fn redact_url(raw: &str) -> String {
     }
 }
 
+/// Reads a token from `path`, or creates the file (mode 0600) with a new random token.
+/// Returns the token and whether it was created.
+pub fn load_or_create_token_file(path: &Path) -> Result<(SecretString, bool)> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((SecretString::from(text.trim().to_owned()), false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            write_private_file(path, token.as_bytes())?;
+            Ok((SecretString::from(token), true))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,12 @@
 //! Integration suite: real Postgres, RabbitMQ and the real `pgfleet` binary. Each test has
 //! its own catalog database and namespace, so tests run in parallel without sharing state.
 
+mod api;
 mod backups;
 mod dead_letters;
+mod examples;
 mod provision;
 mod rollouts;
 mod runtime;
+mod scheduler;
 mod support;

@@ -180,6 +180,42 @@ impl TestEnv {
         worker
     }
 
+    /// Starts a long-running `pgfleet` command (`args`, e.g. `["serve", …]`), logging to a
+    /// file; waits until its log says `ready`.
+    pub async fn spawn_process(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &str,
+    ) -> WorkerProcess {
+        let log_path = self.dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = self.pgfleet();
+        cmd.args(args).stdout(Stdio::null()).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn pgfleet");
+        let process = WorkerProcess { child, log_path };
+        process.wait_for_log(ready, Duration::from_secs(60)).await;
+        process
+    }
+
+    /// Starts `pgfleet serve` on a free port with `API_TOKEN`; returns it and its base URL.
+    pub async fn spawn_api(&self, name: &str) -> (WorkerProcess, String) {
+        let process = self
+            .spawn_process(
+                name,
+                &["serve", "--listen", "127.0.0.1:0"],
+                &[("PGFLEET_API_TOKEN", API_TOKEN)],
+                "listening on http://",
+            )
+            .await;
+        let base = api_base_url(&process.log());
+        (process, base)
+    }
+
     /// Publishes a raw message to `<ns>.jobs` with plain AMQP, as any application would.
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
         self.publish_raw_many(routing_key, &[body.to_vec()]).await;
@@ -363,6 +399,35 @@ pub fn fail_once_at(point: &'static str) -> (FaultPoints, std::sync::Arc<std::sy
     (faults, reached)
 }
 
+/// Bearer token of the APIs tests start.
+pub const API_TOKEN: &str = "test-token-5f0c2a9e-but-long-enough";
+
+/// `http://127.0.0.1:PORT` from a log line "… listening on http://127.0.0.1:PORT".
+pub fn api_base_url(log: &str) -> String {
+    let start = log.find("listening on http://").expect("API address in the log") + "listening on ".len();
+    let url: String = log[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.'))
+        .collect();
+    url
+}
+
+/// An HTTP client sending `token` (if any) as the bearer token.
+pub fn http(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
 pub const S3_KEY: &str = "testing";
 pub const S3_SECRET: &str = "testing";
 
@@ -465,6 +530,27 @@ pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Messages ready in `queue`.
+pub async fn queue_depth(queue: &str) -> u32 {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+    declared.message_count()
 }
 
 pub async fn admin() -> PgConnection {

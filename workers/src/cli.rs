@@ -75,12 +75,24 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Everything in one process: migrate the catalog, run the worker pool (and, as they
-    /// land, the scheduler and HTTP API). Works with no configuration on a machine with
-    /// local Postgres and RabbitMQ.
-    Up(WorkerArgs),
+    /// Everything in one process: migrate the catalog, run the worker pool, the backup
+    /// scheduler and the HTTP API. Works with no configuration on a machine with local
+    /// Postgres and RabbitMQ (the API token is generated into the data dir if not set).
+    Up {
+        #[command(flatten)]
+        worker: WorkerArgs,
+        #[command(flatten)]
+        api: ServeArgs,
+        #[command(flatten)]
+        scheduler: SchedulerArgs,
+    },
     /// Run a worker: consume jobs and run them.
     Worker(WorkerArgs),
+    /// Run the HTTP API.
+    Serve(ServeArgs),
+    /// Run the backup scheduler: enqueue each active tenant's backups on its cron schedule
+    /// (UTC). Any number of replicas may run; each slot is enqueued once.
+    Scheduler(SchedulerArgs),
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -176,6 +188,66 @@ pub struct WorkerArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address the HTTP API listens on (port 0: any free port, logged at start).
+    #[arg(long, env = "PGFLEET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Bearer token every /v1 request must present (at least 16 characters).
+    #[arg(long, env = "PGFLEET_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Serve without a token. Development only: anyone who reaches the port controls the fleet.
+    #[arg(long)]
+    pub insecure_dev: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SchedulerArgs {
+    /// Spread each slot's backups over this window (e.g. 30m, 2h) instead of starting them
+    /// all at the slot time; each tenant keeps a fixed place in the window.
+    #[arg(long, env = "PGFLEET_SCHEDULE_SPREAD", default_value = "0s", value_parser = parse_duration)]
+    pub spread: std::time::Duration,
+    /// How often schedules are evaluated.
+    #[arg(long, env = "PGFLEET_SCHEDULE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub schedule_interval: std::time::Duration,
+}
+
+/// `90`, `90s`, `15m`, `2h`, `1d`, or sums such as `1h30m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let err = || format!("{text:?} is not a duration: use e.g. 90s, 15m, 2h or 1h30m");
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(err()),
+        };
+        let n: u64 = digits.parse().map_err(|_| err())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(err)?;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        total = digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| total.checked_add(n))
+            .ok_or_else(err)?;
+    } else if text.trim().is_empty() {
+        return Err(err());
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct EnqueueArgs {
     /// Block until the job(s) end; exit 0 only if all succeeded.
     #[arg(long)]
@@ -245,7 +317,7 @@ pub enum TenantCommand {
     /// Change a tenant's backup settings.
     Set {
         slug: String,
-        /// Backup schedule, cron syntax in UTC (e.g. "0 3 * * *").
+        /// Backup schedule, cron syntax in UTC (e.g. "0 3 * * *"), or "off".
         #[arg(long)]
         backup_schedule: Option<String>,
         /// Days backups are kept.
@@ -286,4 +358,21 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("10 minutes").is_err());
+    }
 }

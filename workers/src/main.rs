@@ -8,10 +8,13 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::{
     BackupsCommand, Cli, Command, EnqueueArgs, GlobalArgs, JobsCommand, LogFormat, RolloutsCommand,
-    TenantCommand, WorkerArgs,
+    SchedulerArgs, ServeArgs, TenantCommand, WorkerArgs,
 };
+use pgfleet_shared::api::{ApiState, ApiToken};
 use pgfleet_shared::jobs::FaultPoints;
 use pgfleet_shared::producer::wait_for_jobs;
+use pgfleet_shared::rollouts::StartOptions;
+use pgfleet_shared::scheduler::{Scheduler, SchedulerSettings, SystemClock};
 use pgfleet_shared::secrets::SecretKey;
 use pgfleet_shared::services::Services;
 use pgfleet_shared::tenant_migrations::MigrationSet;
@@ -19,6 +22,7 @@ use pgfleet_shared::worker::Worker;
 use pgfleet_shared::{Config, JobRequest, JobSpec, Namespace, TenantSlug, WorkerSettings};
 use secrecy::ExposeSecret;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -57,7 +61,10 @@ fn bound_heap_growth() {
 
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
-    let long_running = matches!(cli.command, Command::Up(_) | Command::Worker(_));
+    let long_running = matches!(
+        cli.command,
+        Command::Up { .. } | Command::Worker(_) | Command::Serve(_) | Command::Scheduler(_)
+    );
     let default = if long_running {
         "info,sqlx=warn,lapin=warn"
     } else {
@@ -82,8 +89,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", SecretKey::generate().to_base64().expose_secret());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up(args) => run_worker(g, args, true).await,
-        Command::Worker(args) => run_worker(g, args, false).await,
+        Command::Up {
+            worker,
+            api,
+            scheduler,
+        } => run_up(g, worker, api, scheduler).await,
+        Command::Worker(args) => run_worker(g, args).await,
+        Command::Serve(args) => run_serve(g, args).await,
+        Command::Scheduler(args) => run_scheduler(g, args).await,
         Command::Tenant(cmd) => tenant_command(g, cmd).await,
         Command::Jobs(cmd) => jobs_command(g, cmd).await,
         Command::Backup { slug, all, enqueue } => {
@@ -191,11 +204,17 @@ fn worker_settings(g: &GlobalArgs, args: &WorkerArgs) -> WorkerSettings {
     }
 }
 
-async fn run_worker(g: &GlobalArgs, args: &WorkerArgs, all_in_one: bool) -> Result<ExitCode> {
-    let config = config(g)?;
-    let settings = worker_settings(g, args);
-    let key = secret_key(g, all_in_one)?;
-    let services = Services::open(&config, key, (settings.concurrency as u32 + 4).min(50)).await?;
+/// Opens the catalog and registers the default server; the worker's job context.
+async fn worker_parts(
+    g: &GlobalArgs,
+    config: &Config,
+    settings: &WorkerSettings,
+    create_key: bool,
+    extra_connections: u32,
+) -> Result<(Services, Arc<Worker>)> {
+    let key = secret_key(g, create_key)?;
+    let pool_size = (settings.concurrency as u32 + 4 + extra_connections).min(60);
+    let services = Services::open(config, key, pool_size).await?;
     services
         .catalog
         .register_default_server(&config.server_url)
@@ -203,18 +222,140 @@ async fn run_worker(g: &GlobalArgs, args: &WorkerArgs, all_in_one: bool) -> Resu
     let (migrations, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
     info!(source, target_version = ?migrations.target_version(), "tenant migrations loaded");
     let mut ctx = services
-        .job_context(&config, migrations, FaultPoints::default())
+        .job_context(config, migrations, FaultPoints::default())
         .await?;
     ctx.max_attempts = settings.max_attempts;
     info!(store = %ctx.store.describe(), "backup store");
-    let worker = Worker::new(ctx, settings, config.amqp_url.clone());
+    let worker = Worker::new(ctx, settings.clone(), config.amqp_url.clone());
+    Ok((services, worker))
+}
+
+async fn run_worker(g: &GlobalArgs, args: &WorkerArgs) -> Result<ExitCode> {
+    let config = config(g)?;
+    let settings = worker_settings(g, args);
+    let (_services, worker) = worker_parts(g, &config, &settings, false, 0).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    worker.run(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The API token: the flag/env, or (`up` only) a token file in the data dir, created with a
+/// random token on first start. `None` only with `--insecure-dev`.
+fn api_token(g: &GlobalArgs, args: &ServeArgs, create: bool) -> Result<Option<ApiToken>> {
+    if args.insecure_dev {
+        return Ok(None);
+    }
+    if let Some(token) = &args.api_token {
+        return Ok(Some(ApiToken::new(&token.clone().into())?));
+    }
+    if create {
+        let path = g.data_dir.join("api.token");
+        let (token, created) = pgfleet_shared::secrets::load_or_create_token_file(&path)?;
+        if created {
+            warn!(path = %path.display(), "generated an API token; clients send `Authorization: Bearer <the file's content>` (or set PGFLEET_API_TOKEN)");
+        } else {
+            info!(path = %path.display(), "API token read from file");
+        }
+        return Ok(Some(
+            ApiToken::new(&token).with_context(|| path.display().to_string())?,
+        ));
+    }
+    bail!(
+        "no API token: set PGFLEET_API_TOKEN (at least 16 characters, e.g. `openssl rand -hex 32`), \
+         or pass --insecure-dev for a local API without authentication"
+    )
+}
+
+fn api_state(g: &GlobalArgs, config: &Config, services: &Services, token: Option<ApiToken>) -> Arc<ApiState> {
+    let max_attempts = g.max_attempts.max(1);
+    Arc::new(ApiState {
+        catalog: services.catalog.clone(),
+        producer: services.producer(config, max_attempts),
+        token,
+        tenant_migrations: config.tenant_migrations.clone(),
+        max_attempts,
+    })
+}
+
+async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr}; choose another address with --listen / PGFLEET_LISTEN")
+    })
+}
+
+async fn run_serve(g: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode> {
+    let config = config(g)?;
+    let token = api_token(g, args, false)?;
+    let listener = listen(args.listen).await?;
+    let services = Services::open(&config, secret_key(g, false)?, 10).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    pgfleet_shared::api::serve(listener, api_state(g, &config, &services, token), shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scheduler(g: &GlobalArgs, config: &Config, services: &Services, args: &SchedulerArgs) -> Scheduler {
+    let max_attempts = g.max_attempts.max(1);
+    let publisher = services.producer(config, max_attempts).publisher().clone();
+    Scheduler::new(
+        services.catalog.clone(),
+        publisher,
+        Arc::new(SystemClock),
+        SchedulerSettings {
+            interval: args.schedule_interval.max(Duration::from_secs(1)),
+            spread: args.spread,
+            max_attempts,
+        },
+    )
+}
+
+async fn run_scheduler(g: &GlobalArgs, args: &SchedulerArgs) -> Result<ExitCode> {
+    let config = config(g)?;
+    let services = Services::open(&config, secret_key(g, false)?, 4).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    scheduler(g, &config, &services, args).run(shutdown).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Worker, scheduler and API in one process; if one part fails, the others are stopped.
+async fn run_up(
+    g: &GlobalArgs,
+    worker_args: &WorkerArgs,
+    api_args: &ServeArgs,
+    scheduler_args: &SchedulerArgs,
+) -> Result<ExitCode> {
+    let config = config(g)?;
+    let settings = worker_settings(g, worker_args);
+    let (services, worker) = worker_parts(g, &config, &settings, true, 8).await?;
+    let token = api_token(g, api_args, true)?;
+    let listener = listen(api_args.listen).await?;
+    let api = api_state(g, &config, &services, token);
+    let scheduler = scheduler(g, &config, &services, scheduler_args);
 
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
-    if all_in_one {
-        info!(namespace = %config.namespace, "pgfleet is up; create a tenant with `pgfleet tenant create <slug> --wait`; Ctrl-C stops");
-    }
-    worker.run(shutdown).await?;
+    info!(namespace = %config.namespace, api = %listener.local_addr()?, "pgfleet is up; create a tenant with `pgfleet tenant create <slug> --wait` or POST /v1/tenants; Ctrl-C stops");
+    let stop_all = |result: Result<()>, what: &str| {
+        if let Err(e) = &result {
+            tracing::error!(error = %format!("{e:#}"), "{what} failed; stopping pgfleet");
+        }
+        shutdown.cancel();
+        result
+    };
+    let (worker_result, api_result, ()) = tokio::join!(
+        async { stop_all(worker.run(shutdown.clone()).await, "the worker") },
+        async {
+            stop_all(
+                pgfleet_shared::api::serve(listener, api, shutdown.clone()).await,
+                "the HTTP API",
+            )
+        },
+        scheduler.run(shutdown.clone()),
+    );
+    worker_result?;
+    api_result?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -341,39 +482,28 @@ struct MigrateOptions<'a> {
 async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
     let config = config(g)?;
     let only = o.tenant.map(parse_slug).transpose()?;
-    if o.concurrency < 1 || o.max_failures.is_some_and(|f| f < 1) {
-        bail!("--concurrency and --max-failures must be at least 1");
-    }
     let (set, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
-    let target = set
-        .target_version()
-        .with_context(|| format!("no migrations in {source}"))?;
+    let max_attempts = g.max_attempts.max(1);
     let services = Services::open(&config, secret_key(g, false)?, 4).await?;
     let catalog = &services.catalog;
-    pgfleet_shared::rollouts::check_drift(catalog, &set).await?;
-    let plan = pgfleet_shared::rollouts::plan(catalog, &set, only.as_ref()).await?;
-    if o.dry_run || plan.targets.is_empty() {
-        output::print_plan(&plan, target, &source, o.json);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let targets: Vec<(uuid::Uuid, String)> =
-        plan.targets.iter().map(|(t, _)| (t.id, t.slug.clone())).collect();
-    let max_attempts = g.max_attempts.max(1);
-    let (id, jobs) = catalog
-        .create_rollout(
-            &set,
-            &targets,
-            o.canary,
-            o.max_failures,
-            o.concurrency,
-            max_attempts,
-        )
-        .await?;
     let producer = services.producer(&config, max_attempts);
-    producer.publish_existing(&jobs).await;
+    let options = StartOptions {
+        only,
+        concurrency: o.concurrency,
+        canary: o.canary,
+        max_failures: o.max_failures,
+        dry_run: o.dry_run,
+        max_attempts,
+    };
+    let started = pgfleet_shared::rollouts::start(catalog, &producer, &set, &options).await?;
+    let Some((id, _)) = started.rollout else {
+        output::print_plan(&started.plan, started.target_version, &source, o.json);
+        return Ok(ExitCode::SUCCESS);
+    };
     eprintln!(
-        "rollout {id}: {} tenant(s) to version {target} from {source}",
-        targets.len()
+        "rollout {id}: {} tenant(s) to version {} from {source}",
+        started.plan.targets.len(),
+        started.target_version
     );
     if !o.wait {
         output::print_rollout(

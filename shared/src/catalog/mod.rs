@@ -5,13 +5,17 @@
 
 mod backups;
 mod jobs;
+mod metrics;
 mod rollouts;
+mod schedules;
 mod servers;
 mod tenants;
 
 pub use backups::{BackupRecord, BackupStats};
 pub use jobs::{ClaimOutcome, DispatchItem, JobRecord, NewJob};
+pub use metrics::{DurationHistogram, DURATION_BUCKETS};
 pub use rollouts::{RolloutRecord, RolloutTenant, SKIPPED};
+pub use schedules::{scheduled_backup_key, DueBackup, ScheduledTenant};
 pub use servers::ServerRecord;
 pub use tenants::{NewTenant, TenantRecord};
 

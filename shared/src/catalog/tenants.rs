@@ -115,7 +115,10 @@ impl Catalog {
         keep_min: Option<i32>,
     ) -> Result<Option<TenantRecord>> {
         sqlx::query(
+            // A new schedule counts from now: its past slots are not "missed".
             "UPDATE tenants SET backup_schedule = coalesce($2, backup_schedule),
+                    backup_scheduled_through = CASE WHEN $2 IS DISTINCT FROM backup_schedule AND $2 IS NOT NULL
+                                                    THEN now() ELSE backup_scheduled_through END,
                     retention_days = coalesce($3, retention_days), keep_min = coalesce($4, keep_min),
                     updated_at = now()
              WHERE slug = $1",

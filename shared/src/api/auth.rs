@@ -1,0 +1,84 @@
+//! Bearer-token authentication of `/v1`. The token is compared in constant time (over
+//! SHA-256 digests, so neither its content nor its length leaks through timing), and it is
+//! never logged or echoed.
+
+use super::{ApiError, ApiState};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Shortest token accepted: anything shorter is guessable.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The API's bearer token; only its digest is kept.
+pub struct ApiToken {
+    digest: [u8; 32],
+}
+
+impl ApiToken {
+    pub fn new(token: &SecretString) -> anyhow::Result<Self> {
+        let token = token.expose_secret().trim();
+        if token.len() < MIN_TOKEN_LEN {
+            anyhow::bail!(
+                "PGFLEET_API_TOKEN is too short: use at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"
+            );
+        }
+        Ok(Self {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        digest.ct_eq(&self.digest).into()
+    }
+}
+
+pub(super) async fn require_token(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    match presented {
+        Some(p) if token.matches(p) => next.run(request).await,
+        presented => {
+            let message = if presented.is_some() {
+                "invalid bearer token"
+            } else {
+                "missing bearer token: send `Authorization: Bearer <PGFLEET_API_TOKEN>`"
+            };
+            let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_only_the_exact_token() {
+        let token = ApiToken::new(&SecretString::from("0123456789abcdef-secret")).unwrap();
+        assert!(token.matches(b"0123456789abcdef-secret"));
+        assert!(!token.matches(b"0123456789abcdef-secreT"));
+        assert!(!token.matches(b"0123456789abcdef-secret "));
+        assert!(!token.matches(b""));
+        assert!(ApiToken::new(&SecretString::from("short")).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! `GET /metrics`: Prometheus text exposition, every name prefixed `pgfleet_`. Fleet
+//! figures come from the catalog and queue depths from the broker at scrape time, so every
+//! replica reports the same numbers whichever process ran the jobs. If the catalog or broker
+//! is down, their series are left out and `pgfleet_catalog_up` / `pgfleet_broker_up` say 0.
+
+use super::ApiState;
+use crate::catalog::DURATION_BUCKETS;
+use crate::message::JobKind;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::fmt::Write;
+use std::sync::Arc;
+use tracing::warn;
+
+const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "dead"];
+
+pub(super) async fn render(State(state): State<Arc<ApiState>>) -> Response {
+    let mut out = String::with_capacity(16 * 1024);
+    let catalog_up = match catalog_series(&state, &mut out).await {
+        Ok(()) => 1,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "metrics: catalog unreachable");
+            0
+        }
+    };
+    let broker_up = match broker_series(&state, &mut out).await {
+        Ok(()) => 1,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "metrics: broker unreachable");
+            0
+        }
+    };
+    family(
+        &mut out,
+        "pgfleet_catalog_up",
+        "gauge",
+        "1 if the catalog answered this scrape.",
+    );
+    let _ = writeln!(out, "pgfleet_catalog_up {catalog_up}");
+    family(
+        &mut out,
+        "pgfleet_broker_up",
+        "gauge",
+        "1 if RabbitMQ answered this scrape.",
+    );
+    let _ = writeln!(out, "pgfleet_broker_up {broker_up}");
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+        .into_response()
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value, escaped as the exposition format requires.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn number(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Renders into a buffer first, so a failed query leaves no half-written family.
+async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()> {
+    let catalog = &state.catalog;
+    let mut s = String::new();
+
+    // Every known (kind, status) is present, 0 when there are none, so alerts and rates
+    // work from the first scrape.
+    let counts = catalog.job_counts().await?;
+    family(
+        &mut s,
+        "pgfleet_jobs",
+        "gauge",
+        "Jobs in the catalog by kind and status.",
+    );
+    let mut kinds: Vec<String> = JobKind::ALL.iter().map(|k| k.as_str().to_owned()).collect();
+    for (kind, _, _) in &counts {
+        if !kinds.contains(kind) {
+            kinds.push(kind.clone());
+        }
+    }
+    for kind in &kinds {
+        for status in STATUSES {
+            let n = counts
+                .iter()
+                .find(|(k, st, _)| k == kind && st == status)
+                .map_or(0, |c| c.2);
+            let _ = writeln!(
+                s,
+                "pgfleet_jobs{{kind=\"{}\",status=\"{status}\"}} {n}",
+                label(kind)
+            );
+        }
+    }
+
+    family(
+        &mut s,
+        "pgfleet_job_duration_seconds",
+        "histogram",
+        "Time from a job's first start to its end, by kind (finished jobs).",
+    );
+    for h in catalog.job_durations().await? {
+        let kind = label(&h.kind);
+        for (bound, n) in DURATION_BUCKETS.iter().zip(&h.buckets) {
+            let _ = writeln!(
+                s,
+                "pgfleet_job_duration_seconds_bucket{{kind=\"{kind}\",le=\"{bound}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "pgfleet_job_duration_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            s,
+            "pgfleet_job_duration_seconds_sum{{kind=\"{kind}\"}} {}",
+            h.sum_seconds
+        );
+        let _ = writeln!(
+            s,
+            "pgfleet_job_duration_seconds_count{{kind=\"{kind}\"}} {}",
+            h.count
+        );
+    }
+
+    family(&mut s, "pgfleet_tenants", "gauge", "Tenants by status.");
+    for (status, n) in catalog.tenant_counts().await? {
+        let _ = writeln!(s, "pgfleet_tenants{{status=\"{}\"}} {n}", label(&status));
+    }
+
+    family(
+        &mut s,
+        "pgfleet_tenant_last_backup_age_seconds",
+        "gauge",
+        "Seconds since each active tenant's newest good backup finished (+Inf: never backed up).",
+    );
+    for (slug, age) in catalog.backup_ages().await? {
+        let _ = writeln!(
+            s,
+            "pgfleet_tenant_last_backup_age_seconds{{tenant=\"{}\"}} {}",
+            label(&slug),
+            number(age.unwrap_or(f64::INFINITY))
+        );
+    }
+
+    family(
+        &mut s,
+        "pgfleet_dead_letters",
+        "gauge",
+        "Messages dead-lettered with a reason recorded in the catalog.",
+    );
+    let _ = writeln!(s, "pgfleet_dead_letters {}", catalog.dead_letter_count().await?);
+
+    out.push_str(&s);
+    Ok(())
+}
+
+async fn broker_series(state: &ApiState, out: &mut String) -> anyhow::Result<()> {
+    let depths = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        state.producer.publisher().queue_depths(),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within 3 s"))??;
+    let mut s = String::new();
+    family(
+        &mut s,
+        "pgfleet_queue_messages",
+        "gauge",
+        "Messages ready in each queue (not yet delivered to a worker).",
+    );
+    for (queue, messages, _) in &depths {
+        let _ = writeln!(
+            s,
+            "pgfleet_queue_messages{{queue=\"{}\"}} {messages}",
+            label(queue)
+        );
+    }
+    family(
+        &mut s,
+        "pgfleet_queue_consumers",
+        "gauge",
+        "Consumers (workers) of each queue.",
+    );
+    for (queue, _, consumers) in &depths {
+        let _ = writeln!(
+            s,
+            "pgfleet_queue_consumers{{queue=\"{}\"}} {consumers}",
+            label(queue)
+        );
+    }
+    out.push_str(&s);
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! `pgfleet scheduler`: enqueues each active tenant's backups on its own cron schedule (UTC).
+//!
+//! A tick reads every active tenant's schedule and the newest slot already handled, works
+//! out in memory which tenants owe a backup (`schedule::due_slot`), and records those jobs in
+//! batches — one statement per batch both advances the tenants and inserts the jobs, so
+//! replicas never enqueue a slot twice — then publishes each batch with confirms. A job the
+//! broker did not confirm is left to the workers' sweep, never lost.
+//!
+//! Time comes from a `Clock`, so tests drive the scheduler through slots without sleeping.
+
+use crate::catalog::{Catalog, DueBackup};
+use crate::queue::{Outgoing, Publisher};
+use crate::schedule;
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+/// Jobs recorded and published per round trip.
+const BATCH: usize = 2_000;
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that only moves when told to (tests, benchmarks).
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self(Mutex::new(start))
+    }
+
+    pub fn set(&self, to: DateTime<Utc>) {
+        *self.0.lock().expect("not poisoned") = to;
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().expect("not poisoned") += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("not poisoned")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    /// How often schedules are evaluated.
+    pub interval: Duration,
+    /// Spread a slot's backups over this window (0: all at the slot time).
+    pub spread: Duration,
+    /// Recorded on every job the scheduler creates.
+    pub max_attempts: i32,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            spread: Duration::ZERO,
+            max_attempts: 5,
+        }
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    /// Tenants whose schedule had a slot not handled yet.
+    pub due: usize,
+    /// Jobs this tick recorded (another replica may have taken the rest).
+    pub enqueued: usize,
+    /// Of those, confirmed by the broker (the others wait for the sweep).
+    pub published: usize,
+    /// Tenants whose stored schedule does not parse (skipped, logged).
+    pub invalid: usize,
+}
+
+pub struct Scheduler {
+    catalog: Catalog,
+    publisher: Arc<Publisher>,
+    clock: Arc<dyn Clock>,
+    settings: SchedulerSettings,
+}
+
+impl Scheduler {
+    pub fn new(
+        catalog: Catalog,
+        publisher: Arc<Publisher>,
+        clock: Arc<dyn Clock>,
+        settings: SchedulerSettings,
+    ) -> Self {
+        Self {
+            catalog,
+            publisher,
+            clock,
+            settings,
+        }
+    }
+
+    /// Evaluates every schedule at the clock's time and enqueues what is due.
+    pub async fn tick(&self) -> Result<TickReport> {
+        let now = self.clock.now();
+        let started = Instant::now();
+        let mut report = TickReport::default();
+        let due = self.due_at(now, &mut report).await?;
+        report.due = due.len();
+        for batch in due.chunks(BATCH) {
+            let jobs = self
+                .catalog
+                .enqueue_scheduled_backups(batch, self.settings.max_attempts)
+                .await?;
+            report.enqueued += jobs.len();
+            let messages: Vec<Outgoing> = jobs
+                .iter()
+                .filter_map(|j| j.request().ok())
+                .map(|r| Outgoing::job(self.publisher.namespace(), &r))
+                .collect();
+            match self.publisher.publish_all(messages).await {
+                Ok(()) => report.published += jobs.len(),
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), jobs = jobs.len(), "scheduled backups recorded but not published; a worker's sweep will dispatch them");
+                    let ids: Vec<uuid::Uuid> = jobs.iter().map(|j| j.id).collect();
+                    self.catalog.mark_undispatched_many(&ids).await?;
+                }
+            }
+        }
+        if report.enqueued > 0 || report.invalid > 0 {
+            info!(at = %now, due = report.due, enqueued = report.enqueued, published = report.published,
+                  invalid = report.invalid, elapsed_ms = started.elapsed().as_millis() as u64, "scheduled backups enqueued");
+        }
+        Ok(report)
+    }
+
+    async fn due_at(&self, now: DateTime<Utc>, report: &mut TickReport) -> Result<Vec<DueBackup>> {
+        let tenants = self.catalog.scheduled_tenants().await?;
+        // A fleet shares a handful of schedules: parse each once per tick.
+        let mut parsed: HashMap<String, Option<croner::Cron>> = HashMap::new();
+        let mut due = Vec::new();
+        for t in tenants {
+            let cron = parsed
+                .entry(t.backup_schedule.clone())
+                .or_insert_with(|| match schedule::parse(&t.backup_schedule) {
+                    Ok(cron) => cron,
+                    Err(e) => {
+                        warn!(tenant = %t.slug, error = %format!("{e:#}"), "skipping a tenant whose backup schedule does not parse; fix it with `pgfleet tenant set`");
+                        None
+                    }
+                });
+            let Some(cron) = cron else {
+                if !t.backup_schedule.trim().eq_ignore_ascii_case(schedule::OFF) {
+                    report.invalid += 1;
+                }
+                continue;
+            };
+            let offset = schedule::spread_offset(&t.slug, self.settings.spread);
+            if let Some(slot) = schedule::due_slot(cron, t.scheduled_through, now, offset) {
+                due.push(DueBackup {
+                    tenant_id: t.id,
+                    slug: t.slug,
+                    slot,
+                });
+            }
+        }
+        Ok(due)
+    }
+
+    /// Ticks every `interval` until `shutdown`; a failed tick is logged and retried at the
+    /// next one (nothing is lost: the slot stays owed until a tick records it).
+    pub async fn run(&self, shutdown: CancellationToken) {
+        info!(
+            interval_s = self.settings.interval.as_secs_f64(),
+            spread_s = self.settings.spread.as_secs(),
+            "scheduler running"
+        );
+        let mut interval = tokio::time::interval(self.settings.interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            if let Err(e) = self.tick().instrument(info_span!("scheduler_tick")).await {
+                warn!(error = %format!("{e:#}"), "scheduler tick failed; retrying at the next tick");
+            }
+        }
+        self.publisher.close().await;
+        info!("scheduler stopped");
+    }
+}

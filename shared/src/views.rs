@@ -1,0 +1,110 @@
+//! JSON shapes of catalog records. They are a public contract (DESIGN.md "CLI"): the CLI's
+//! `--json` and the HTTP API both use them, so a field means the same everywhere. Nothing
+//! here carries a secret.
+
+use crate::catalog::{BackupRecord, JobRecord, RolloutRecord, RolloutTenant, TenantRecord};
+use crate::rollouts::Plan;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+pub fn time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn tenant(t: &TenantRecord) -> Value {
+    json!({
+        "slug": t.slug,
+        "status": t.status,
+        "database": t.database_name,
+        "role": t.role_name,
+        "server": t.server,
+        "region": t.region,
+        "schema_version": t.schema_version,
+        "connection_limit": t.connection_limit,
+        "backup_schedule": t.backup_schedule,
+        "retention_days": t.retention_days,
+        "keep_min": t.keep_min,
+        "created_at": time(&t.created_at),
+        "updated_at": time(&t.updated_at),
+    })
+}
+
+pub fn job(j: &JobRecord) -> Value {
+    json!({
+        "id": j.id,
+        "kind": j.kind,
+        "tenant": j.tenant,
+        "status": j.status,
+        "attempts": j.attempts,
+        "max_attempts": j.max_attempts,
+        "key": j.idempotency_key,
+        "error": j.error,
+        "outcome": j.outcome,
+        "created_at": time(&j.created_at),
+        "started_at": j.started_at.as_ref().map(time),
+        "finished_at": j.finished_at.as_ref().map(time),
+    })
+}
+
+pub fn backup(b: &BackupRecord) -> Value {
+    json!({
+        "id": b.id,
+        "tenant": b.tenant,
+        "key": b.key,
+        "bytes": b.bytes,
+        "raw_bytes": b.raw_bytes,
+        "sha256": b.sha256,
+        "status": b.status,
+        "job_id": b.job_id,
+        "duration_ms": b.duration_ms,
+        "error": b.error,
+        "created_at": time(&b.created_at),
+        "finished_at": b.finished_at.as_ref().map(time),
+    })
+}
+
+pub fn rollout(r: &RolloutRecord) -> Value {
+    json!({
+        "id": r.id,
+        "status": r.status,
+        "target_version": r.target_version,
+        "tenants": r.tenants,
+        "succeeded": r.succeeded,
+        "failed": r.failed,
+        "skipped": r.skipped,
+        "remaining": r.remaining,
+        "canary": r.canary,
+        "max_failures": r.max_failures,
+        "concurrency": r.server_concurrency,
+        "halted_reason": r.halted_reason,
+        "created_at": time(&r.created_at),
+        "finished_at": r.finished_at.as_ref().map(time),
+    })
+}
+
+/// A rollout with its per-tenant results.
+pub fn rollout_with_tenants(r: &RolloutRecord, tenants: &[RolloutTenant]) -> Value {
+    let mut v = rollout(r);
+    v["per_tenant"] = tenants
+        .iter()
+        .map(|t| {
+            json!({
+                "tenant": t.tenant, "phase": t.phase, "job_id": t.job_id, "status": t.job_status,
+                "attempts": t.attempts, "error": t.error, "schema_version": t.schema_version,
+            })
+        })
+        .collect();
+    v
+}
+
+/// What a rollout would do (or, with nothing to do, why it did not start).
+pub fn plan(plan: &Plan, target: i64, source: &str) -> Value {
+    json!({
+        "target_version": target,
+        "source": source,
+        "up_to_date": plan.up_to_date,
+        "to_migrate": plan.targets.iter().map(|(t, pending)| json!({
+            "tenant": t.slug, "schema_version": t.schema_version, "pending": pending,
+        })).collect::<Vec<_>>(),
+    })
+}

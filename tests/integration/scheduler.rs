@@ -1,0 +1,153 @@
+//! The backup scheduler, in process with an injected clock (no sleeping): several replicas
+//! enqueue each slot once, downtime is caught up once, `--spread` spreads a slot, and every
+//! enqueued job is confirmed by the real broker. The tenants are catalog rows only; no
+//! worker runs the jobs.
+
+use crate::support::*;
+use chrono::{DateTime, Duration as Span, DurationRound, Utc};
+use pgfleet_shared::catalog::{scheduled_backup_key, Catalog};
+use pgfleet_shared::queue::Publisher;
+use pgfleet_shared::scheduler::{ManualClock, Scheduler, SchedulerSettings, TickReport};
+use pgfleet_shared::Namespace;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Inserts `n` active tenants `<prefix>-<i>` with `schedule`, as catalog rows only.
+async fn fake_tenants(catalog: &Catalog, prefix: &str, n: i32, schedule: &str) -> Vec<String> {
+    let server = catalog.server_by_name("default").await.unwrap();
+    sqlx::query(
+        "INSERT INTO tenants (slug, status, server_id, database_name, role_name, password_ciphertext,
+                              connection_limit, backup_schedule)
+         SELECT $1 || '-' || i, 'active', $2, 'fake_db_' || $1 || i, 'fake_role_' || $1 || i, '\\x00', 10, $3
+           FROM generate_series(1, $4) AS i",
+    )
+    .bind(prefix)
+    .bind(server.id)
+    .bind(schedule)
+    .bind(n)
+    .execute(catalog.pool())
+    .await
+    .unwrap();
+    (1..=n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// A scheduler replica: its own catalog pool and broker connection, the shared clock.
+async fn replica(env: &TestEnv, clock: &Arc<ManualClock>, spread: Duration) -> Scheduler {
+    let publisher = Publisher::new(
+        AMQP_URL.to_owned().into(),
+        Namespace::parse(&env.namespace).unwrap(),
+        "test scheduler",
+    );
+    Scheduler::new(
+        env.catalog().await,
+        Arc::new(publisher),
+        clock.clone(),
+        SchedulerSettings {
+            spread,
+            ..SchedulerSettings::default()
+        },
+    )
+}
+
+async fn backup_keys(catalog: &Catalog) -> Vec<String> {
+    sqlx::query_scalar("SELECT idempotency_key FROM jobs WHERE kind = 'backup' ORDER BY 1")
+        .fetch_all(catalog.pool())
+        .await
+        .unwrap()
+}
+
+/// Both replicas tick at once; returns what they enqueued together.
+async fn tick_both(a: &Scheduler, b: &Scheduler) -> (TickReport, TickReport) {
+    let (ra, rb) = tokio::join!(a.tick(), b.tick());
+    (ra.unwrap(), rb.unwrap())
+}
+
+fn next_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(Span::hours(1)).unwrap() + Span::hours(1)
+}
+
+#[tokio::test]
+async fn two_replicas_enqueue_each_slot_once_and_catch_up_once() {
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    let slugs = fake_tenants(&catalog, "hourly", 25, "0 * * * *").await;
+    let h0 = next_hour(Utc::now());
+    let clock = Arc::new(ManualClock::new(h0 - Span::minutes(30)));
+    let a = replica(&env, &clock, Duration::ZERO).await;
+    let b = replica(&env, &clock, Duration::ZERO).await;
+
+    // Before the first slot after the tenants were created: nothing is owed.
+    let (ra, rb) = tick_both(&a, &b).await;
+    assert_eq!(ra.due + rb.due, 0);
+
+    // Three slots, both replicas ticking at each (and twice at the last).
+    let mut expected = BTreeSet::new();
+    for hour in 0..3 {
+        let slot = h0 + Span::hours(hour);
+        clock.set(slot + Span::seconds(20));
+        let (ra, rb) = tick_both(&a, &b).await;
+        assert_eq!(ra.enqueued + rb.enqueued, 25, "slot {slot}: {ra:?} {rb:?}");
+        assert_eq!(ra.published + rb.published, 25);
+        expected.extend(slugs.iter().map(|s| scheduled_backup_key(s, &slot)));
+    }
+    let (ra, rb) = tick_both(&a, &b).await;
+    assert_eq!(ra.enqueued + rb.enqueued, 0);
+    let keys = backup_keys(&catalog).await;
+    assert_eq!(keys.len(), 75, "3 backups per tenant, not 6");
+    assert_eq!(keys.into_iter().collect::<BTreeSet<_>>(), expected);
+    // Confirmed by the broker: every job is a message in the backup queue.
+    assert_eq!(queue_depth(&format!("{}.backup", env.namespace)).await, 75);
+
+    // Down for five slots: one catch-up backup per tenant, for the newest slot.
+    let late = h0 + Span::hours(7) + Span::minutes(5);
+    clock.set(late);
+    let (ra, rb) = tick_both(&a, &b).await;
+    assert_eq!(ra.enqueued + rb.enqueued, 25, "{ra:?} {rb:?}");
+    let newest = h0 + Span::hours(7);
+    let keys = backup_keys(&catalog).await;
+    assert_eq!(keys.len(), 100);
+    for slug in &slugs {
+        assert!(keys.contains(&scheduled_backup_key(slug, &newest)));
+        assert!(!keys.contains(&scheduled_backup_key(slug, &(h0 + Span::hours(5)))));
+    }
+    assert_eq!(queue_depth(&format!("{}.backup", env.namespace)).await, 100);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn spread_places_each_tenant_in_the_window_and_off_means_off() {
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    fake_tenants(&catalog, "nightly", 200, "0 0 * * *").await;
+    fake_tenants(&catalog, "manual", 1, "off").await;
+    fake_tenants(&catalog, "broken", 1, "not a schedule").await;
+    let midnight = Utc::now().duration_trunc(Span::days(1)).unwrap() + Span::days(1);
+    let clock = Arc::new(ManualClock::new(midnight));
+    let hour = Duration::from_secs(3600);
+    let a = replica(&env, &clock, hour).await;
+    let b = replica(&env, &clock, hour).await;
+
+    let (ra, rb) = tick_both(&a, &b).await;
+    let at_midnight = ra.enqueued + rb.enqueued;
+    assert!(at_midnight < 10, "{at_midnight} of 200 started at the slot time");
+    assert_eq!(ra.invalid, 1, "the unparseable schedule is reported");
+
+    clock.set(midnight + Span::minutes(30));
+    let (ra, rb) = tick_both(&a, &b).await;
+    let by_half = at_midnight + ra.enqueued + rb.enqueued;
+    assert!(
+        (60..=140).contains(&by_half),
+        "{by_half} of 200 by half the window"
+    );
+
+    clock.set(midnight + Span::minutes(60));
+    let (ra, rb) = tick_both(&a, &b).await;
+    assert_eq!(by_half + ra.enqueued + rb.enqueued, 200);
+    let keys = backup_keys(&catalog).await;
+    assert_eq!(keys.len(), 200, "each tenant once, the spread does not duplicate");
+    assert!(keys
+        .iter()
+        .all(|k| k.starts_with("backup:nightly-") && k.ends_with("T00:00:00Z")));
+    env.cleanup().await;
+}
