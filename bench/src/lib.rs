@@ -23,6 +23,24 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Machine-wide CPU time so far (user, system) in seconds, from /proc/stat: the difference
+/// around a phase is what every process (ours, psql, Postgres backends) spent on it.
+pub fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let tick = 100.0; // USER_HZ
+    let get = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+    // user + nice; system + irq + softirq
+    ((get(0) + get(1)) / tick, (get(2) + get(5) + get(6)) / tick)
+}
+
 /// The number after `name` on the command line (`--tenants 200`), or `default`.
 pub fn numeric_flag(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

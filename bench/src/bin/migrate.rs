@@ -7,7 +7,9 @@
 //! Run: `bench/migrate.sh [--tenants 500] [--concurrency 8] [--workers 1]`.
 
 use anyhow::{bail, Context, Result};
-use pgfleet_bench::{bench_namespace, checkpoint, cleanup, numeric_flag, publish_signups, wait_for_consumer};
+use pgfleet_bench::{
+    bench_namespace, checkpoint, cleanup, cpu_seconds, numeric_flag, publish_signups, wait_for_consumer,
+};
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
@@ -98,6 +100,7 @@ async fn run(
         let loop_file = work.join("loop.sql");
         std::fs::write(&loop_file, LOOP_MIGRATION)?;
         let mut loop_times = Vec::with_capacity(databases.len());
+        let cpu_before = cpu_seconds();
         let started = Instant::now();
         for db in &databases {
             let one = Instant::now();
@@ -113,15 +116,18 @@ async fn run(
             loop_times.push(one.elapsed());
         }
         let loop_wall = started.elapsed();
+        let loop_cpu = cpu_delta(cpu_before);
 
         checkpoint().await?;
         std::fs::write(work.join("migrations/2_plan.sql"), FLEET_MIGRATION)?;
+        let cpu_before = cpu_seconds();
         let started = Instant::now();
         let out = pgfleet_cmd(pgfleet, namespace, work, &key)
             .args(["migrate", "--all", "--wait", "--json", "--concurrency", &concurrency.to_string()])
             .stderr(Stdio::null())
             .output()?;
         let fleet_wall = started.elapsed();
+        let fleet_cpu = cpu_delta(cpu_before);
         if !out.status.success() {
             bail!("pgfleet migrate failed: {}", String::from_utf8_lossy(&out.stdout));
         }
@@ -134,6 +140,24 @@ async fn run(
         .bind(rollout_id)
         .fetch_all(&mut catalog)
         .await?;
+        // How long the CLI took to plan and record the rollout before the first job ran.
+        let to_first_job_ms: i64 = sqlx::query_scalar(
+            "SELECT (extract(epoch FROM min(j.started_at) - r.created_at) * 1000)::bigint
+               FROM rollouts r JOIN rollout_tenants rt ON rt.rollout_id = r.id JOIN jobs j ON j.id = rt.job_id
+              WHERE r.id = $1 GROUP BY r.created_at",
+        )
+        .bind(rollout_id)
+        .fetch_one(&mut catalog)
+        .await?;
+        println!("rollout recorded → first job started: {to_first_job_ms} ms");
+        let n = databases.len() as f64;
+        println!(
+            "machine CPU per tenant: loop {:.1} ms user + {:.1} ms system; pgfleet {:.1} ms user + {:.1} ms system",
+            loop_cpu.0 * 1000.0 / n,
+            loop_cpu.1 * 1000.0 / n,
+            fleet_cpu.0 * 1000.0 / n,
+            fleet_cpu.1 * 1000.0 / n
+        );
         Ok((loop_wall, loop_times, fleet_wall, job_ms, rollout["succeeded"].as_i64().unwrap_or(0)))
     }
     .await;
@@ -171,4 +195,9 @@ async fn run(
         loop_wall.as_secs_f64() / fleet_wall.as_secs_f64()
     );
     Ok(())
+}
+
+fn cpu_delta(before: (f64, f64)) -> (f64, f64) {
+    let after = cpu_seconds();
+    (after.0 - before.0, after.1 - before.1)
 }
