@@ -6,7 +6,7 @@
 use crate::error::JobError;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Executor, PgConnection};
 use std::path::Path;
 
 /// The example app schema, used when no migrations folder is configured or found.
@@ -128,49 +128,92 @@ pub struct Applied {
 /// each as soon as it commits.
 pub type Record<'a> = Option<(&'a crate::catalog::Catalog, uuid::Uuid)>;
 
+/// When the last migration's commit must be durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// The caller flushes the server's WAL itself later (provision: one flush for many steps).
+    CallerFlushes,
+    /// The last migration commits synchronously: durable before `apply` returns.
+    OnCommit,
+}
+
 /// Applies the pending migrations of `set` on `conn` (connected as the tenant's role).
+///
+/// A migration connection is fresh and used once, so statements go over the simple query
+/// protocol (no prepare round trips, no plans cached for nothing): one round trip takes the
+/// lock and reads what is applied, then one per pending migration (its transaction, with its
+/// bookkeeping row; the last one also releases the lock). Per-tenant server work is the cost
+/// of a rollout, so round trips here are what counts.
 pub async fn apply(
     conn: &mut PgConnection,
     set: &MigrationSet,
     record: Record<'_>,
+    durability: Durability,
 ) -> Result<Applied, JobError> {
-    // One round trip: take the lock, then (under it) see whether the bookkeeping table exists.
-    let table_exists: bool = sqlx::query_scalar(
-        "SELECT to_regclass('_pgfleet_migrations') IS NOT NULL FROM (SELECT pg_advisory_lock($1)) AS locked",
-    )
-    .bind(MIGRATION_LOCK_KEY)
-    .fetch_one(&mut *conn)
-    .await
-    .context("taking the tenant's migration lock")?;
-    let result = apply_locked(conn, set, table_exists, record).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(MIGRATION_LOCK_KEY)
-        .execute(&mut *conn)
-        .await;
-    let applied = result?;
-    unlocked.context("releasing the tenant's migration lock")?;
-    Ok(applied)
+    let (done, table_exists) = lock_and_read_applied(conn).await?;
+    let result = apply_locked(conn, set, done, table_exists, record, durability).await;
+    if !matches!(&result, Ok((_, true))) {
+        // Nothing ran (the lock is still ours) or a migration failed mid-transaction.
+        let unlock = format!("ROLLBACK; SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})");
+        let unlocked = conn.execute(unlock.as_str()).await;
+        if result.is_ok() {
+            unlocked.context("releasing the tenant's migration lock")?;
+        }
+    }
+    result.map(|(applied, _)| applied)
 }
 
-/// The bookkeeping table is created inside the first migration's transaction rather than
-/// on its own: one commit less per new tenant.
+/// Takes the tenant's migration lock and reads `_pgfleet_migrations` in one round trip. A
+/// database without the table (a new tenant) has nothing applied.
+async fn lock_and_read_applied(conn: &mut PgConnection) -> Result<(Vec<(i64, Vec<u8>)>, bool), JobError> {
+    use sqlx::Row;
+    let sql = format!(
+        "SELECT pg_advisory_lock({MIGRATION_LOCK_KEY});
+         SELECT version::text, encode(checksum, 'hex') FROM _pgfleet_migrations ORDER BY version"
+    );
+    let read = conn.fetch_all(sql.as_str()).await;
+    let rows = match read {
+        Ok(rows) => rows,
+        // The session lock outlives the failed statement; the table is just not there yet.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+            return Ok((Vec::new(), false))
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context("taking the tenant's migration lock")
+                .into())
+        }
+    };
+    let mut done = Vec::new();
+    for row in rows.iter().filter(|r| r.len() == 2) {
+        let version: String = row.try_get(0).context("reading _pgfleet_migrations")?;
+        let checksum: String = row.try_get(1).context("reading _pgfleet_migrations")?;
+        done.push((
+            version.parse().context("a version in _pgfleet_migrations")?,
+            hex_decode(&checksum).context("a checksum in _pgfleet_migrations")?,
+        ));
+    }
+    Ok((done, true))
+}
+
+fn hex_decode(hex: &str) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(hex.len() % 2 == 0, "odd hex length");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// Applies what is pending; the bool says whether the lock was released on the way (by the
+/// last migration's round trip).
 async fn apply_locked(
     conn: &mut PgConnection,
     set: &MigrationSet,
+    done: Vec<(i64, Vec<u8>)>,
     table_exists: bool,
     record: Record<'_>,
-) -> Result<Applied, JobError> {
-    let done: Vec<(i64, Vec<u8>)> = if table_exists {
-        sqlx::query_as("SELECT version, checksum FROM _pgfleet_migrations ORDER BY version")
-            .fetch_all(&mut *conn)
-            .await
-            .context("reading the tenant's migrations table")?
-    } else {
-        Vec::new()
-    };
-    if let Some((catalog, tenant_id)) = record {
-        catalog.record_tenant_migrations(tenant_id, &done).await?;
-    }
+    durability: Durability,
+) -> Result<(Applied, bool), JobError> {
     for (version, checksum) in &done {
         if let Some(m) = set.migrations.iter().find(|m| m.version == *version) {
             if &m.checksum != checksum {
@@ -181,40 +224,61 @@ async fn apply_locked(
             }
         }
     }
+    let pending: Vec<&Migration> = set
+        .migrations
+        .iter()
+        .filter(|m| !done.iter().any(|(v, _)| *v == m.version))
+        .collect();
+    // The catalog mirror learns what was already there together with the first new one.
+    let mut to_record = done.clone();
     let mut applied = Vec::new();
-    for m in &set.migrations {
-        if done.iter().any(|(v, _)| *v == m.version) {
-            continue;
+    let mut unlocked = false;
+    for (i, m) in pending.iter().enumerate() {
+        let first = i == 0;
+        let last = i + 1 == pending.len();
+        let mut sql = String::from("BEGIN;\n");
+        if last && durability == Durability::OnCommit {
+            sql.push_str("SET LOCAL synchronous_commit = on;\n");
         }
-        let mut tx = conn.begin().await?;
-        sqlx::query(CREATE_MIGRATIONS_TABLE).execute(&mut *tx).await?;
-        // A `&str` without arguments runs over the simple query protocol, so a migration
-        // file may hold many statements.
-        (&mut *tx)
-            .execute(m.sql.as_str())
+        if first && !table_exists {
+            // Created inside the first migration's transaction: one commit less per new tenant.
+            sql.push_str(CREATE_MIGRATIONS_TABLE);
+            sql.push_str(";\n");
+        }
+        // The file as it is (many statements allowed); the newline ends a trailing comment.
+        sql.push_str(&m.sql);
+        let checksum_hex: String = m.checksum.iter().map(|b| format!("{b:02x}")).collect();
+        sql.push_str(&format!(
+            "\n;\nINSERT INTO _pgfleet_migrations (version, name, checksum) VALUES ({}, {}, '\\x{checksum_hex}'::bytea);\nCOMMIT;",
+            m.version,
+            crate::slug::quote_literal(&m.name),
+        ));
+        if last {
+            sql.push_str(&format!("\nSELECT pg_advisory_unlock({MIGRATION_LOCK_KEY});"));
+        }
+        conn.execute(sql.as_str())
             .await
             .with_context(|| format!("applying migration {}", m.file_name))?;
-        sqlx::query("INSERT INTO _pgfleet_migrations (version, name, checksum) VALUES ($1, $2, $3)")
-            .bind(m.version)
-            .bind(&m.name)
-            .bind(&m.checksum)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit()
-            .await
-            .with_context(|| format!("committing migration {}", m.file_name))?;
+        unlocked = last;
         applied.push(m.version);
+        to_record.push((m.version, m.checksum.clone()));
         if let Some((catalog, tenant_id)) = record {
             catalog
-                .record_tenant_migrations(tenant_id, &[(m.version, m.checksum.clone())])
+                .record_tenant_migrations(tenant_id, &std::mem::take(&mut to_record))
                 .await?;
         }
     }
+    if let Some((catalog, tenant_id)) = record {
+        catalog.record_tenant_migrations(tenant_id, &to_record).await?;
+    }
     let schema_version = done.iter().map(|(v, _)| *v).chain(applied.iter().copied()).max();
-    Ok(Applied {
-        applied,
-        schema_version,
-    })
+    Ok((
+        Applied {
+            applied,
+            schema_version,
+        },
+        unlocked,
+    ))
 }
 
 #[cfg(test)]

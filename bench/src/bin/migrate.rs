@@ -120,6 +120,20 @@ async fn run(
 
         checkpoint().await?;
         std::fs::write(work.join("migrations/2_plan.sql"), FLEET_MIGRATION)?;
+        // PGFLEET_BENCH_PERF=FILE: a system-wide `perf record` of the rollout phase.
+        let perf = match std::env::var("PGFLEET_BENCH_PERF") {
+            Ok(file) => Some(
+                Command::new("perf")
+                    .args(["record", "-a", "-g", "-F", "499", "-o", &file])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            ),
+            Err(_) => None,
+        };
+        if perf.is_some() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let cpu_before = cpu_seconds();
         let started = Instant::now();
         let out = pgfleet_cmd(pgfleet, namespace, work, &key)
@@ -128,6 +142,10 @@ async fn run(
             .output()?;
         let fleet_wall = started.elapsed();
         let fleet_cpu = cpu_delta(cpu_before);
+        if let Some(mut perf) = perf {
+            let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+            let _ = perf.wait();
+        }
         if !out.status.success() {
             bail!("pgfleet migrate failed: {}", String::from_utf8_lossy(&out.stdout));
         }

@@ -8,7 +8,7 @@ use super::{JobContext, Outcome};
 use crate::catalog::{JobRecord, SKIPPED};
 use crate::error::JobError;
 use crate::slug::TenantSlug;
-use crate::tenant_migrations;
+use crate::tenant_migrations::{self, Durability};
 use anyhow::{anyhow, Context};
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
@@ -39,12 +39,16 @@ pub async fn run(
     let set = ctx.recorded_set(rollout_id).await?;
     let _slot = ServerSlot::acquire(ctx, tenant.server_id, server_concurrency).await?;
     let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
-    let applied = tenant_migrations::apply(&mut conn, &set, Some((&ctx.catalog, tenant.id))).await?;
-    drop(conn);
-    // Tenant sessions commit asynchronously; make the migrations durable before success.
-    if !applied.applied.is_empty() {
-        ctx.servers.flush_wal(tenant.server_id).await?;
-    }
+    // Tenant sessions commit asynchronously, but the last migration commits synchronously:
+    // everything is durable before success is reported.
+    let applied = tenant_migrations::apply(
+        &mut conn,
+        &set,
+        Some((&ctx.catalog, tenant.id)),
+        Durability::OnCommit,
+    )
+    .await?;
+    let _ = sqlx::Connection::close(conn).await;
     let summary = if applied.applied.is_empty() {
         "already at target"
     } else {

@@ -39,7 +39,13 @@ pub async fn run(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> R
     // Once a rollout has recorded a set, new tenants get exactly that set.
     let recorded = ctx.catalog.latest_migration_set().await?;
     let set = recorded.as_ref().unwrap_or(&ctx.tenant_migrations);
-    let applied = tenant_migrations::apply(&mut conn, set, Some((&ctx.catalog, tenant.id))).await?;
+    let applied = tenant_migrations::apply(
+        &mut conn,
+        set,
+        Some((&ctx.catalog, tenant.id)),
+        tenant_migrations::Durability::CallerFlushes,
+    )
+    .await?;
     drop(conn);
     ctx.faults.check("provision.after_migrations", slug)?;
 
