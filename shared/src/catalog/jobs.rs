@@ -185,6 +185,28 @@ impl Catalog {
 
     /// Records (if new) and claims the job of a delivered message, in one transaction.
     pub async fn claim_job(&self, new: &NewJob, owner: &str, lease: Duration) -> Result<ClaimOutcome> {
+        // Fast path, one statement: the job is recorded (a rollout's, a retry, a CLI's) and
+        // claimable. Anything else (new, finished, held, not due, out of attempts, a key
+        // conflict) takes the transaction below, which sorts it out.
+        let claimed: Option<JobRecord> = sqlx::query_as(&format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $4,
+                    lease_expires_at = now() + make_interval(secs => $5), epoch = epoch + 1,
+                    started_at = coalesce(started_at, now()), updated_at = now()
+              WHERE idempotency_key = $1 AND kind = $2 AND tenant = $3::citext AND attempts < max_attempts
+                AND ((status = 'queued' AND run_after <= now())
+                     OR (status = 'running' AND coalesce(lease_expires_at <= now(), true)))
+              RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(&new.key)
+        .bind(new.kind.as_str())
+        .bind(new.tenant.as_str())
+        .bind(owner)
+        .bind(secs(lease))
+        .fetch_optional(self.pool())
+        .await?;
+        if let Some(job) = claimed {
+            return Ok(ClaimOutcome::Claimed(job));
+        }
         let mut tx = self.pool().begin().await?;
         bind_new_job(sqlx::query(INSERT_DISPATCHED_JOB), new)
             .execute(&mut *tx)

@@ -82,19 +82,21 @@ impl ServerSlot {
             .await
             .context("taking a catalog connection for the server slot")?;
         loop {
-            for slot in 0..slots.max(1) {
-                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-                    .bind(class)
-                    .bind(slot)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .context("taking a server slot")?;
-                if got {
-                    return Ok(Self {
-                        conn: Some(conn),
-                        key: (class, slot),
-                    });
-                }
+            // One round trip tries the slots in order and stops at the first it gets (the
+            // filter runs row by row under the LIMIT, so no second lock is taken).
+            let got: Option<i32> = sqlx::query_scalar(
+                "SELECT slot FROM generate_series(0, $2 - 1) AS slot WHERE pg_try_advisory_lock($1, slot) LIMIT 1",
+            )
+            .bind(class)
+            .bind(slots.max(1))
+            .fetch_optional(&mut *conn)
+            .await
+            .context("taking a server slot")?;
+            if let Some(slot) = got {
+                return Ok(Self {
+                    conn: Some(conn),
+                    key: (class, slot),
+                });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
