@@ -396,3 +396,60 @@ async fn max_failures_halts_the_rollout_and_skips_what_had_not_started() {
     }
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_per_server_cap_holds_across_workers() {
+    let env = TestEnv::new().with_migrations(&[]);
+    let slugs = fleet(&env, "capped").await;
+    // Slow enough that uncapped migrations would overlap far beyond the cap.
+    std::fs::write(
+        env.migrations_dir.as_ref().unwrap().join("2_slow.sql"),
+        "SELECT pg_sleep(0.15); ALTER TABLE users ADD COLUMN slow boolean;",
+    )
+    .unwrap();
+    // Two workers that could run 12 jobs at once between them.
+    let _w1 = env.spawn_worker("w1", &["--concurrency", "6"], &[]).await;
+    let _w2 = env.spawn_worker("w2", &["--concurrency", "6"], &[]).await;
+
+    let sampling = tokio::sync::watch::channel(true);
+    let namespace = env.namespace.clone();
+    let mut stop = sampling.1.clone();
+    let sampler = tokio::spawn(async move {
+        let mut admin = admin().await;
+        let mut most = 0i64;
+        while *stop.borrow_and_update() {
+            // Sessions of tenant roles in their own databases: the migrations running now.
+            let running: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE starts_with(usename, $1) AND starts_with(datname, $1) AND state = 'active'",
+            )
+            .bind(format!("{namespace}_"))
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            most = most.max(running);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        most
+    });
+    let mut migrate = env.pgfleet();
+    migrate.args(["migrate", "--all", "--wait", "--json", "--concurrency", "2"]);
+    // Off the test's (single-threaded) runtime, so the sampler runs meanwhile.
+    let out = tokio::task::spawn_blocking(move || migrate.output().unwrap())
+        .await
+        .unwrap();
+    let (ok, out, err) = (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    sampling.0.send(false).unwrap();
+    let most = sampler.await.unwrap();
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(rollout_json(&out)["succeeded"], slugs.len() as i64);
+    assert_eq!(
+        most, 2,
+        "at most 2 migrations at once on the server, and the cap was reached"
+    );
+    env.cleanup().await;
+}
