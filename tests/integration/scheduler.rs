@@ -151,3 +151,45 @@ async fn spread_places_each_tenant_in_the_window_and_off_means_off() {
         .all(|k| k.starts_with("backup:nightly-") && k.ends_with("T00:00:00Z")));
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_scheduler_process_enqueues_a_due_backup() {
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    let slugs = fake_tenants(&catalog, "standalone", 3, "0 * * * *").await;
+    // As if the last slot handled was two hours ago: this hour's slot is owed now.
+    sqlx::query("UPDATE tenants SET backup_scheduled_through = now() - interval '2 hours'")
+        .execute(catalog.pool())
+        .await
+        .unwrap();
+    let scheduler = env
+        .spawn_process(
+            "scheduler",
+            &["scheduler", "--schedule-interval", "1s"],
+            &[],
+            "scheduler running",
+        )
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let keys = loop {
+        let keys = backup_keys(&catalog).await;
+        if keys.len() >= slugs.len() || std::time::Instant::now() > deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for (key, slug) in keys.iter().zip(&slugs) {
+        // This hour's slot (whichever hour it is by now).
+        assert!(
+            key.starts_with(&format!("backup:{slug}:")) && key.ends_with(":00:00Z"),
+            "{key}"
+        );
+    }
+    scheduler
+        .wait_for_log("scheduled backups enqueued", Duration::from_secs(10))
+        .await;
+    assert_eq!(queue_depth(&format!("{}.backup", env.namespace)).await, 3);
+    drop(scheduler);
+    env.cleanup().await;
+}
