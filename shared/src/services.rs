@@ -22,7 +22,13 @@ pub struct Services {
 impl Services {
     /// `pool_size` bounds connections to the catalog and to each tenant server.
     pub async fn open(config: &Config, key: SecretKey, pool_size: u32) -> Result<Self> {
-        let catalog = Catalog::open(&config.catalog_url, Arc::new(key), pool_size).await?;
+        Self::open_with(config, Some(key), pool_size).await
+    }
+
+    /// `open` for processes that may run without the secret key (API, scheduler, CLI
+    /// commands that never read a credential).
+    pub async fn open_with(config: &Config, key: Option<SecretKey>, pool_size: u32) -> Result<Self> {
+        let catalog = Catalog::open_with(&config.catalog_url, key.map(Arc::new), pool_size).await?;
         let servers = TenantServers::new(catalog.clone(), pool_size);
         Ok(Self { catalog, servers })
     }

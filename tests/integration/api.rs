@@ -510,3 +510,56 @@ async fn up_runs_worker_scheduler_and_api_together() {
     assert!(!up.log().contains(token), "the generated token is in the log");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_api_scheduler_and_read_commands_run_without_the_secret_key() {
+    let env = TestEnv::new();
+    let services = env.services().await;
+    let _worker = env.spawn_worker("w1", &[], &[]).await;
+    let (ok, _, err) = env.run_cli(&["tenant", "create", "keyless", "--wait"]);
+    assert!(ok, "{err}");
+
+    // Without PGFLEET_SECRET_KEY (and no key file): reads and enqueues work…
+    let without_key = |args: &[&str]| {
+        let out = env
+            .pgfleet()
+            .env_remove("PGFLEET_SECRET_KEY")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = without_key(&["tenant", "show", "keyless", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["status"], "active");
+    let (ok, _, err) = without_key(&["backup", "keyless", "--wait"]);
+    assert!(ok, "{err}");
+    // …and what needs a credential says what is missing.
+    let (ok, out, err) = without_key(&["tenant", "url", "keyless"]);
+    assert!(!ok && out.is_empty());
+    assert!(err.contains("PGFLEET_SECRET_KEY"), "{err}");
+
+    let mut api = env.pgfleet();
+    api.env_remove("PGFLEET_SECRET_KEY")
+        .env("PGFLEET_API_TOKEN", API_TOKEN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(env.dir.join("keyless-api.log")).unwrap());
+    let api = WorkerProcess {
+        child: api.spawn().unwrap(),
+        log_path: env.dir.join("keyless-api.log"),
+    };
+    api.wait_for_log("listening on http://", Duration::from_secs(30))
+        .await;
+    let base = api_base_url(&api.log());
+    let (status, tenant) = get_json(&http(Some(API_TOKEN)), &format!("{base}/v1/tenants/keyless")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tenant["status"], "active");
+    drop(api);
+    drop(services);
+    env.cleanup().await;
+}

@@ -142,7 +142,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rollouts(cmd) => rollouts_command(g, cmd).await,
         Command::Backups(BackupsCommand::List { slug, json }) => {
             let slug = parse_slug(slug)?;
-            let services = Services::open(&config(g)?, secret_key(g, false)?, 2).await?;
+            let services = Services::open_with(&config(g)?, optional_secret_key(g)?, 2).await?;
             let tenant = services.catalog.tenant(&slug).await?.with_context(|| {
                 format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones")
             })?;
@@ -189,6 +189,21 @@ fn secret_key(g: &GlobalArgs, create: bool) -> Result<SecretKey> {
             path.display()
         ),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The secret key if one is configured (flag, env or key file), for commands that work
+/// without it and only need it to read a credential (`tenant url`).
+fn optional_secret_key(g: &GlobalArgs) -> Result<Option<SecretKey>> {
+    let configured = g.secret_key.is_some()
+        || g.secret_key_file
+            .clone()
+            .unwrap_or_else(|| g.data_dir.join("secret.key"))
+            .exists();
+    if configured {
+        secret_key(g, false).map(Some)
+    } else {
+        Ok(None)
     }
 }
 
@@ -288,7 +303,7 @@ async fn run_serve(g: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode> {
     let config = config(g)?;
     let token = api_token(g, args, false)?;
     let listener = listen(args.listen).await?;
-    let services = Services::open(&config, secret_key(g, false)?, 10).await?;
+    let services = Services::open_with(&config, optional_secret_key(g)?, 10).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     pgfleet_shared::api::serve(listener, api_state(g, &config, &services, token), shutdown).await?;
@@ -312,7 +327,7 @@ fn scheduler(g: &GlobalArgs, config: &Config, services: &Services, args: &Schedu
 
 async fn run_scheduler(g: &GlobalArgs, args: &SchedulerArgs) -> Result<ExitCode> {
     let config = config(g)?;
-    let services = Services::open(&config, secret_key(g, false)?, 4).await?;
+    let services = Services::open_with(&config, optional_secret_key(g)?, 4).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     scheduler(g, &config, &services, args).run(shutdown).await;
@@ -387,7 +402,7 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
             pgfleet_shared::message::validate_region(region)?;
         }
     }
-    let services = Services::open(&config, secret_key(g, false)?, 4).await?;
+    let services = Services::open_with(&config, optional_secret_key(g)?, 4).await?;
     let catalog = &services.catalog;
     match cmd {
         TenantCommand::Create {
@@ -484,7 +499,7 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
     let only = o.tenant.map(parse_slug).transpose()?;
     let (set, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
     let max_attempts = g.max_attempts.max(1);
-    let services = Services::open(&config, secret_key(g, false)?, 4).await?;
+    let services = Services::open_with(&config, optional_secret_key(g)?, 4).await?;
     let catalog = &services.catalog;
     let producer = services.producer(&config, max_attempts);
     let options = StartOptions {
@@ -543,7 +558,7 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
 }
 
 async fn rollouts_command(g: &GlobalArgs, cmd: &RolloutsCommand) -> Result<ExitCode> {
-    let services = Services::open(&config(g)?, secret_key(g, false)?, 2).await?;
+    let services = Services::open_with(&config(g)?, optional_secret_key(g)?, 2).await?;
     match cmd {
         RolloutsCommand::List { json } => {
             output::print_rollouts(&services.catalog.rollouts(100).await?, *json)
@@ -571,7 +586,7 @@ async fn for_tenants(
 ) -> Result<ExitCode> {
     let config = config(g)?;
     let slug = slug.map(parse_slug).transpose()?;
-    let services = Services::open(&config, secret_key(g, false)?, 4).await?;
+    let services = Services::open_with(&config, optional_secret_key(g)?, 4).await?;
     let requests: Vec<JobRequest> = if all {
         let tenants = services.catalog.tenants().await?;
         tenants
@@ -662,7 +677,7 @@ fn exit_for(jobs: &[pgfleet_shared::catalog::JobRecord]) -> ExitCode {
 
 async fn jobs_command(g: &GlobalArgs, cmd: &JobsCommand) -> Result<ExitCode> {
     let config = config(g)?;
-    let services = Services::open(&config, secret_key(g, false)?, 2).await?;
+    let services = Services::open_with(&config, optional_secret_key(g)?, 2).await?;
     match cmd {
         JobsCommand::List {
             status,

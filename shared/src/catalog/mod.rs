@@ -38,13 +38,25 @@ const KEY_CHECK_PLAINTEXT: &[u8] = b"pgfleet secret key check v1";
 #[derive(Clone)]
 pub struct Catalog {
     pool: PgPool,
-    key: Arc<SecretKey>,
+    /// `None` for processes that never touch credentials (API, scheduler, read-only CLI):
+    /// they need not hold the install's key.
+    key: Option<Arc<SecretKey>>,
 }
 
 impl Catalog {
     /// Creates the catalog database if missing, applies pending migrations and checks that
     /// `key` is the key the catalog's credentials were encrypted with.
     pub async fn open(url: &SecretString, key: Arc<SecretKey>, max_connections: u32) -> Result<Self> {
+        Self::open_with(url, Some(key), max_connections).await
+    }
+
+    /// `open`, for a process that may have no key (checked if given): anything that needs
+    /// one (a tenant's password, registering a server) then fails saying so.
+    pub async fn open_with(
+        url: &SecretString,
+        key: Option<Arc<SecretKey>>,
+        max_connections: u32,
+    ) -> Result<Self> {
         let shown = redact_url(url.expose_secret());
         let options = PgConnectOptions::from_str(url.expose_secret())
             .with_context(|| format!("PGFLEET_CATALOG_URL ({shown}) is not a valid Postgres URL"))?
@@ -62,7 +74,9 @@ impl Catalog {
             .await
             .with_context(|| format!("migrating the catalog at {shown}"))?;
         let catalog = Self { pool, key };
-        catalog.check_secret_key().await?;
+        if catalog.key.is_some() {
+            catalog.check_secret_key().await?;
+        }
         Ok(catalog)
     }
 
@@ -70,23 +84,27 @@ impl Catalog {
         &self.pool
     }
 
-    pub fn key(&self) -> &SecretKey {
-        &self.key
+    /// The install's secret key, or an error saying this process was started without it.
+    pub fn key(&self) -> Result<&SecretKey> {
+        self.key.as_deref().context(
+            "this needs the install's secret key: set PGFLEET_SECRET_KEY (or PGFLEET_SECRET_KEY_FILE) as on the workers",
+        )
     }
 
     /// The first process to start stores a value encrypted with its key; every later one
     /// must decrypt it, so a worker with the wrong key fails at start, not job by job.
     async fn check_secret_key(&self) -> Result<()> {
+        let key = self.key()?;
         sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(KEY_CHECK_SETTING)
-            .bind(self.key.encrypt(KEY_CHECK_PLAINTEXT))
+            .bind(key.encrypt(KEY_CHECK_PLAINTEXT))
             .execute(&self.pool)
             .await?;
         let stored: Vec<u8> = sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
             .bind(KEY_CHECK_SETTING)
             .fetch_one(&self.pool)
             .await?;
-        match self.key.decrypt(&stored) {
+        match key.decrypt(&stored) {
             Ok(plain) if plain == KEY_CHECK_PLAINTEXT => Ok(()),
             _ => anyhow::bail!(
                 "PGFLEET_SECRET_KEY does not match the key this catalog was created with; \

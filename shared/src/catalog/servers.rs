@@ -24,9 +24,9 @@ impl Catalog {
             sqlx::query_as("SELECT id, admin_url_ciphertext FROM tenant_servers WHERE name = 'default'")
                 .fetch_optional(self.pool())
                 .await?;
+        let key = self.key()?;
         let unchanged = match &existing {
-            Some((_, sealed)) => self
-                .key()
+            Some((_, sealed)) => key
                 .decrypt_string(sealed)
                 .is_ok_and(|stored| stored.expose_secret() == admin_url.expose_secret()),
             None => false,
@@ -41,7 +41,7 @@ impl Catalog {
                      updated_at = now()",
             )
             .bind(&display)
-            .bind(self.key().encrypt_str(admin_url))
+            .bind(key.encrypt_str(admin_url))
             .execute(self.pool())
             .await
             .context("registering the default tenant server")?;
@@ -80,6 +80,6 @@ impl Catalog {
                 .fetch_one(self.pool())
                 .await
                 .with_context(|| format!("tenant server {server_id} is not in the catalog"))?;
-        self.key().decrypt_string(&sealed)
+        self.key()?.decrypt_string(&sealed)
     }
 }

@@ -65,7 +65,7 @@ impl Catalog {
         .bind(new.server_id)
         .bind(&new.database_name)
         .bind(&new.role_name)
-        .bind(self.key().encrypt_str(&new.password))
+        .bind(self.key()?.encrypt_str(&new.password))
         .bind(new.connection_limit)
         .execute(self.pool())
         .await
@@ -92,7 +92,7 @@ impl Catalog {
 
     /// The tenant role's password; only for connecting as the tenant or `tenant url`.
     pub fn tenant_password(&self, tenant: &TenantRecord) -> Result<SecretString> {
-        self.key()
+        self.key()?
             .decrypt_string(&tenant.password_ciphertext)
             .with_context(|| format!("decrypting the password of tenant {}", tenant.slug))
     }
