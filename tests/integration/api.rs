@@ -563,3 +563,46 @@ async fn the_api_scheduler_and_read_commands_run_without_the_secret_key() {
     drop(services);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn tenants_are_listed_a_page_at_a_time() {
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    fake_tenants(&catalog, "paged", 5, "0 0 * * *").await;
+    let (_api, base) = env.spawn_api("api").await;
+    let client = http(Some(API_TOKEN));
+
+    let mut url = format!("{base}/v1/tenants?limit=2");
+    let mut pages = Vec::new();
+    loop {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let next = response
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_owned());
+        let page: Vec<Value> = response.json().await.unwrap();
+        pages.push(
+            page.iter()
+                .map(|t| t["slug"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>(),
+        );
+        let Some(next) = next else { break };
+        let path = next.trim_start_matches('<').split('>').next().unwrap().to_owned();
+        assert!(next.ends_with(r#"rel="next""#), "{next}");
+        url = format!("{base}{path}");
+    }
+    assert_eq!(
+        pages,
+        [
+            vec!["paged-1", "paged-2"],
+            vec!["paged-3", "paged-4"],
+            vec!["paged-5"]
+        ]
+    );
+    let (status, _) = get_json(&client, &format!("{base}/v1/tenants?after=NOT%20A%20SLUG")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = get_json(&client, &format!("{base}/v1/tenants?status=bogus")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    env.cleanup().await;
+}

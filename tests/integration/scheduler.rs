@@ -13,25 +13,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Inserts `n` active tenants `<prefix>-<i>` with `schedule`, as catalog rows only.
-async fn fake_tenants(catalog: &Catalog, prefix: &str, n: i32, schedule: &str) -> Vec<String> {
-    let server = catalog.server_by_name("default").await.unwrap();
-    sqlx::query(
-        "INSERT INTO tenants (slug, status, server_id, database_name, role_name, password_ciphertext,
-                              connection_limit, backup_schedule)
-         SELECT $1 || '-' || i, 'active', $2, 'fake_db_' || $1 || i, 'fake_role_' || $1 || i, '\\x00', 10, $3
-           FROM generate_series(1, $4) AS i",
-    )
-    .bind(prefix)
-    .bind(server.id)
-    .bind(schedule)
-    .bind(n)
-    .execute(catalog.pool())
-    .await
-    .unwrap();
-    (1..=n).map(|i| format!("{prefix}-{i}")).collect()
-}
-
 /// A scheduler replica: its own catalog pool and broker connection, the shared clock.
 async fn replica(env: &TestEnv, clock: &Arc<ManualClock>, spread: Duration) -> Scheduler {
     let publisher = Publisher::new(

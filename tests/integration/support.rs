@@ -532,6 +532,25 @@ pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// Inserts `n` active tenants `<prefix>-<i>` with `schedule`, as catalog rows only.
+pub async fn fake_tenants(catalog: &Catalog, prefix: &str, n: i32, schedule: &str) -> Vec<String> {
+    let server = catalog.server_by_name("default").await.unwrap();
+    sqlx::query(
+        "INSERT INTO tenants (slug, status, server_id, database_name, role_name, password_ciphertext,
+                              connection_limit, backup_schedule)
+         SELECT $1 || '-' || i, 'active', $2, 'fake_db_' || $1 || i, 'fake_role_' || $1 || i, '\\x00', 10, $3
+           FROM generate_series(1, $4) AS i",
+    )
+    .bind(prefix)
+    .bind(server.id)
+    .bind(schedule)
+    .bind(n)
+    .execute(catalog.pool())
+    .await
+    .unwrap();
+    (1..=n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
 /// Messages ready in `queue`.
 pub async fn queue_depth(queue: &str) -> u32 {
     let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())

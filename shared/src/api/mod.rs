@@ -31,7 +31,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -298,19 +298,51 @@ async fn create_tenant(
     Ok(accepted(state.producer.enqueue(&request).await?))
 }
 
+/// Default and largest page of `GET /v1/tenants`.
+const TENANT_PAGE: i64 = 100;
+const TENANT_PAGE_MAX: i64 = 1000;
+
 #[derive(Deserialize)]
 struct TenantFilter {
     status: Option<String>,
+    /// Only tenants whose slug sorts after this one (the previous page's last).
+    after: Option<String>,
+    limit: Option<i64>,
 }
 
+/// A page of tenants by slug; a full page carries `Link: <…>; rel="next"`.
 async fn list_tenants(State(state): State<Arc<ApiState>>, Query(filter): Query<TenantFilter>) -> ApiResult {
-    let tenants = state.catalog.tenants().await?;
-    let shown: Vec<Value> = tenants
-        .iter()
-        .filter(|t| filter.status.as_deref().is_none_or(|s| t.status == s))
-        .map(views::tenant)
-        .collect();
-    Ok(Json(shown).into_response())
+    if let Some(s) = &filter.status {
+        if !["provisioning", "active", "deleting", "deleted"].contains(&s.as_str()) {
+            return Err(ApiError::bad_request(
+                "status must be provisioning, active, deleting or deleted",
+            ));
+        }
+    }
+    let after = filter.after.as_deref().map(parse_slug).transpose()?;
+    let limit = filter.limit.unwrap_or(TENANT_PAGE).clamp(1, TENANT_PAGE_MAX);
+    let tenants = state
+        .catalog
+        .tenants_page(
+            filter.status.as_deref(),
+            after.as_ref().map(|s| s.as_str()),
+            limit,
+        )
+        .await?;
+    let mut response = Json(tenants.iter().map(views::tenant).collect::<Vec<_>>()).into_response();
+    if tenants.len() as i64 == limit {
+        let last = &tenants[tenants.len() - 1].slug;
+        let status = filter
+            .status
+            .as_deref()
+            .map(|s| format!("&status={s}"))
+            .unwrap_or_default();
+        let next = format!("</v1/tenants?limit={limit}&after={last}{status}>; rel=\"next\"");
+        if let Ok(v) = HeaderValue::from_str(&next) {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(response)
 }
 
 async fn tenant_or_404(catalog: &Catalog, raw: &str) -> ApiResult<crate::catalog::TenantRecord> {

@@ -90,6 +90,26 @@ impl Catalog {
         rows.into_iter().map(with_password).collect()
     }
 
+    /// One page of tenants by slug: those after `after`, at most `limit`, optionally only
+    /// in `status`.
+    pub async fn tenants_page(
+        &self,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TenantRecord>> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_TENANT} WHERE ($1::text IS NULL OR t.status = $1) AND ($2::text IS NULL OR t.slug > $2::citext)
+              ORDER BY t.slug LIMIT $3"
+        ))
+        .bind(status)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(with_password).collect()
+    }
+
     /// The tenant role's password; only for connecting as the tenant or `tenant url`.
     pub fn tenant_password(&self, tenant: &TenantRecord) -> Result<SecretString> {
         self.key()?
