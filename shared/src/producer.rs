@@ -65,6 +65,48 @@ impl Producer {
 }
 
 impl Producer {
+    /// `enqueue` for many requests (e.g. `backup --all`): recorded and published in batches
+    /// rather than one round trip and one confirm per job.
+    pub async fn enqueue_many(&self, requests: &[JobRequest]) -> Result<Vec<Enqueued>> {
+        const BATCH: usize = 2_000;
+        let mut out = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(BATCH) {
+            let news: Vec<NewJob> = chunk
+                .iter()
+                .map(|r| NewJob::from_request(r, None, self.max_attempts))
+                .collect();
+            let recorded = self.catalog.insert_jobs(&news).await?;
+            let to_publish: Vec<&JobRecord> = recorded
+                .iter()
+                .filter(|(job, created)| *created || job.status == "queued")
+                .map(|(job, _)| job)
+                .collect();
+            let messages: Vec<Outgoing> = to_publish
+                .iter()
+                .filter_map(|j| j.request().ok())
+                .map(|r| Outgoing::job(self.publisher.namespace(), &r))
+                .collect();
+            let published = match self.publisher.publish_all(messages).await {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), jobs = to_publish.len(), "jobs recorded but not published; a worker's sweep will dispatch them");
+                    let ids: Vec<Uuid> = to_publish.iter().map(|j| j.id).collect();
+                    self.catalog.mark_undispatched_many(&ids).await?;
+                    false
+                }
+            };
+            out.extend(recorded.into_iter().map(|(job, created)| {
+                let sent = published && (created || job.status == "queued");
+                Enqueued {
+                    job,
+                    created,
+                    published: sent,
+                }
+            }));
+        }
+        Ok(out)
+    }
+
     /// Publishes jobs already recorded (e.g. a rollout's); on failure they stay for the sweep.
     pub async fn publish_existing(&self, jobs: &[JobRecord]) {
         if jobs.is_empty() {

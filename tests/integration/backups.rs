@@ -568,3 +568,28 @@ async fn tenant_delete_leaves_a_restorable_final_backup() {
     assert_eq!(checksums(&mut admin_db(&target).await).await, source);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn backup_all_backs_up_every_active_tenant_once() {
+    let env = TestEnv::new();
+    let _worker = env.spawn_worker("w", &["--concurrency", "4"], &[]).await;
+    for slug in ["all-a", "all-b", "all-c"] {
+        let (ok, _, err) = env.run_cli(&["tenant", "create", slug, "--wait"]);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = env.run_cli(&["backup", "--all", "--wait", "--json"]);
+    assert!(ok, "{err}");
+    let jobs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    assert!(
+        jobs.iter()
+            .all(|j| j["kind"] == "backup" && j["status"] == "succeeded"),
+        "{jobs:?}"
+    );
+    for slug in ["all-a", "all-b", "all-c"] {
+        let rows = backup_rows(&env, slug).await;
+        assert_eq!(rows, ["succeeded"], "{slug}");
+    }
+    env.cleanup().await;
+}

@@ -627,17 +627,21 @@ async fn enqueue(
     args: &EnqueueArgs,
 ) -> Result<ExitCode> {
     let producer = services.producer(config, max_attempts);
-    let mut jobs = Vec::with_capacity(requests.len());
-    for request in &requests {
-        let enqueued = producer.enqueue(request).await?;
-        if !enqueued.published {
-            eprintln!(
-                "warning: the broker is unreachable; job {} is recorded and a worker will pick it up when it can",
-                enqueued.job.id
-            );
-        }
-        jobs.push(enqueued.job);
+    let enqueued = if requests.len() == 1 {
+        vec![producer.enqueue(&requests[0]).await?]
+    } else {
+        producer.enqueue_many(&requests).await?
+    };
+    let unpublished = enqueued
+        .iter()
+        .filter(|e| !e.published && e.job.status == "queued")
+        .count();
+    if unpublished > 0 {
+        eprintln!(
+            "warning: the broker is unreachable; {unpublished} job(s) are recorded and a worker will pick them up when it can"
+        );
     }
+    let mut jobs: Vec<_> = enqueued.into_iter().map(|e| e.job).collect();
     if args.wait {
         let ids: Vec<uuid::Uuid> = jobs.iter().map(|j| j.id).collect();
         let kind = requests[0].kind();

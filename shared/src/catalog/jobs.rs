@@ -174,6 +174,63 @@ impl Catalog {
         Ok((job, inserted))
     }
 
+    /// `insert_job` for many jobs at once (two statements per call, whatever their number).
+    /// Returns each job, in input order, and whether this call created it.
+    pub async fn insert_jobs(&self, news: &[NewJob]) -> Result<Vec<(JobRecord, bool)>> {
+        if news.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = news.iter().map(|n| n.id).collect();
+        let keys: Vec<&str> = news.iter().map(|n| n.key.as_str()).collect();
+        let kinds: Vec<&str> = news.iter().map(|n| n.kind.as_str()).collect();
+        let tenants: Vec<&str> = news.iter().map(|n| n.tenant.as_str()).collect();
+        let payloads: Vec<&Value> = news.iter().map(|n| &n.payload).collect();
+        let attempts: Vec<i32> = news.iter().map(|n| n.max_attempts).collect();
+        let created: Vec<JobRecord> = sqlx::query_as(&format!(
+            "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
+             SELECT id, key, kind, tenant, payload, max_attempts, now(), 1
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int[])
+                    AS x(id, key, kind, tenant, payload, max_attempts)
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(&ids)
+        .bind(&keys)
+        .bind(&kinds)
+        .bind(&tenants)
+        .bind(&payloads)
+        .bind(&attempts)
+        .fetch_all(self.pool())
+        .await
+        .context("recording the jobs in the catalog")?;
+        let mut by_key: std::collections::HashMap<String, (JobRecord, bool)> = created
+            .into_iter()
+            .map(|j| (j.idempotency_key.clone(), (j, true)))
+            .collect();
+        let existing: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| !by_key.contains_key(*k))
+            .collect();
+        if !existing.is_empty() {
+            let found: Vec<JobRecord> = sqlx::query_as(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ANY($1)"
+            ))
+            .bind(&existing)
+            .fetch_all(self.pool())
+            .await?;
+            by_key.extend(found.into_iter().map(|j| (j.idempotency_key.clone(), (j, false))));
+        }
+        keys.iter()
+            .map(|k| {
+                by_key
+                    .get(*k)
+                    .cloned()
+                    .with_context(|| format!("job {k} vanished after insert"))
+            })
+            .collect()
+    }
+
     /// The producer's publish failed: leave the job for the sweep to dispatch.
     pub async fn mark_undispatched(&self, id: Uuid) -> Result<()> {
         sqlx::query("UPDATE jobs SET dispatched_at = NULL WHERE id = $1 AND status = 'queued'")
