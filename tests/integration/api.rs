@@ -508,6 +508,10 @@ async fn up_runs_worker_scheduler_and_api_together() {
     let job = wait_job_over_http(&client, &base, accepted["job_id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert!(!up.log().contains(token), "the generated token is in the log");
+    // SIGTERM stops all three parts cleanly.
+    let mut up = up;
+    assert!(up.terminate().success(), "{}", up.log());
+    assert!(up.log().contains("HTTP API stopped") && up.log().contains("scheduler stopped"));
     env.cleanup().await;
 }
 
@@ -604,5 +608,73 @@ async fn tenants_are_listed_a_page_at_a_time() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = get_json(&client, &format!("{base}/v1/tenants?status=bogus")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_the_broker_the_api_is_not_ready_but_loses_no_job() {
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    // A broker address nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let api = env
+        .spawn_process(
+            "api",
+            &["serve", "--listen", "127.0.0.1:0"],
+            &[
+                ("PGFLEET_API_TOKEN", API_TOKEN),
+                (
+                    "PGFLEET_AMQP_URL",
+                    &format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+                ),
+            ],
+            "listening on http://",
+        )
+        .await;
+    let base = api_base_url(&api.log());
+    let (status, body) = get_json(&http(None), &format!("{base}/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, json!({"catalog": "ok", "broker": "unreachable"}));
+    let metrics = http(None)
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pgfleet_broker_up 0") && metrics.contains("pgfleet_catalog_up 1"),
+        "{metrics}"
+    );
+
+    // The signup is accepted and recorded, marked for a worker's sweep to publish.
+    let (status, accepted) = post_json(
+        &http(Some(API_TOKEN)),
+        &format!("{base}/v1/tenants"),
+        &json!({"slug": "while-down"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(
+        (&accepted["created"], &accepted["published"]),
+        (&json!(true), &json!(false))
+    );
+    let job = catalog
+        .job_by_key(accepted["job"]["key"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.status, "queued");
+
+    // A worker (with the real broker) finds it through its sweep and provisions the tenant.
+    let _worker = env.spawn_worker("w", &[], &[]).await;
+    let tenant = env
+        .wait_tenant_active(&catalog, "while-down", Duration::from_secs(60))
+        .await;
+    assert_eq!(tenant.schema_version, Some(1));
+    drop(api);
     env.cleanup().await;
 }
