@@ -209,6 +209,12 @@ async fn bad_input_gets_a_json_400_and_records_nothing() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = get_json(&client, &format!("{base}/v1/jobs?status=bogus")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, answer) = get_json(&client, &format!("{base}/v1/jobs?limit=many")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer["error"].as_str().unwrap().contains("invalid query"),
+        "{answer}"
+    );
     let (status, answer) = get_json(&client, &format!("{base}/v1/nothing-here")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(answer["error"].is_string());

@@ -217,6 +217,19 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
     }
 }
 
+/// Query parameters, with a JSON 400 (like every other error) when they don't parse.
+struct ApiQuery<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        Query::try_from_uri(&parts.uri)
+            .map(|Query(q)| Self(q))
+            .map_err(|e| ApiError::bad_request(format!("invalid query parameters: {}", e.body_text())))
+    }
+}
+
 fn parse_slug(raw: &str) -> ApiResult<TenantSlug> {
     TenantSlug::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
@@ -311,7 +324,10 @@ struct TenantFilter {
 }
 
 /// A page of tenants by slug; a full page carries `Link: <…>; rel="next"`.
-async fn list_tenants(State(state): State<Arc<ApiState>>, Query(filter): Query<TenantFilter>) -> ApiResult {
+async fn list_tenants(
+    State(state): State<Arc<ApiState>>,
+    ApiQuery(filter): ApiQuery<TenantFilter>,
+) -> ApiResult {
     if let Some(s) = &filter.status {
         if !["provisioning", "active", "deleting", "deleted"].contains(&s.as_str()) {
             return Err(ApiError::bad_request(
@@ -470,7 +486,7 @@ struct JobFilter {
     limit: Option<i64>,
 }
 
-async fn list_jobs(State(state): State<Arc<ApiState>>, Query(filter): Query<JobFilter>) -> ApiResult {
+async fn list_jobs(State(state): State<Arc<ApiState>>, ApiQuery(filter): ApiQuery<JobFilter>) -> ApiResult {
     if let Some(s) = &filter.status {
         if !["queued", "running", "succeeded", "failed", "dead"].contains(&s.as_str()) {
             return Err(ApiError::bad_request(
