@@ -19,6 +19,7 @@ pub mod error;
 pub mod jobs;
 pub mod message;
 pub mod pg_tools;
+pub mod postgres;
 pub mod producer;
 pub mod queue;
 pub mod rollouts;

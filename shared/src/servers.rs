@@ -13,7 +13,6 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -47,7 +46,7 @@ impl TenantServers {
             return Ok(server.clone());
         }
         let url = self.catalog.server_admin_url(server_id).await?;
-        let options = PgConnectOptions::from_str(url.expose_secret())
+        let options = crate::postgres::connect_options(url.expose_secret())
             .with_context(|| {
                 format!("the admin URL of tenant server {server_id} is not a valid Postgres URL")
             })?
@@ -200,6 +199,9 @@ fn libpq_env(admin_url: &str, login: Option<(&str, &str)>, database: &str) -> Re
                 vars.push(("PGPASSWORD", decode(password)));
             }
         }
+    }
+    if let Some(mode) = crate::postgres::default_tool_ssl_mode(admin_url) {
+        vars.push(("PGSSLMODE", mode.to_owned()));
     }
     for (k, v) in url.query_pairs() {
         match k.as_ref() {

@@ -10,3 +10,4 @@ mod rollouts;
 mod runtime;
 mod scheduler;
 mod support;
+mod tls;

@@ -23,9 +23,8 @@ use crate::secrets::{redact_url, SecretKey};
 use anyhow::{Context, Result};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{ConnectOptions, PgPool, Postgres};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +57,7 @@ impl Catalog {
         max_connections: u32,
     ) -> Result<Self> {
         let shown = redact_url(url.expose_secret());
-        let options = PgConnectOptions::from_str(url.expose_secret())
+        let options = crate::postgres::connect_options(url.expose_secret())
             .with_context(|| format!("PGFLEET_CATALOG_URL ({shown}) is not a valid Postgres URL"))?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
