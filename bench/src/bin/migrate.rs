@@ -134,6 +134,8 @@ async fn run(
         if perf.is_some() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        let catalog_db = format!("{namespace}_catalog");
+        let xacts_before = catalog_transactions(&mut catalog, &catalog_db).await?;
         let cpu_before = cpu_seconds();
         let started = Instant::now();
         let out = pgfleet_cmd(pgfleet, namespace, work, &key)
@@ -168,6 +170,13 @@ async fn run(
         .fetch_one(&mut catalog)
         .await?;
         println!("rollout recorded → first job started: {to_first_job_ms} ms");
+        // Backends report their counters within about a second of going idle.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let xacts_after = catalog_transactions(&mut catalog, &catalog_db).await?;
+        println!(
+            "catalog transactions per tenant during the rollout: {:.1}",
+            (xacts_after - xacts_before) as f64 / databases.len() as f64
+        );
         let n = databases.len() as f64;
         println!(
             "machine CPU per tenant: loop {:.1} ms user + {:.1} ms system; pgfleet {:.1} ms user + {:.1} ms system",
@@ -218,4 +227,14 @@ async fn run(
 fn cpu_delta(before: (f64, f64)) -> (f64, f64) {
     let after = cpu_seconds();
     (after.0 - before.0, after.1 - before.1)
+}
+
+/// Transactions committed or rolled back in the catalog database so far.
+async fn catalog_transactions(conn: &mut PgConnection, database: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1")
+            .bind(database)
+            .fetch_one(conn)
+            .await?,
+    )
 }
