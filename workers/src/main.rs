@@ -73,8 +73,11 @@ fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_from_env("PGFLEET_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only for a terminal: log files and journald get plain text.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cli.global.log_format {
         LogFormat::Text => builder.init(),
