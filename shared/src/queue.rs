@@ -32,11 +32,34 @@ pub async fn connect(url: &SecretString, connection_name: &str) -> Result<Connec
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
     }
-    let shown = format!("amqp://{}:{}{}", uri.authority.host, uri.authority.port, "/");
+    let scheme = match uri.scheme {
+        lapin::uri::AMQPScheme::AMQPS => "amqps",
+        lapin::uri::AMQPScheme::AMQP => "amqp",
+    };
+    let shown = format!("{scheme}://{}:{}/", uri.authority.host, uri.authority.port);
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
-    Connection::connect_uri(uri, props).await.with_context(|| {
-        format!("cannot connect to RabbitMQ at {shown}; is it running and PGFLEET_AMQP_URL right?")
-    })
+    let runtime = lapin::runtime::default_runtime().context("no async runtime for RabbitMQ")?;
+    Connection::connect_uri_with_config(uri, props, amqp_tls_config()?, runtime)
+        .await
+        .with_context(|| {
+            format!("cannot connect to RabbitMQ at {shown}; is it running and PGFLEET_AMQP_URL right?")
+        })
+}
+
+/// TLS for `amqps://` URLs: the system's trusted certificates, plus those in the PEM file
+/// `PGFLEET_AMQP_CA_FILE` (a private CA, a self-signed broker).
+fn amqp_tls_config() -> Result<lapin::tcp::OwnedTLSConfig> {
+    let mut config = lapin::tcp::OwnedTLSConfig::default();
+    if let Some(path) = std::env::var_os("PGFLEET_AMQP_CA_FILE") {
+        let pem = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading PGFLEET_AMQP_CA_FILE ({})",
+                std::path::Path::new(&path).display()
+            )
+        })?;
+        config.cert_chain = Some(pem);
+    }
+    Ok(config)
 }
 
 fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {

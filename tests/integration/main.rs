@@ -1,6 +1,7 @@
 //! Integration suite: real Postgres, RabbitMQ and the real `pgfleet` binary. Each test has
 //! its own catalog database and namespace, so tests run in parallel without sharing state.
 
+mod amqps;
 mod api;
 mod backups;
 mod dead_letters;
