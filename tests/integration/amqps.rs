@@ -119,7 +119,7 @@ async fn workers_and_producers_work_over_amqps() {
     let url = format!("amqps://guest:guest@127.0.0.1:{port}/%2f");
     let ca = ca.to_str().unwrap();
 
-    let _worker = env
+    let worker = env
         .spawn_process(
             "tls-worker",
             &["worker"],
@@ -156,5 +156,9 @@ async fn workers_and_producers_work_over_amqps() {
         !stderr.contains("guest:guest"),
         "the URL's password leaked: {stderr}"
     );
+    // The job it recorded is not lost: the worker's sweep publishes and runs it.
+    env.wait_tenant_active(&catalog, "untrusted", Duration::from_secs(30))
+        .await;
+    drop(worker);
     env.cleanup().await;
 }
