@@ -39,32 +39,10 @@ impl Producer {
     }
 
     pub async fn enqueue(&self, request: &JobRequest) -> Result<Enqueued> {
-        let new = NewJob::from_request(request, None, self.max_attempts);
-        let (job, created) = self.catalog.insert_job(&new).await?;
-        // An existing job that is still queued is published again in case its message was
-        // lost; the claim makes the duplicate harmless.
-        let published = if created || job.status == "queued" {
-            let message = Outgoing::job(self.publisher.namespace(), &job.request()?);
-            match self.publisher.publish(message).await {
-                Ok(()) => true,
-                Err(e) => {
-                    warn!(job_id = %job.id, error = %format!("{e:#}"), "job recorded but not published; a worker's sweep will dispatch it");
-                    self.catalog.mark_undispatched(job.id).await?;
-                    false
-                }
-            }
-        } else {
-            false
-        };
-        Ok(Enqueued {
-            job,
-            created,
-            published,
-        })
+        let mut enqueued = self.enqueue_many(std::slice::from_ref(request)).await?;
+        Ok(enqueued.remove(0))
     }
-}
 
-impl Producer {
     /// `enqueue` for many requests (e.g. `backup --all`): recorded and published in batches
     /// rather than one round trip and one confirm per job.
     pub async fn enqueue_many(&self, requests: &[JobRequest]) -> Result<Vec<Enqueued>> {
@@ -76,25 +54,14 @@ impl Producer {
                 .map(|r| NewJob::from_request(r, None, self.max_attempts))
                 .collect();
             let recorded = self.catalog.insert_jobs(&news).await?;
+            // An existing job that is still queued is published again in case its message
+            // was lost; the claim makes the duplicate harmless.
             let to_publish: Vec<&JobRecord> = recorded
                 .iter()
                 .filter(|(job, created)| *created || job.status == "queued")
                 .map(|(job, _)| job)
                 .collect();
-            let messages: Vec<Outgoing> = to_publish
-                .iter()
-                .filter_map(|j| j.request().ok())
-                .map(|r| Outgoing::job(self.publisher.namespace(), &r))
-                .collect();
-            let published = match self.publisher.publish_all(messages).await {
-                Ok(()) => true,
-                Err(e) => {
-                    warn!(error = %format!("{e:#}"), jobs = to_publish.len(), "jobs recorded but not published; a worker's sweep will dispatch them");
-                    let ids: Vec<Uuid> = to_publish.iter().map(|j| j.id).collect();
-                    self.catalog.mark_undispatched_many(&ids).await?;
-                    false
-                }
-            };
+            let published = publish_dispatched(&self.catalog, &self.publisher, &to_publish).await?;
             out.extend(recorded.into_iter().map(|(job, created)| {
                 let sent = published && (created || job.status == "queued");
                 Enqueued {
@@ -109,24 +76,57 @@ impl Producer {
 
     /// Publishes jobs already recorded (e.g. a rollout's); on failure they stay for the sweep.
     pub async fn publish_existing(&self, jobs: &[JobRecord]) {
-        if jobs.is_empty() {
-            return;
+        publish_undispatched(&self.catalog, &self.publisher, jobs).await;
+    }
+}
+
+/// The messages of recorded jobs.
+pub fn job_messages<'a>(
+    publisher: &Publisher,
+    jobs: impl IntoIterator<Item = &'a JobRecord>,
+) -> Vec<Outgoing> {
+    jobs.into_iter()
+        .filter_map(|j| j.request().ok())
+        .map(|r| Outgoing::job(publisher.namespace(), &r))
+        .collect()
+}
+
+/// Publishes jobs recorded as dispatched; if the broker does not confirm them, marks them
+/// undispatched so a worker's sweep publishes them. Returns whether they were published.
+pub async fn publish_dispatched(
+    catalog: &Catalog,
+    publisher: &Publisher,
+    jobs: &[&JobRecord],
+) -> Result<bool> {
+    match publisher
+        .publish_all(job_messages(publisher, jobs.iter().copied()))
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), jobs = jobs.len(), "jobs recorded but not published; a worker's sweep will dispatch them");
+            let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+            catalog.mark_undispatched_many(&ids).await?;
+            Ok(false)
         }
-        let messages: Vec<Outgoing> = jobs
-            .iter()
-            .filter_map(|j| j.request().ok())
-            .map(|r| Outgoing::job(self.publisher.namespace(), &r))
-            .collect();
-        match self.publisher.publish_all(messages).await {
-            Ok(()) => {
-                let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-                if let Err(e) = self.catalog.mark_dispatched(&ids).await {
-                    warn!(error = %format!("{e:#}"), "published, but not marked dispatched; the sweep may publish again (harmless)");
-                }
+    }
+}
+
+/// Publishes jobs recorded undispatched (a rollout's phase) and marks them dispatched; if
+/// the broker does not confirm them they stay for a worker's sweep.
+pub async fn publish_undispatched(catalog: &Catalog, publisher: &Publisher, jobs: &[JobRecord]) {
+    if jobs.is_empty() {
+        return;
+    }
+    match publisher.publish_all(job_messages(publisher, jobs)).await {
+        Ok(()) => {
+            let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+            if let Err(e) = catalog.mark_dispatched(&ids).await {
+                warn!(error = %format!("{e:#}"), "published, but not marked dispatched; the sweep may publish again (harmless)");
             }
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "jobs recorded but not published; a worker's sweep will dispatch them")
-            }
+        }
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "jobs recorded but not published; a worker's sweep will dispatch them")
         }
     }
 }

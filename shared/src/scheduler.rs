@@ -8,8 +8,9 @@
 //!
 //! Time comes from a `Clock`, so tests drive the scheduler through slots without sleeping.
 
-use crate::catalog::{Catalog, DueBackup};
-use crate::queue::{Outgoing, Publisher};
+use crate::catalog::{Catalog, DueBackup, JobRecord};
+use crate::producer::publish_dispatched;
+use crate::queue::Publisher;
 use crate::schedule;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -126,18 +127,9 @@ impl Scheduler {
                 .enqueue_scheduled_backups(batch, self.settings.max_attempts)
                 .await?;
             report.enqueued += jobs.len();
-            let messages: Vec<Outgoing> = jobs
-                .iter()
-                .filter_map(|j| j.request().ok())
-                .map(|r| Outgoing::job(self.publisher.namespace(), &r))
-                .collect();
-            match self.publisher.publish_all(messages).await {
-                Ok(()) => report.published += jobs.len(),
-                Err(e) => {
-                    warn!(error = %format!("{e:#}"), jobs = jobs.len(), "scheduled backups recorded but not published; a worker's sweep will dispatch them");
-                    let ids: Vec<uuid::Uuid> = jobs.iter().map(|j| j.id).collect();
-                    self.catalog.mark_undispatched_many(&ids).await?;
-                }
+            let recorded: Vec<&JobRecord> = jobs.iter().collect();
+            if publish_dispatched(&self.catalog, &self.publisher, &recorded).await? {
+                report.published += jobs.len();
             }
         }
         if report.enqueued > 0 || report.invalid > 0 {
@@ -149,24 +141,22 @@ impl Scheduler {
 
     async fn due_at(&self, now: DateTime<Utc>, report: &mut TickReport) -> Result<Vec<DueBackup>> {
         let tenants = self.catalog.scheduled_tenants().await?;
-        // A fleet shares a handful of schedules: parse each once per tick.
-        let mut parsed: HashMap<String, Option<croner::Cron>> = HashMap::new();
+        // A fleet shares a handful of schedules: parse each once per tick. `Ok(None)`: off.
+        let mut parsed: HashMap<String, Result<Option<croner::Cron>, ()>> = HashMap::new();
         let mut due = Vec::new();
         for t in tenants {
-            let cron = parsed
-                .entry(t.backup_schedule.clone())
-                .or_insert_with(|| match schedule::parse(&t.backup_schedule) {
-                    Ok(cron) => cron,
-                    Err(e) => {
-                        warn!(tenant = %t.slug, error = %format!("{e:#}"), "skipping a tenant whose backup schedule does not parse; fix it with `pgfleet tenant set`");
-                        None
-                    }
-                });
-            let Some(cron) = cron else {
-                if !t.backup_schedule.trim().eq_ignore_ascii_case(schedule::OFF) {
+            let cron = parsed.entry(t.backup_schedule.clone()).or_insert_with(|| {
+                schedule::parse(&t.backup_schedule).map_err(|e| {
+                    warn!(tenant = %t.slug, error = %format!("{e:#}"), "skipping a tenant whose backup schedule does not parse; fix it with `pgfleet tenant set`");
+                })
+            });
+            let cron = match cron {
+                Ok(Some(cron)) => cron,
+                Ok(None) => continue,
+                Err(()) => {
                     report.invalid += 1;
+                    continue;
                 }
-                continue;
             };
             let offset = schedule::spread_offset(&t.slug, self.settings.spread);
             if let Some(slot) = schedule::due_slot(cron, t.scheduled_through, now, offset) {

@@ -425,15 +425,7 @@ impl Worker {
     async fn follow_up(&self, job: &JobRecord, succeeded: bool) {
         match jobs::after_finish(&self.ctx, job, succeeded).await {
             Ok(created) if !created.is_empty() => {
-                let messages: Vec<Outgoing> = created
-                    .iter()
-                    .filter_map(|j| j.request().ok())
-                    .map(|r| Outgoing::job(&self.ctx.namespace, &r))
-                    .collect();
-                let ids: Vec<uuid::Uuid> = created.iter().map(|j| j.id).collect();
-                if self.publisher.publish_all(messages).await.is_ok() {
-                    let _ = self.ctx.catalog.mark_dispatched(&ids).await;
-                }
+                crate::producer::publish_undispatched(&self.ctx.catalog, &self.publisher, &created).await;
                 info!(jobs = created.len(), "follow-up jobs enqueued");
             }
             Ok(_) => {}

@@ -28,19 +28,23 @@ fn run_example(env: &TestEnv, program: &str, script: &str, tenant: &str, hint: &
     );
 }
 
+fn python_signup(env: &TestEnv, tenant: &str) {
+    run_example(
+        env,
+        "python3",
+        "python/publish_signup.py",
+        tenant,
+        "pip install pika",
+    );
+}
+
 #[tokio::test]
 async fn python_and_node_signups_become_active_tenants() {
     let env = TestEnv::new();
     let services = env.services().await;
     let _worker = env.spawn_worker("w1", &["--concurrency", "2"], &[]).await;
 
-    run_example(
-        &env,
-        "python3",
-        "python/publish_signup.py",
-        "from-python",
-        "pip install pika",
-    );
+    python_signup(&env, "from-python");
     run_example(
         &env,
         "node",
@@ -63,21 +67,9 @@ async fn python_and_node_signups_become_active_tenants() {
     }
 
     // A retried signup (same key) is the same job, done once.
-    run_example(
-        &env,
-        "python3",
-        "python/publish_signup.py",
-        "from-python",
-        "pip install pika",
-    );
+    python_signup(&env, "from-python");
     // A later signup, published after it, being done means the duplicate was handled.
-    run_example(
-        &env,
-        "python3",
-        "python/publish_signup.py",
-        "after-retry",
-        "pip install pika",
-    );
+    python_signup(&env, "after-retry");
     env.wait_tenant_active(&services.catalog, "after-retry", Duration::from_secs(60))
         .await;
     let jobs = services

@@ -61,8 +61,8 @@ async fn connections_are_encrypted_when_the_urls_require_it() {
             spec: pgfleet_shared::JobSpec::Backup {},
         };
         let new = pgfleet_shared::catalog::NewJob::from_request(&request, None, 3);
-        let (job, _) = services.catalog.insert_job(&new).await.unwrap();
-        job
+        let mut recorded = services.catalog.insert_jobs(&[new]).await.unwrap();
+        recorded.remove(0).0
     };
     let outcome = pgfleet_shared::jobs::run(&ctx, &backup_job).await.unwrap();
     assert_eq!(outcome.summary, "backed up", "{outcome:?}");

@@ -630,11 +630,7 @@ async fn enqueue(
     args: &EnqueueArgs,
 ) -> Result<ExitCode> {
     let producer = services.producer(config, max_attempts);
-    let enqueued = if requests.len() == 1 {
-        vec![producer.enqueue(&requests[0]).await?]
-    } else {
-        producer.enqueue_many(&requests).await?
-    };
+    let enqueued = producer.enqueue_many(&requests).await?;
     let unpublished = enqueued
         .iter()
         .filter(|e| !e.published && e.job.status == "queued")

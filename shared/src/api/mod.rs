@@ -265,9 +265,9 @@ fn idempotency_key(headers: &HeaderMap, body_key: Option<String>) -> ApiResult<O
 /// 202 with the job, and where to follow it.
 fn accepted(enqueued: Enqueued) -> Response {
     let job = &enqueued.job;
-    let location = format!("/v1/jobs/{}", job.id);
-    let mut response = (
+    (
         StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/jobs/{}", job.id))],
         Json(json!({
             "job_id": job.id,
             "created": enqueued.created,
@@ -275,11 +275,7 @@ fn accepted(enqueued: Enqueued) -> Response {
             "job": views::job(job),
         })),
     )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    response
+        .into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -455,15 +451,12 @@ async fn start_rollout(
                 .rollout(id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("rollout {id} vanished right after it was created"))?;
-            let mut response = (
+            Ok((
                 StatusCode::ACCEPTED,
+                [(header::LOCATION, format!("/v1/rollouts/{id}"))],
                 Json(json!({"rollout_id": id, "rollout": views::rollout(&rollout), "plan": plan})),
             )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("/v1/rollouts/{id}")) {
-                response.headers_mut().insert(header::LOCATION, v);
-            }
-            Ok(response)
+                .into_response())
         }
     }
 }

@@ -158,24 +158,9 @@ fn secs(d: Duration) -> f64 {
 }
 
 impl Catalog {
-    /// Records a job from a producer (CLI, API). Same key => the existing job, unchanged.
-    /// Returns the job and whether it was created by this call.
-    pub async fn insert_job(&self, new: &NewJob) -> Result<(JobRecord, bool)> {
-        let inserted = bind_new_job(sqlx::query(INSERT_DISPATCHED_JOB), new)
-            .execute(self.pool())
-            .await
-            .context("recording the job in the catalog")?
-            .rows_affected()
-            == 1;
-        let job = self
-            .job_by_key(&new.key)
-            .await?
-            .context("job vanished after insert")?;
-        Ok((job, inserted))
-    }
-
-    /// `insert_job` for many jobs at once (two statements per call, whatever their number).
-    /// Returns each job, in input order, and whether this call created it.
+    /// Records jobs from a producer (CLI, API, `--all`); same key => the existing job,
+    /// unchanged. Two statements per call, whatever the number of jobs. Returns each job, in
+    /// input order, and whether this call created it.
     pub async fn insert_jobs(&self, news: &[NewJob]) -> Result<Vec<(JobRecord, bool)>> {
         if news.is_empty() {
             return Ok(Vec::new());
@@ -229,15 +214,6 @@ impl Catalog {
                     .with_context(|| format!("job {k} vanished after insert"))
             })
             .collect()
-    }
-
-    /// The producer's publish failed: leave the job for the sweep to dispatch.
-    pub async fn mark_undispatched(&self, id: Uuid) -> Result<()> {
-        sqlx::query("UPDATE jobs SET dispatched_at = NULL WHERE id = $1 AND status = 'queued'")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(())
     }
 
     /// Records (if new) and claims the job of a delivered message, in one transaction.
