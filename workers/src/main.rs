@@ -23,7 +23,7 @@ use pgfleet_shared::{Config, JobRequest, JobSpec, Namespace, TenantSlug, WorkerS
 use secrecy::ExposeSecret;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -497,6 +497,9 @@ struct MigrateOptions<'a> {
     json: bool,
 }
 
+/// How long `migrate --wait` watches a rollout make no progress before moving it on itself.
+const STALL_BEFORE_ADVANCING: Duration = Duration::from_secs(2);
+
 async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
     let config = config(g)?;
     let only = o.tenant.map(parse_slug).transpose()?;
@@ -532,11 +535,19 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut last = None;
+    let mut last_change = Instant::now();
     let rollout = loop {
-        // Waiting also moves the rollout on, in case no worker is left to do it.
-        let created = catalog.advance_rollout(id, max_attempts).await?;
-        producer.publish_existing(&created).await;
-        let r = catalog.rollout(id).await?.context("rollout vanished")?;
+        let mut r = catalog.rollout(id).await?.context("rollout vanished")?;
+        // Workers move the rollout on (next phase, halt, done) as their jobs finish. Waiting
+        // does it too when none of its jobs is live or nothing moved for a while, in case no
+        // worker is left to do it; not on every poll, which would lock the rollout and count
+        // its tenants again ten times a second.
+        if r.status == "running" && (r.active == 0 || last_change.elapsed() >= STALL_BEFORE_ADVANCING) {
+            let created = catalog.advance_rollout(id, max_attempts).await?;
+            producer.publish_existing(&created).await;
+            r = catalog.rollout(id).await?.context("rollout vanished")?;
+            last_change = Instant::now();
+        }
         let progress = (r.succeeded, r.failed, r.skipped, r.remaining);
         if last != Some(progress) {
             eprintln!(
@@ -544,6 +555,7 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
                 r.succeeded, r.failed, r.skipped, r.remaining
             );
             last = Some(progress);
+            last_change = Instant::now();
         }
         // A halted rollout still lets jobs that had started finish; wait for them too.
         if r.status != "running" && r.active == 0 {

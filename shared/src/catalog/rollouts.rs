@@ -4,8 +4,10 @@
 //! failures, and closes it when every job ended. It locks the rollout row, so any number of
 //! workers (and waiting CLIs) may call it at once.
 
-use super::{Catalog, JobRecord};
+use super::tenants::{with_password, SELECT_TENANT};
+use super::{Catalog, JobRecord, TenantRecord};
 use crate::message::{JobKind, JobSpec};
+use crate::slug::TenantSlug;
 use crate::tenant_migrations::{Migration, MigrationSet};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -52,6 +54,25 @@ const SELECT_ROLLOUT: &str = "SELECT r.id, r.target_version, r.canary, r.max_fai
         count(*) FILTER (WHERE j.id IS NULL OR j.status IN ('queued', 'running')) AS remaining,
         count(*) FILTER (WHERE j.status IN ('queued', 'running')) AS active
    FROM rollouts r LEFT JOIN rollout_tenants rt ON rt.rollout_id = r.id LEFT JOIN jobs j ON j.id = rt.job_id";
+
+/// The advisory-lock class of a tenant server's migration slots: the server id's first 4
+/// bytes (SQL twin: `SERVER_SLOT_CLASS`).
+pub fn server_slot_class(server_id: Uuid) -> i32 {
+    i32::from_be_bytes(server_id.as_bytes()[..4].try_into().expect("4 bytes"))
+}
+
+/// `server_slot_class` in SQL, of the tenant row `t`.
+const SERVER_SLOT_CLASS: &str = "('x' || left(replace(t.server_id::text, '-', ''), 8))::bit(32)::int";
+
+/// What a migrate job found when it started (see `Catalog::start_tenant_migration`).
+#[derive(Debug)]
+pub struct TenantMigrationStart {
+    pub rollout_status: String,
+    pub halted_reason: Option<String>,
+    pub tenant: Option<TenantRecord>,
+    /// The slot's advisory lock key (class, slot), held on the connection the query ran on.
+    pub slot: Option<(i32, i32)>,
+}
 
 /// Prefix of the error of a job that never ran because its rollout halted.
 pub const SKIPPED: &str = "skipped:";
@@ -229,23 +250,62 @@ impl Catalog {
         Ok(created)
     }
 
-    /// Status, halt reason and per-server cap, without the per-tenant counts.
-    pub async fn rollout_header(&self, id: Uuid) -> Result<Option<(String, Option<String>, i32)>> {
-        Ok(
-            sqlx::query_as("SELECT status, halted_reason, server_concurrency FROM rollouts WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?,
-        )
+    /// Everything a migrate job needs before it touches its tenant, in one round trip on
+    /// `conn`: the rollout's status, the tenant, and — only if the rollout isn't halted and
+    /// the tenant is active — one of the rollout's per-server slots, a session advisory lock
+    /// on `conn` (`slot`: None when all are taken). The slots are tried in order and the
+    /// first one got stops the scan (the filter runs row by row under the LIMIT), so no
+    /// second lock is ever taken. `None` if there is no such rollout.
+    pub async fn start_tenant_migration(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        rollout: Uuid,
+        slug: &TenantSlug,
+    ) -> Result<Option<TenantMigrationStart>> {
+        use sqlx::Row;
+        let row = sqlx::query(&format!(
+            "SELECT r.status AS rollout_status, r.halted_reason, t.*,
+                    CASE WHEN r.status <> 'halted' AND t.status = 'active' THEN
+                        (SELECT slot FROM generate_series(0, r.server_concurrency - 1) AS slot
+                          WHERE pg_try_advisory_lock({SERVER_SLOT_CLASS}, slot) LIMIT 1)
+                    END AS slot
+               FROM rollouts r LEFT JOIN ({SELECT_TENANT} WHERE t.slug = $2) t ON true
+              WHERE r.id = $1"
+        ))
+        .bind(rollout)
+        .bind(slug.as_str())
+        .fetch_optional(conn)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let tenant_id: Option<Uuid> = row.try_get("id")?;
+        let rollout_status: String = row.try_get("rollout_status")?;
+        let halted_reason: Option<String> = row.try_get("halted_reason")?;
+        let slot: Option<i32> = row.try_get("slot")?;
+        let tenant = match tenant_id {
+            Some(_) => Some(with_password(row)?),
+            None => None,
+        };
+        let slot = match (&tenant, slot) {
+            (Some(tenant), Some(slot)) => Some((server_slot_class(tenant.server_id), slot)),
+            _ => None,
+        };
+        Ok(Some(TenantMigrationStart {
+            rollout_status,
+            halted_reason,
+            tenant,
+            slot,
+        }))
     }
 
-    /// Whether any tenant of the rollout has no finished job yet (cheap: stops at the first).
-    pub async fn rollout_has_unfinished(&self, id: Uuid) -> Result<bool> {
+    /// Whether the rollout has jobs still queued or running (an index lookup, whatever the
+    /// rollout's size). Tenants of a phase not started yet have no job, so this says nothing
+    /// about them: ask it for main-phase jobs, whose phase links every tenant at once.
+    pub async fn rollout_has_live_jobs(&self, id: Uuid) -> Result<bool> {
         Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM rollout_tenants rt LEFT JOIN jobs j ON j.id = rt.job_id
-                             WHERE rt.rollout_id = $1 AND (j.id IS NULL OR j.status IN ('queued', 'running')))",
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE kind = 'migrate' AND status IN ('queued', 'running')
+                             AND payload ->> 'rollout' = $1)",
         )
-        .bind(id)
+        .bind(id.to_string())
         .fetch_one(self.pool())
         .await?)
     }

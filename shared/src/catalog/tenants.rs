@@ -39,13 +39,13 @@ pub struct NewTenant<'a> {
     pub connection_limit: i32,
 }
 
-const SELECT_TENANT: &str = "SELECT t.id, t.slug::text AS slug, t.status, t.server_id, s.name::text AS server, t.region,
+pub(super) const SELECT_TENANT: &str = "SELECT t.id, t.slug::text AS slug, t.status, t.server_id, s.name::text AS server, t.region,
         t.database_name, t.role_name, t.connection_limit, t.schema_version, t.backup_schedule, t.retention_days,
         t.keep_min, t.created_at, t.updated_at,
         t.password_ciphertext
    FROM tenants t JOIN tenant_servers s ON s.id = t.server_id";
 
-fn with_password(row: sqlx::postgres::PgRow) -> Result<TenantRecord> {
+pub(super) fn with_password(row: sqlx::postgres::PgRow) -> Result<TenantRecord> {
     use sqlx::{FromRow, Row};
     let mut record = TenantRecord::from_row(&row)?;
     record.password_ciphertext = row.try_get("password_ciphertext")?;

@@ -5,7 +5,7 @@
 //! (catalog advisory locks, so the cap holds across any number of workers).
 
 use super::{JobContext, Outcome};
-use crate::catalog::{JobRecord, SKIPPED};
+use crate::catalog::{JobRecord, TenantRecord, SKIPPED};
 use crate::error::JobError;
 use crate::slug::TenantSlug;
 use crate::tenant_migrations::{self, Durability};
@@ -24,20 +24,8 @@ pub async fn run(
     slug: &TenantSlug,
     rollout_id: Uuid,
 ) -> Result<Outcome, JobError> {
-    let (status, halted_reason, server_concurrency) = ctx
-        .catalog
-        .rollout_header(rollout_id)
-        .await?
-        .ok_or_else(|| JobError::Permanent(anyhow!("no rollout {rollout_id}")))?;
-    if status == "halted" {
-        return Err(JobError::Permanent(anyhow!(
-            "{SKIPPED} rollout halted: {}",
-            halted_reason.unwrap_or_default()
-        )));
-    }
-    let tenant = super::active_tenant(ctx, slug, "migrated").await?;
+    let (tenant, _slot) = start(ctx, slug, rollout_id).await?;
     let set = ctx.recorded_set(rollout_id).await?;
-    let _slot = ServerSlot::acquire(ctx, tenant.server_id, server_concurrency).await?;
     let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
     // Tenant sessions commit asynchronously, but the last migration commits synchronously:
     // everything is durable before success is reported.
@@ -64,43 +52,52 @@ pub async fn run(
     ))
 }
 
+/// Checks that the rollout isn't halted and the tenant is active, and waits for one of the
+/// rollout's slots on the tenant's server: one catalog round trip per try, and a halt
+/// while waiting is noticed at the next try.
+async fn start(
+    ctx: &JobContext,
+    slug: &TenantSlug,
+    rollout_id: Uuid,
+) -> Result<(TenantRecord, ServerSlot), JobError> {
+    let mut conn = ctx
+        .catalog
+        .pool()
+        .acquire()
+        .await
+        .context("taking a catalog connection for the server slot")?;
+    loop {
+        let found = ctx
+            .catalog
+            .start_tenant_migration(&mut conn, rollout_id, slug)
+            .await
+            .context("looking up the rollout and the tenant")?
+            .ok_or_else(|| JobError::Permanent(anyhow!("no rollout {rollout_id}")))?;
+        if found.rollout_status == "halted" {
+            return Err(JobError::Permanent(anyhow!(
+                "{SKIPPED} rollout halted: {}",
+                found.halted_reason.unwrap_or_default()
+            )));
+        }
+        let tenant = super::require_active(found.tenant, slug, "migrated")?;
+        if let Some(key) = found.slot {
+            return Ok((
+                tenant,
+                ServerSlot {
+                    conn: Some(conn),
+                    key,
+                },
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One of the N per-server migration slots: a session advisory lock held on a catalog
 /// connection for the migration's length (released by Postgres if the worker dies).
 struct ServerSlot {
     conn: Option<PoolConnection<Postgres>>,
     key: (i32, i32),
-}
-
-impl ServerSlot {
-    async fn acquire(ctx: &JobContext, server_id: Uuid, slots: i32) -> Result<Self, JobError> {
-        // Namespace of these locks: the first 4 bytes of the server id.
-        let class = i32::from_be_bytes(server_id.as_bytes()[..4].try_into().expect("4 bytes"));
-        let mut conn = ctx
-            .catalog
-            .pool()
-            .acquire()
-            .await
-            .context("taking a catalog connection for the server slot")?;
-        loop {
-            // One round trip tries the slots in order and stops at the first it gets (the
-            // filter runs row by row under the LIMIT, so no second lock is taken).
-            let got: Option<i32> = sqlx::query_scalar(
-                "SELECT slot FROM generate_series(0, $2 - 1) AS slot WHERE pg_try_advisory_lock($1, slot) LIMIT 1",
-            )
-            .bind(class)
-            .bind(slots.max(1))
-            .fetch_optional(&mut *conn)
-            .await
-            .context("taking a server slot")?;
-            if let Some(slot) = got {
-                return Ok(Self {
-                    conn: Some(conn),
-                    key: (class, slot),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 impl Drop for ServerSlot {

@@ -96,11 +96,16 @@ pub async fn active_tenant(
     slug: &TenantSlug,
     action: &str,
 ) -> Result<crate::catalog::TenantRecord, JobError> {
-    let tenant = ctx
-        .catalog
-        .tenant(slug)
-        .await?
-        .ok_or_else(|| JobError::Permanent(anyhow::anyhow!("no tenant {slug}")))?;
+    require_active(ctx.catalog.tenant(slug).await?, slug, action)
+}
+
+/// `active_tenant` for a tenant row already read (`None`: no such tenant).
+pub fn require_active(
+    tenant: Option<crate::catalog::TenantRecord>,
+    slug: &TenantSlug,
+    action: &str,
+) -> Result<crate::catalog::TenantRecord, JobError> {
+    let tenant = tenant.ok_or_else(|| JobError::Permanent(anyhow::anyhow!("no tenant {slug}")))?;
     if tenant.status != "active" {
         return Err(JobError::Permanent(anyhow::anyhow!(
             "tenant {slug} is {}; only active tenants are {action}",
@@ -120,8 +125,9 @@ pub async fn after_finish(
     match job.request().map(|r| r.spec) {
         Ok(JobSpec::Migrate { rollout, canary }) => {
             // A success in the middle of a rollout changes nothing; skip the locking pass
-            // unless this job failed, may end a canary phase, or may be the last one.
-            let decisive = !succeeded || canary || !ctx.catalog.rollout_has_unfinished(rollout).await?;
+            // unless this job failed, may end a canary phase, or may be the last one (a
+            // main-phase job: every tenant of the rollout has its job by then).
+            let decisive = !succeeded || canary || !ctx.catalog.rollout_has_live_jobs(rollout).await?;
             if decisive {
                 ctx.catalog.advance_rollout(rollout, ctx.max_attempts).await
             } else {
