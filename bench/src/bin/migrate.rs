@@ -1,8 +1,9 @@
 //! Rollout benchmark (issue: migration rollouts). N tenants (default 500), one migration (a
-//! column with a default plus an index), in one run: the sequential `psql -f` loop over the
-//! N databases, against `pgfleet migrate --all --wait` with one worker process (enqueue →
-//! all done). Both apply an equivalent migration (different names, so both can run on the
-//! same databases). Prints walls, the ratio and p50/p99 per-tenant times.
+//! column with a default plus an index), in one run: sequential `psql -f` loops over the N
+//! databases — once with `psql` as found on PATH (Debian's Perl pg_wrapper there) and once
+//! with the psql binary itself — against `pgfleet migrate --all --wait` with one worker
+//! process (enqueue → all done). All apply an equivalent migration (different names, so all
+//! can run on the same databases). Prints walls, the ratios and p50/p99 per-tenant times.
 //!
 //! Run: `bench/migrate.sh [--tenants 500] [--concurrency 8] [--workers 1]`.
 
@@ -96,27 +97,26 @@ async fn run(
         }
         let databases: Vec<String> = sqlx::query_scalar("SELECT database_name FROM tenants ORDER BY slug").fetch_all(&mut catalog).await?;
 
-        checkpoint().await?;
-        let loop_file = work.join("loop.sql");
-        std::fs::write(&loop_file, LOOP_MIGRATION)?;
-        let mut loop_times = Vec::with_capacity(databases.len());
-        let cpu_before = cpu_seconds();
-        let started = Instant::now();
-        for db in &databases {
-            let one = Instant::now();
-            let ok = Command::new("psql")
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-f"])
-                .arg(&loop_file)
-                .stdout(Stdio::null())
-                .status()?
-                .success();
-            if !ok {
-                bail!("psql loop failed on {db}");
-            }
-            loop_times.push(one.elapsed());
+        // Two sequential loops, each with its own column so both run on the same databases:
+        // `psql` as a script finds it on PATH (on Debian/Ubuntu that is postgresql-common's
+        // Perl wrapper, pg_wrapper, which picks the version's binary on every call), and the
+        // psql binary itself. The binary is the like-for-like baseline; on Debian most of
+        // the PATH loop's time is Perl starting up.
+        let server_major: u32 = sqlx::query_scalar::<_, String>("SHOW server_version_num")
+            .fetch_one(&mut catalog)
+            .await?
+            .parse::<u32>()?
+            / 10_000;
+        let binary = pgfleet_shared::pg_tools::find("psql", server_major).await?.path;
+        let on_path = std::path::PathBuf::from("psql");
+        let mut loops = Vec::new();
+        for (i, psql) in [&on_path, &binary].into_iter().enumerate() {
+            let migration = LOOP_MIGRATION.replace("plan_loop", &format!("plan_loop{i}"));
+            let file = work.join(format!("loop{i}.sql"));
+            std::fs::write(&file, migration)?;
+            checkpoint().await?;
+            loops.push(psql_loop(psql, &databases, &file)?);
         }
-        let loop_wall = started.elapsed();
-        let loop_cpu = cpu_delta(cpu_before);
 
         checkpoint().await?;
         std::fs::write(work.join("migrations/2_plan.sql"), FLEET_MIGRATION)?;
@@ -178,14 +178,15 @@ async fn run(
             (xacts_after - xacts_before) as f64 / databases.len() as f64
         );
         let n = databases.len() as f64;
+        let per_tenant = |cpu: (f64, f64)| format!("{:.1} ms user + {:.1} ms system", cpu.0 * 1000.0 / n, cpu.1 * 1000.0 / n);
         println!(
-            "machine CPU per tenant: loop {:.1} ms user + {:.1} ms system; pgfleet {:.1} ms user + {:.1} ms system",
-            loop_cpu.0 * 1000.0 / n,
-            loop_cpu.1 * 1000.0 / n,
-            fleet_cpu.0 * 1000.0 / n,
-            fleet_cpu.1 * 1000.0 / n
+            "machine CPU per tenant: loop with `psql` on PATH {}; loop with {} {}; pgfleet {}",
+            per_tenant(loops[0].cpu),
+            binary.display(),
+            per_tenant(loops[1].cpu),
+            per_tenant(fleet_cpu)
         );
-        Ok((loop_wall, loop_times, fleet_wall, job_ms, rollout["succeeded"].as_i64().unwrap_or(0)))
+        Ok((loops, binary, fleet_wall, job_ms, rollout["succeeded"].as_i64().unwrap_or(0)))
     }
     .await;
     for mut worker in workers {
@@ -194,34 +195,104 @@ async fn run(
             .status();
         let _ = worker.wait();
     }
-    let (loop_wall, mut loop_times, fleet_wall, job_ms, succeeded) = result?;
-    loop_times.sort();
+    let (loops, binary, fleet_wall, job_ms, succeeded) = result?;
     let pct = |v: &[i64], p: f64| {
         v.get(((v.len() as f64 - 1.0) * p).round() as usize)
             .copied()
             .unwrap_or(0)
     };
-    let loop_ms: Vec<i64> = loop_times.iter().map(|d| d.as_millis() as i64).collect();
+    let wrapper = if is_script(Path::new("psql")) {
+        " (a script: Debian's pg_wrapper)"
+    } else {
+        ""
+    };
+    let names = [
+        format!("`psql` on PATH{wrapper}"),
+        format!("{}", binary.display()),
+    ];
     println!();
     println!("| pipeline | wall | per tenant p50 | p99 |");
     println!("|---|---|---|---|");
-    println!(
-        "| psql -f loop over {tenants} databases | {:.2} s | {} ms | {} ms |",
-        loop_wall.as_secs_f64(),
-        pct(&loop_ms, 0.5),
-        pct(&loop_ms, 0.99)
-    );
+    for (name, l) in names.iter().zip(&loops) {
+        let mut ms: Vec<i64> = l.times.iter().map(|d| d.as_millis() as i64).collect();
+        ms.sort_unstable();
+        println!(
+            "| psql -f loop over {tenants} databases, {name} | {:.2} s | {} ms | {} ms |",
+            l.wall.as_secs_f64(),
+            pct(&ms, 0.5),
+            pct(&ms, 0.99)
+        );
+    }
     println!(
         "| pgfleet migrate --all --wait ({succeeded} tenants, {workers_count} worker(s), concurrency {concurrency}) | {:.2} s | {} ms | {} ms |",
         fleet_wall.as_secs_f64(),
         pct(&job_ms, 0.5),
         pct(&job_ms, 0.99)
     );
-    println!(
-        "\nspeed-up (loop / pgfleet): {:.1}x   (required >= 5x, target >= 10x)",
-        loop_wall.as_secs_f64() / fleet_wall.as_secs_f64()
-    );
+    println!();
+    for (name, l) in names.iter().zip(&loops) {
+        println!(
+            "speed-up (loop / pgfleet), loop with {name}: {:.1}x   (required >= 5x, target >= 10x)",
+            l.wall.as_secs_f64() / fleet_wall.as_secs_f64()
+        );
+    }
     Ok(())
+}
+
+/// One sequential loop: wall, per-database times, machine CPU (user, system) seconds.
+struct LoopRun {
+    wall: Duration,
+    times: Vec<Duration>,
+    cpu: (f64, f64),
+}
+
+fn psql_loop(psql: &Path, databases: &[String], file: &Path) -> Result<LoopRun> {
+    let mut times = Vec::with_capacity(databases.len());
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    for db in databases {
+        let one = Instant::now();
+        let ok = Command::new(psql)
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-f",
+            ])
+            .arg(file)
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("running {}", psql.display()))?
+            .success();
+        if !ok {
+            bail!("psql loop failed on {db}");
+        }
+        times.push(one.elapsed());
+    }
+    Ok(LoopRun {
+        wall: started.elapsed(),
+        times,
+        cpu: cpu_delta(cpu_before),
+    })
+}
+
+/// Whether the `name` found on PATH is a script (starts with `#!`) rather than a binary.
+fn is_script(name: &Path) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::read(p).ok())
+        .is_some_and(|bytes| bytes.starts_with(b"#!"))
 }
 
 fn cpu_delta(before: (f64, f64)) -> (f64, f64) {
