@@ -1,9 +1,9 @@
 //! The worker runtime (DESIGN.md "Job lifecycle"): consume → claim in the catalog → ack →
 //! run with a renewed lease → fenced outcome write. No delivery is held for the length of a
 //! job. Failures retry with exponential backoff and jitter, then end `dead` with a copy in
-//! `<ns>.dead`. A sweep reaps expired leases (dead workers) and re-publishes due jobs whose
-//! message is missing. The AMQP connection is supervised: any error rebuilds connection,
-//! topology, QoS and consumers. Shutdown stops consuming, lets running jobs finish within a
+//! `<ns>.dead`. A sweep reaps expired leases (dead workers), re-publishes due jobs whose
+//! message is missing and moves on rollouts nobody moved on (their last worker died). The
+//! AMQP connection is supervised: any error rebuilds connection, topology, QoS and consumers. Shutdown stops consuming, lets running jobs finish within a
 //! grace period, then hands their leases back.
 
 use crate::catalog::{ClaimOutcome, JobRecord, NewJob};
@@ -474,6 +474,17 @@ impl Worker {
     pub async fn sweep_once(&self) -> Result<()> {
         for (job_id, owner) in self.ctx.catalog.reap_expired_leases().await? {
             warn!(%job_id, owner = owner.as_deref().unwrap_or("?"), "lease expired; job requeued");
+        }
+        for rollout in self.ctx.catalog.rollouts_without_live_jobs().await? {
+            let created = self
+                .ctx
+                .catalog
+                .advance_rollout(rollout, self.ctx.max_attempts)
+                .await?;
+            if !created.is_empty() {
+                crate::producer::publish_undispatched(&self.ctx.catalog, &self.publisher, &created).await;
+                info!(%rollout, jobs = created.len(), "rollout moved on by the sweep");
+            }
         }
         loop {
             let batch = self

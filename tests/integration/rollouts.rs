@@ -6,6 +6,7 @@ use crate::support::*;
 use pgfleet_shared::jobs::{provision, FaultPoints};
 use pgfleet_shared::TenantSlug;
 use sqlx::{Connection as _, PgConnection};
+use std::time::Duration;
 
 const FLEET: usize = 20;
 const NICKNAME: (&str, &str) = (
@@ -350,6 +351,75 @@ async fn a_failed_canary_stops_the_rollout_before_the_rest() {
             1,
             "{slug} was migrated despite the failed canary"
         );
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_rollout_whose_last_worker_died_is_moved_on_by_another_workers_sweep() {
+    let env = TestEnv::new().with_migrations(&[]);
+    let slugs = fleet(&env, "orphan").await;
+    add_migration(&env, NICKNAME);
+    // No worker yet: the rollout is recorded with its two canary jobs queued.
+    let (ok, out, err) = cli(&env, &["migrate", "--all", "--canary", "2", "--json"]);
+    assert!(ok, "{out}\n{err}");
+    let rollout_id: uuid::Uuid = rollout_json(&out)["id"].as_str().unwrap().parse().unwrap();
+
+    // A worker runs both canaries, records their success and dies before its follow-up
+    // (which would have started the main phase).
+    let catalog = env.catalog().await;
+    let ctx = env.job_context(FaultPoints::default()).await;
+    for slug in &slugs[..2] {
+        let job = env
+            .wait_job(
+                &catalog,
+                &format!("migrate:{rollout_id}:{slug}"),
+                "queued",
+                Duration::from_secs(5),
+            )
+            .await;
+        pgfleet_shared::jobs::migrate::run(&ctx, &job, &TenantSlug::parse(slug).unwrap(), rollout_id)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE jobs SET status = 'succeeded', finished_at = now() WHERE id = $1")
+            .bind(job.id)
+            .execute(catalog.pool())
+            .await
+            .unwrap();
+    }
+    let stuck = catalog.rollout(rollout_id).await.unwrap().unwrap();
+    assert_eq!(
+        (stuck.status.as_str(), stuck.succeeded, stuck.active),
+        ("running", 2, 0)
+    );
+
+    // Any other worker's sweep notices the rollout nobody moves on: main phase, then done.
+    let _worker = env
+        .spawn_worker(
+            "w",
+            &["--concurrency", "4"],
+            &[("PGFLEET_SWEEP_INTERVAL_MS", "200")],
+        )
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let r = catalog.rollout(rollout_id).await.unwrap().unwrap();
+        if r.status != "running" {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rollout still running: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (done.status.as_str(), done.succeeded),
+        ("done", FLEET as i64),
+        "{done:?}"
+    );
+    for slug in &slugs {
+        assert_eq!(tenant_migrations(&env, slug).await.len(), 2, "{slug}");
     }
     env.cleanup().await;
 }

@@ -310,6 +310,21 @@ impl Catalog {
         .await?)
     }
 
+    /// Running rollouts none of whose jobs is queued or running: finished, between phases or
+    /// due a halt, and nobody moved them on — the worker that finished their last job died
+    /// before its follow-up, or two last jobs finished at once and each saw the other still
+    /// running. A worker's sweep moves them on.
+    pub async fn rollouts_without_live_jobs(&self) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT r.id FROM rollouts r
+              WHERE r.status = 'running'
+                AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.kind = 'migrate' AND j.status IN ('queued', 'running')
+                                                      AND j.payload ->> 'rollout' = r.id::text)",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     pub async fn rollout(&self, id: Uuid) -> Result<Option<RolloutRecord>> {
         Ok(
             sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1 GROUP BY r.id"))
