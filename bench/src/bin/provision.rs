@@ -1,7 +1,9 @@
 //! Provisioning benchmark (issue: foundation). N signups published at once to a single
 //! `pgfleet worker` process until all tenants are active, against the loop pgfleet
 //! replaces — `createdb` then `psql -f <schema>` per tenant, sequentially — in the same run,
-//! on the same server. Prints both, the ratio, and the worker's peak RSS.
+//! on the same server, twice: with the tools as found on PATH (on Debian/Ubuntu, the Perl
+//! pg_wrapper, which starts Perl on every call) and with the server version's binaries
+//! themselves (the like-for-like baseline). Prints all, the ratios, and the worker's peak RSS.
 //!
 //! Run: `bench/provision.sh` (builds release binaries), or after a release build:
 //! `target/release/bench-provision [--tenants 200] [--concurrency 8]`.
@@ -39,23 +41,36 @@ async fn main() -> Result<()> {
     // Each phase writes ~7 MB of WAL per database; a checkpoint before each keeps one
     // phase from paying for the other's WAL.
     checkpoint().await?;
-    let baseline = run_loop_baseline(&namespace, tenants, &schema)?;
+    let on_path = run_loop_baseline(&namespace, "loop", tenants, &schema, None);
+    let bindir = client_bindir().await;
+    checkpoint().await?;
+    let binaries = match &bindir {
+        Ok(dir) => run_loop_baseline(&namespace, "bin", tenants, &schema, Some(dir)),
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    };
     checkpoint().await?;
     let result = run_pgfleet(&pgfleet, &namespace, tenants, concurrency).await;
     cleanup(&namespace).await?;
+    let (on_path, binaries, bindir) = (on_path?, binaries?, bindir?);
     let (pgfleet_wall, peak_rss_kib) = result?;
 
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / tenants as f64;
     let rate = |d: Duration| tenants as f64 / d.as_secs_f64();
+    let baselines = [
+        ("createdb + psql -f loop, tools on PATH".to_owned(), on_path),
+        (format!("createdb + psql -f loop, {}", bindir.display()), binaries),
+    ];
     println!();
     println!("| pipeline | wall | per tenant | tenants/s |");
     println!("|---|---|---|---|");
-    println!(
-        "| createdb + psql -f loop (baseline) | {:.2} s | {:.1} ms | {:.1} |",
-        baseline.as_secs_f64(),
-        per(baseline),
-        rate(baseline)
-    );
+    for (name, wall) in &baselines {
+        println!(
+            "| {name} | {:.2} s | {:.1} ms | {:.1} |",
+            wall.as_secs_f64(),
+            per(*wall),
+            rate(*wall)
+        );
+    }
     println!(
         "| pgfleet: {tenants} signups on AMQP -> all active | {:.2} s | {:.1} ms | {:.1} |",
         pgfleet_wall.as_secs_f64(),
@@ -63,23 +78,43 @@ async fn main() -> Result<()> {
         rate(pgfleet_wall)
     );
     println!();
-    println!(
-        "throughput ratio (pgfleet / loop): {:.2}x   (target >= 3x)",
-        baseline.as_secs_f64() / pgfleet_wall.as_secs_f64()
-    );
+    for (name, wall) in &baselines {
+        println!(
+            "throughput ratio (pgfleet / {name}): {:.2}x   (target >= 3x)",
+            wall.as_secs_f64() / pgfleet_wall.as_secs_f64()
+        );
+    }
     println!("worker peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
     Ok(())
 }
 
-fn run_loop_baseline(namespace: &str, tenants: usize, schema: &std::path::Path) -> Result<Duration> {
+/// The directory of the client tools matching the server's major version.
+async fn client_bindir() -> Result<PathBuf> {
+    let mut admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
+    let num: String = sqlx::query_scalar("SHOW server_version_num")
+        .fetch_one(&mut admin)
+        .await?;
+    let psql = pgfleet_shared::pg_tools::find("psql", num.parse::<u32>()? / 10_000).await?;
+    Ok(psql.path.parent().context("psql has a directory")?.to_path_buf())
+}
+
+/// `createdb` + `psql -f` per tenant; the tools from `bindir`, or from PATH.
+fn run_loop_baseline(
+    namespace: &str,
+    tag: &str,
+    tenants: usize,
+    schema: &std::path::Path,
+    bindir: Option<&std::path::Path>,
+) -> Result<Duration> {
+    let tool = |name: &str| bindir.map_or_else(|| PathBuf::from(name), |dir| dir.join(name));
     let started = Instant::now();
     for i in 0..tenants {
-        let db = format!("{namespace}_loop_{i}");
-        let ok = Command::new("createdb")
+        let db = format!("{namespace}_{tag}_{i}");
+        let ok = Command::new(tool("createdb"))
             .args(["-h", "127.0.0.1", "-U", "postgres", &db])
             .status()?
             .success()
-            && Command::new("psql")
+            && Command::new(tool("psql"))
                 .args([
                     "-q",
                     "-X",
