@@ -1,7 +1,7 @@
 //! Helpers shared by the benchmarks: process peak memory, a clean WAL state between phases,
 //! and removing everything a benchmark namespace created.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use sqlx::{Connection as _, PgConnection};
@@ -164,4 +164,39 @@ pub async fn cleanup(namespace: &str) -> Result<()> {
     }
     let _ = conn.close(200, "bye".into()).await;
     Ok(())
+}
+
+/// The directory of the Postgres client tools matching the local server's major version
+/// (the binaries themselves, not Debian's pg_wrapper on PATH).
+pub async fn client_bindir() -> Result<std::path::PathBuf> {
+    let mut admin = PgConnection::connect(ADMIN_URL).await?;
+    let num: String = sqlx::query_scalar("SHOW server_version_num")
+        .fetch_one(&mut admin)
+        .await?;
+    let psql = pgfleet_shared::pg_tools::find("psql", num.parse::<u32>()? / 10_000).await?;
+    Ok(psql.path.parent().context("psql has a directory")?.to_path_buf())
+}
+
+/// `psql -X -q -v ON_ERROR_STOP=1 -f FILE` on database `db` as postgres over loopback, as
+/// a migration loop runs it; whether it succeeded.
+pub fn psql_file(psql: &std::path::Path, db: &str, file: &std::path::Path) -> Result<bool> {
+    Ok(std::process::Command::new(psql)
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-f",
+        ])
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", psql.display()))?
+        .success())
 }

@@ -3,8 +3,9 @@
 //! job. Failures retry with exponential backoff and jitter, then end `dead` with a copy in
 //! `<ns>.dead`. A sweep reaps expired leases (dead workers), re-publishes due jobs whose
 //! message is missing and moves on rollouts nobody moved on (their last worker died). The
-//! AMQP connection is supervised: any error rebuilds connection, topology, QoS and consumers. Shutdown stops consuming, lets running jobs finish within a
-//! grace period, then hands their leases back.
+//! AMQP connection is supervised: any error rebuilds connection, topology, QoS and
+//! consumers. Shutdown stops consuming, lets running jobs finish within a grace period,
+//! then hands their leases back.
 
 use crate::catalog::{ClaimOutcome, JobRecord, NewJob};
 use crate::config::WorkerSettings;

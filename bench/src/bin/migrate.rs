@@ -9,7 +9,8 @@
 
 use anyhow::{bail, Context, Result};
 use pgfleet_bench::{
-    bench_namespace, checkpoint, cleanup, cpu_seconds, numeric_flag, publish_signups, wait_for_consumer,
+    bench_namespace, checkpoint, cleanup, client_bindir, cpu_seconds, numeric_flag, psql_file,
+    publish_signups, wait_for_consumer,
 };
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
@@ -102,12 +103,7 @@ async fn run(
         // Perl wrapper, pg_wrapper, which picks the version's binary on every call), and the
         // psql binary itself. The binary is the like-for-like baseline; on Debian most of
         // the PATH loop's time is Perl starting up.
-        let server_major: u32 = sqlx::query_scalar::<_, String>("SHOW server_version_num")
-            .fetch_one(&mut catalog)
-            .await?
-            .parse::<u32>()?
-            / 10_000;
-        let binary = pgfleet_shared::pg_tools::find("psql", server_major).await?.path;
+        let binary = client_bindir().await?.join("psql");
         let on_path = std::path::PathBuf::from("psql");
         let mut loops = Vec::new();
         for (i, psql) in [&on_path, &binary].into_iter().enumerate() {
@@ -252,25 +248,7 @@ fn psql_loop(psql: &Path, databases: &[String], file: &Path) -> Result<LoopRun> 
     let started = Instant::now();
     for db in databases {
         let one = Instant::now();
-        let ok = Command::new(psql)
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-f",
-            ])
-            .arg(file)
-            .stdout(Stdio::null())
-            .status()
-            .with_context(|| format!("running {}", psql.display()))?
-            .success();
+        let ok = psql_file(psql, db, file)?;
         if !ok {
             bail!("psql loop failed on {db}");
         }

@@ -10,13 +10,14 @@
 
 use anyhow::{bail, Context, Result};
 use pgfleet_bench::{
-    bench_namespace, checkpoint, cleanup, numeric_flag, peak_rss_kib, publish_signups, wait_for_consumer,
+    bench_namespace, checkpoint, cleanup, client_bindir, numeric_flag, peak_rss_kib, psql_file,
+    publish_signups, wait_for_consumer,
 };
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[tokio::main]
@@ -88,16 +89,6 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The directory of the client tools matching the server's major version.
-async fn client_bindir() -> Result<PathBuf> {
-    let mut admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
-    let num: String = sqlx::query_scalar("SHOW server_version_num")
-        .fetch_one(&mut admin)
-        .await?;
-    let psql = pgfleet_shared::pg_tools::find("psql", num.parse::<u32>()? / 10_000).await?;
-    Ok(psql.path.parent().context("psql has a directory")?.to_path_buf())
-}
-
 /// `createdb` + `psql -f` per tenant; the tools from `bindir`, or from PATH.
 fn run_loop_baseline(
     namespace: &str,
@@ -114,24 +105,7 @@ fn run_loop_baseline(
             .args(["-h", "127.0.0.1", "-U", "postgres", &db])
             .status()?
             .success()
-            && Command::new(tool("psql"))
-                .args([
-                    "-q",
-                    "-X",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    &db,
-                    "-f",
-                ])
-                .arg(schema)
-                .stdout(Stdio::null())
-                .status()?
-                .success();
+            && psql_file(&tool("psql"), &db, schema)?;
         if !ok {
             bail!("baseline loop failed at tenant {i}");
         }

@@ -14,7 +14,7 @@ mod tenants;
 pub use backups::{BackupRecord, BackupStats};
 pub use jobs::{ClaimOutcome, DispatchItem, JobRecord, NewJob};
 pub use metrics::{DurationHistogram, DURATION_BUCKETS};
-pub use rollouts::{server_slot_class, RolloutRecord, RolloutTenant, TenantMigrationStart, SKIPPED};
+pub use rollouts::{RolloutRecord, RolloutTenant, TenantMigrationStart, SKIPPED};
 pub use schedules::{scheduled_backup_key, DueBackup, ScheduledTenant};
 pub use servers::ServerRecord;
 pub use tenants::{NewTenant, TenantRecord};

@@ -55,14 +55,13 @@ const SELECT_ROLLOUT: &str = "SELECT r.id, r.target_version, r.canary, r.max_fai
         count(*) FILTER (WHERE j.status IN ('queued', 'running')) AS active
    FROM rollouts r LEFT JOIN rollout_tenants rt ON rt.rollout_id = r.id LEFT JOIN jobs j ON j.id = rt.job_id";
 
-/// The advisory-lock class of a tenant server's migration slots: the server id's first 4
-/// bytes (SQL twin: `SERVER_SLOT_CLASS`).
-pub fn server_slot_class(server_id: Uuid) -> i32 {
-    i32::from_be_bytes(server_id.as_bytes()[..4].try_into().expect("4 bytes"))
-}
-
-/// `server_slot_class` in SQL, of the tenant row `t`.
+/// The advisory-lock class of a tenant server's migration slots, for the tenant row `t`:
+/// the server id's first 4 bytes as an int.
 const SERVER_SLOT_CLASS: &str = "('x' || left(replace(t.server_id::text, '-', ''), 8))::bit(32)::int";
+
+/// A live migrate job (`j`), as the partial index `jobs_live_by_rollout` has them, keyed by
+/// `j.payload ->> 'rollout'`; queries must keep this predicate for the index to serve them.
+const LIVE_MIGRATE_JOB: &str = "j.kind = 'migrate' AND j.status IN ('queued', 'running')";
 
 /// What a migrate job found when it started (see `Catalog::start_tenant_migration`).
 #[derive(Debug)]
@@ -265,6 +264,7 @@ impl Catalog {
         use sqlx::Row;
         let row = sqlx::query(&format!(
             "SELECT r.status AS rollout_status, r.halted_reason, t.*,
+                    {SERVER_SLOT_CLASS} AS slot_class,
                     CASE WHEN r.status <> 'halted' AND t.status = 'active' THEN
                         (SELECT slot FROM generate_series(0, r.server_concurrency - 1) AS slot
                           WHERE pg_try_advisory_lock({SERVER_SLOT_CLASS}, slot) LIMIT 1)
@@ -280,14 +280,16 @@ impl Catalog {
         let tenant_id: Option<Uuid> = row.try_get("id")?;
         let rollout_status: String = row.try_get("rollout_status")?;
         let halted_reason: Option<String> = row.try_get("halted_reason")?;
-        let slot: Option<i32> = row.try_get("slot")?;
+        let slot = match (
+            row.try_get::<Option<i32>, _>("slot_class")?,
+            row.try_get::<Option<i32>, _>("slot")?,
+        ) {
+            (Some(class), Some(slot)) => Some((class, slot)),
+            _ => None,
+        };
         let tenant = match tenant_id {
             Some(_) => Some(with_password(row)?),
             None => None,
-        };
-        let slot = match (&tenant, slot) {
-            (Some(tenant), Some(slot)) => Some((server_slot_class(tenant.server_id), slot)),
-            _ => None,
         };
         Ok(Some(TenantMigrationStart {
             rollout_status,
@@ -301,10 +303,9 @@ impl Catalog {
     /// rollout's size). Tenants of a phase not started yet have no job, so this says nothing
     /// about them: ask it for main-phase jobs, whose phase links every tenant at once.
     pub async fn rollout_has_live_jobs(&self, id: Uuid) -> Result<bool> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE kind = 'migrate' AND status IN ('queued', 'running')
-                             AND payload ->> 'rollout' = $1)",
-        )
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT EXISTS (SELECT 1 FROM jobs j WHERE {LIVE_MIGRATE_JOB} AND j.payload ->> 'rollout' = $1)"
+        ))
         .bind(id.to_string())
         .fetch_one(self.pool())
         .await?)
@@ -315,12 +316,11 @@ impl Catalog {
     /// before its follow-up, or two last jobs finished at once and each saw the other still
     /// running. A worker's sweep moves them on.
     pub async fn rollouts_without_live_jobs(&self) -> Result<Vec<Uuid>> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(&format!(
             "SELECT r.id FROM rollouts r
               WHERE r.status = 'running'
-                AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.kind = 'migrate' AND j.status IN ('queued', 'running')
-                                                      AND j.payload ->> 'rollout' = r.id::text)",
-        )
+                AND NOT EXISTS (SELECT 1 FROM jobs j WHERE {LIVE_MIGRATE_JOB} AND j.payload ->> 'rollout' = r.id::text)"
+        ))
         .fetch_all(self.pool())
         .await?)
     }
