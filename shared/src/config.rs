@@ -41,6 +41,13 @@ impl Namespace {
         &self.0
     }
 
+    /// Whether `name` is in this install's share of a server's names (`<namespace>_…`),
+    /// where tenant databases and roles live: nothing else (a restore) may take one.
+    pub fn owns_name(&self, name: &str) -> bool {
+        name.strip_prefix(self.0.as_str())
+            .is_some_and(|rest| rest.starts_with('_'))
+    }
+
     pub fn jobs_exchange(&self) -> String {
         format!("{}.jobs", self.0)
     }
@@ -135,5 +142,10 @@ mod tests {
         for bad in ["", "Pg", "1a", "a.b", "a-b", "a b", &"a".repeat(25)] {
             assert!(Namespace::parse(bad).is_err(), "{bad}");
         }
+        let ns = Namespace::parse("pgfleet").unwrap();
+        assert!(ns.owns_name("pgfleet_acme") && ns.owns_name("pgfleet_"));
+        assert!(
+            !ns.owns_name("pgfleet") && !ns.owns_name("pgfleetx_a") && !ns.owns_name("copy_of_pgfleet_a")
+        );
     }
 }

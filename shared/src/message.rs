@@ -92,12 +92,17 @@ impl JobSpec {
     }
 }
 
-/// A understood job request: the validated form of a message.
+/// An understood job request: the validated form of a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobRequest {
     pub tenant: TenantSlug,
+    /// The producer's idempotency key (same key ⇒ same job). Stored in a namespace of its
+    /// own, so it can never take one of the keys pgfleet gives its own jobs.
     pub key: Option<String>,
     pub spec: JobSpec,
+    /// Set by pgfleet's own producers: the message is for this job, already recorded in the
+    /// catalog (a worker claims it by id and never records a new one for it).
+    pub job: Option<uuid::Uuid>,
 }
 
 impl JobRequest {
@@ -114,6 +119,9 @@ impl JobRequest {
         body.insert("tenant".into(), Value::String(self.tenant.to_string()));
         if let Some(key) = &self.key {
             body.insert("key".into(), Value::String(key.clone()));
+        }
+        if let Some(job) = &self.job {
+            body.insert("job".into(), Value::String(job.to_string()));
         }
         serde_json::to_vec(&body).expect("a JSON map always serializes")
     }
@@ -167,6 +175,14 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
         }
         Some(_) => return Err(MessageError::NotAString("key")),
     };
+    let job = match map.get("job") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id.parse().map_err(|_| MessageError::InvalidField {
+            field: "job",
+            why: "must be a job id (UUID)".into(),
+        })?),
+        Some(_) => return Err(MessageError::NotAString("job")),
+    };
     let spec = match kind {
         JobKind::Provision => JobSpec::Provision {
             region: optional_region(&map)?,
@@ -209,7 +225,12 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
             }
         }
     };
-    Ok(JobRequest { tenant, key, spec })
+    Ok(JobRequest {
+        tenant,
+        key,
+        spec,
+        job,
+    })
 }
 
 fn required_str<'a>(map: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, MessageError> {

@@ -1,6 +1,11 @@
 //! Locating Postgres client tools (`pg_dump`, `psql`) that match a server: `pg_dump` must be
 //! at least the server's major version, or it refuses (or, worse, dumps wrongly). Looks in
 //! `PGFLEET_PG_BIN`, then Debian's `/usr/lib/postgresql/<major>/bin`, then `PATH`.
+//!
+//! Tools older than the minor releases that fix CVE-2025-8715 are refused: before them,
+//! `pg_dump` could write an object name that `psql` runs as a meta-command (`\!` runs a
+//! shell) when the dump is restored, so a tenant could name a table to run code on the
+//! worker. Fixed releases write `\restrict` into every dump, which such names can't escape.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -11,6 +16,30 @@ pub struct PgTool {
     pub major: u32,
     /// As the tool prints it, e.g. "pg_dump (PostgreSQL) 15.20".
     pub version: String,
+}
+
+/// The first minor release of each major that fixes CVE-2025-8715 (August 2025).
+const FIXED_RELEASES: [(u32, u32); 5] = [(13, 22), (14, 19), (15, 14), (16, 10), (17, 6)];
+/// Majors from this one on were released with the fix.
+const FIRST_FIXED_MAJOR: u32 = 18;
+
+/// Why a tool's version is refused, if it is (see the module docs).
+pub fn unsafe_version(version: &str) -> Option<String> {
+    let (major, minor) = parse_version(version)?;
+    if major >= FIRST_FIXED_MAJOR {
+        return None;
+    }
+    let Some((_, fixed)) = FIXED_RELEASES.iter().find(|(m, _)| *m == major) else {
+        return Some(format!(
+            "PostgreSQL {major} client tools have no fix for CVE-2025-8715; use 13.22, 14.19, 15.14, 16.10, 17.6 or newer"
+        ));
+    };
+    match minor {
+        Some(minor) if minor >= *fixed => None,
+        _ => Some(format!(
+            "it predates the fix for CVE-2025-8715 (a dump could run shell commands on restore); upgrade to {major}.{fixed} or newer"
+        )),
+    }
 }
 
 /// Finds `name` with major version ≥ `server_major`, preferring the exact major.
@@ -37,23 +66,40 @@ pub async fn find(name: &str, server_major: u32) -> Result<PgTool> {
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|dir| dir.join(name)));
     }
-    let mut seen = Vec::new();
+    find_among(name, server_major, candidates).await
+}
+
+/// `find` over an explicit list of candidate paths, in order of preference.
+pub async fn find_among(name: &str, server_major: u32, candidates: Vec<PathBuf>) -> Result<PgTool> {
+    let mut older = Vec::new();
+    let mut unsafe_found = Vec::new();
     for path in candidates {
         if !path.is_file() {
             continue;
         }
         let Ok(tool) = probe(&path).await else { continue };
-        if tool.major >= server_major {
-            return Ok(tool);
+        if tool.major < server_major {
+            older.push(format!("{} ({})", path.display(), tool.version));
+            continue;
         }
-        seen.push(format!("{} ({})", path.display(), tool.version));
+        if let Some(why) = unsafe_version(&tool.version) {
+            unsafe_found.push(format!("{} ({}): {why}", path.display(), tool.version));
+            continue;
+        }
+        return Ok(tool);
     }
-    if seen.is_empty() {
+    if !unsafe_found.is_empty() {
+        bail!(
+            "refusing to run {name}: {}; install current PostgreSQL {server_major} client tools or set PGFLEET_PG_BIN",
+            unsafe_found.join("; ")
+        )
+    }
+    if older.is_empty() {
         bail!("no {name} found for PostgreSQL {server_major}; install the PostgreSQL {server_major} client tools or set PGFLEET_PG_BIN")
     }
     bail!(
         "the tenant server runs PostgreSQL {server_major} but the only {name} found are older: {}; install the PostgreSQL {server_major} client tools or set PGFLEET_PG_BIN",
-        seen.join(", ")
+        older.join(", ")
     )
 }
 
@@ -72,6 +118,7 @@ pub fn collect_stderr(stderr: tokio::process::ChildStderr) -> tokio::task::JoinH
 async fn probe(path: &Path) -> Result<PgTool> {
     let out = tokio::process::Command::new(path)
         .arg("--version")
+        .env_clear()
         .output()
         .await
         .with_context(|| format!("running {} --version", path.display()))?;
@@ -86,11 +133,29 @@ async fn probe(path: &Path) -> Result<PgTool> {
 
 /// "pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)" → 15; "… 9.6.24" → 9.
 pub fn parse_major(version: &str) -> Option<u32> {
+    parse_version(version).map(|(major, _)| major)
+}
+
+/// (major, minor): "… 15.20 (Debian …)" → (15, Some(20)); "… 17beta1" → (17, None);
+/// "… 9.6.24" → (9, Some(6)).
+fn parse_version(version: &str) -> Option<(u32, Option<u32>)> {
     let number = version
         .split_whitespace()
         .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
-    let digits: String = number.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
+    let mut parts = number.split('.');
+    let digits = |s: &str| -> Option<u32> {
+        let d: String = s.chars().take_while(char::is_ascii_digit).collect();
+        d.parse().ok()
+    };
+    let major_part = parts.next()?;
+    let major = digits(major_part)?;
+    let release = major_part.chars().all(|c| c.is_ascii_digit());
+    let minor = if release {
+        parts.next().and_then(digits)
+    } else {
+        None
+    };
+    Some((major, minor))
 }
 
 #[cfg(test)]
@@ -106,6 +171,52 @@ mod tests {
         assert_eq!(parse_major("psql (PostgreSQL) 17beta1"), Some(17));
         assert_eq!(parse_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
         assert_eq!(parse_major("garbage"), None);
+    }
+
+    #[test]
+    fn tools_before_the_cve_2025_8715_fix_are_refused() {
+        for ok in [
+            "pg_dump (PostgreSQL) 15.14",
+            "psql (PostgreSQL) 15.19 (Debian 15.19-0+deb12u1)",
+            "pg_dump (PostgreSQL) 16.10",
+            "pg_dump (PostgreSQL) 17.6",
+            "pg_dump (PostgreSQL) 13.22",
+            "pg_dump (PostgreSQL) 18.0",
+            "pg_dump (PostgreSQL) 19devel",
+        ] {
+            assert_eq!(unsafe_version(ok), None, "{ok}");
+        }
+        for bad in [
+            "pg_dump (PostgreSQL) 15.13",
+            "psql (PostgreSQL) 16.9",
+            "pg_dump (PostgreSQL) 17.5 (Ubuntu 17.5-1)",
+            "pg_dump (PostgreSQL) 17beta1",
+            "pg_dump (PostgreSQL) 12.22",
+            "pg_dump (PostgreSQL) 9.6.24",
+        ] {
+            assert!(unsafe_version(bad).is_some(), "{bad} accepted");
+        }
+    }
+
+    /// A real executable that reports an unfixed version is skipped, and the error names it.
+    #[tokio::test]
+    async fn an_unfixed_pg_dump_is_refused_naming_its_version() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("pgfleet-fake-tools-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("pg_dump");
+        std::fs::write(&fake, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 15.13'\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = find_among("pg_dump", 15, vec![fake.clone()])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("15.13") && err.contains("CVE-2025-8715"), "{err}");
+        // With a fixed tool after it, the fixed one is chosen.
+        let real = find("pg_dump", 15).await.unwrap().path;
+        let chosen = find_among("pg_dump", 15, vec![fake, real.clone()]).await.unwrap();
+        assert_eq!(chosen.path, real);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

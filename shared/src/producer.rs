@@ -17,6 +17,16 @@ pub struct Producer {
     max_attempts: i32,
 }
 
+/// Why a request was not enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The idempotency key belongs to a job for something else; nothing was enqueued.
+    #[error("idempotency key {0:?} was already used for a different request (another kind, tenant or parameters); use a new key")]
+    KeyReused(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
 pub struct Enqueued {
     pub job: JobRecord,
     /// `false` when the key matched an existing job.
@@ -38,14 +48,15 @@ impl Producer {
         &self.publisher
     }
 
-    pub async fn enqueue(&self, request: &JobRequest) -> Result<Enqueued> {
+    pub async fn enqueue(&self, request: &JobRequest) -> Result<Enqueued, EnqueueError> {
         let mut enqueued = self.enqueue_many(std::slice::from_ref(request)).await?;
         Ok(enqueued.remove(0))
     }
 
     /// `enqueue` for many requests (e.g. `backup --all`): recorded and published in batches
-    /// rather than one round trip and one confirm per job.
-    pub async fn enqueue_many(&self, requests: &[JobRequest]) -> Result<Vec<Enqueued>> {
+    /// rather than one round trip and one confirm per job. A key already used for a
+    /// different request is refused: the caller never gets someone else's job.
+    pub async fn enqueue_many(&self, requests: &[JobRequest]) -> Result<Vec<Enqueued>, EnqueueError> {
         const BATCH: usize = 2_000;
         let mut out = Vec::with_capacity(requests.len());
         for chunk in requests.chunks(BATCH) {
@@ -54,6 +65,17 @@ impl Producer {
                 .map(|r| NewJob::from_request(r, None, self.max_attempts))
                 .collect();
             let recorded = self.catalog.insert_jobs(&news).await?;
+            if let Some((new, _)) = news
+                .iter()
+                .zip(&recorded)
+                .find(|(new, (job, created))| !created && !new.matches(job))
+            {
+                let key = new
+                    .key
+                    .strip_prefix(crate::catalog::PRODUCER_KEY_PREFIX)
+                    .unwrap_or(&new.key);
+                return Err(EnqueueError::KeyReused(key.to_owned()));
+            }
             // An existing job that is still queued is published again in case its message
             // was lost; the claim makes the duplicate harmless.
             let to_publish: Vec<&JobRecord> = recorded

@@ -9,7 +9,7 @@
 
 use crate::catalog::{Catalog, TenantRecord};
 use anyhow::{Context, Result};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use std::collections::HashMap;
@@ -125,10 +125,21 @@ impl TenantServers {
         )
     }
 
-    /// libpq environment for a client tool connecting as the server's admin to `database`.
-    pub async fn admin_libpq_env(&self, server_id: Uuid, database: &str) -> Result<LibpqEnv> {
+    /// libpq environment for a client tool connecting as `role` (with `password`) to
+    /// `database` on the server.
+    pub async fn role_libpq_env(
+        &self,
+        server_id: Uuid,
+        role: &str,
+        password: &SecretString,
+        database: &str,
+    ) -> Result<LibpqEnv> {
         let admin = self.catalog.server_admin_url(server_id).await?;
-        libpq_env(admin.expose_secret(), None, database)
+        libpq_env(
+            admin.expose_secret(),
+            Some((role, password.expose_secret())),
+            database,
+        )
     }
 
     /// The tenant's own connection URL (with its password): for `pgfleet tenant url` only.
@@ -149,16 +160,28 @@ impl TenantServers {
 /// Environment variables for a libpq client; holds a password, so no `Debug`.
 pub struct LibpqEnv(Vec<(&'static str, String)>);
 
+/// Settings of this process's environment a client tool keeps: TLS choices the operator
+/// made for libpq as a whole. Everything else (the catalog URL, the secret key, cloud
+/// credentials, `PGPASSFILE`, …) is withheld.
+const PASSED_THROUGH: [&str; 7] = [
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLCRL",
+    "PGSSLNEGOTIATION",
+    "PGGSSENCMODE",
+];
+
 impl LibpqEnv {
+    /// Gives `cmd` this environment and nothing else of the worker's: a child (and anything
+    /// a restored dump could make it run) never sees pgfleet's own secrets.
     pub fn apply(&self, cmd: &mut tokio::process::Command) {
-        for var in [
-            "PGSERVICE",
-            "PGSERVICEFILE",
-            "PGPASSFILE",
-            "PGOPTIONS",
-            "PGCONNECT_TIMEOUT",
-        ] {
-            cmd.env_remove(var);
+        cmd.env_clear();
+        for var in PASSED_THROUGH {
+            if let Ok(value) = std::env::var(var) {
+                cmd.env(var, value);
+            }
         }
         for (k, v) in &self.0 {
             cmd.env(k, v);

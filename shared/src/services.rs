@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::jobs::{FaultPoints, JobContext};
 use crate::producer::Producer;
 use crate::queue::Publisher;
-use crate::secrets::SecretKey;
+use crate::secrets::Keyring;
 use crate::servers::TenantServers;
 use crate::store::{BackupStore, S3Settings};
 use crate::tenant_migrations::MigrationSet;
@@ -21,13 +21,13 @@ pub struct Services {
 
 impl Services {
     /// `pool_size` bounds connections to the catalog and to each tenant server.
-    pub async fn open(config: &Config, key: SecretKey, pool_size: u32) -> Result<Self> {
-        Self::open_with(config, Some(key), pool_size).await
+    pub async fn open(config: &Config, key: impl Into<Keyring>, pool_size: u32) -> Result<Self> {
+        Self::open_with(config, Some(key.into()), pool_size).await
     }
 
     /// `open` for processes that may run without the secret key (API, scheduler, CLI
     /// commands that never read a credential).
-    pub async fn open_with(config: &Config, key: Option<SecretKey>, pool_size: u32) -> Result<Self> {
+    pub async fn open_with(config: &Config, key: Option<Keyring>, pool_size: u32) -> Result<Self> {
         let catalog = Catalog::open_with(&config.catalog_url, key.map(Arc::new), pool_size).await?;
         let servers = TenantServers::new(catalog.clone(), pool_size);
         Ok(Self { catalog, servers })

@@ -2,6 +2,18 @@
 //! `.up.sql`; `.down.sql` ignored) and applying pending ones to one tenant database as the
 //! tenant's role. Each migration commits together with its bookkeeping row, under an
 //! advisory lock so two runs never migrate one tenant at once.
+//!
+//! A file that would escape its transaction (`COMMIT`, `BEGIN`, `SAVEPOINT`, … at top level)
+//! is refused when the set is loaded, before any tenant is touched; so is a statement that
+//! can't run in a transaction (`CREATE INDEX CONCURRENTLY`, …) unless the file's first line
+//! is `-- pgfleet:no-transaction`. Such a file runs one statement at a time and gives up
+//! atomicity: if statement 3 fails, 1 and 2 stay applied and the retry runs the whole file
+//! again — so its statements must be safe to re-run (`IF NOT EXISTS`, `DROP … IF EXISTS`).
+//!
+//! The tenant owns its `_pgfleet_migrations` table and may write anything into it, so what
+//! it says is checked against the set (a version or checksum no recorded migration has
+//! fails this tenant alone, and is never copied into the catalog), read with a row cap and
+//! a statement timeout, after a lock taken with a lock timeout.
 
 use crate::error::JobError;
 use anyhow::{bail, Context, Result};
@@ -25,6 +37,18 @@ const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _pgfleet_migra
 /// Arbitrary constant: the advisory-lock key pgfleet's migrations take in a tenant database.
 const MIGRATION_LOCK_KEY: i64 = 0x7067_666c_6565_7401;
 
+/// First line of a migration that must run outside a transaction (see the module docs).
+pub const NO_TRANSACTION_MARKER: &str = "-- pgfleet:no-transaction";
+
+/// How long pgfleet waits for the tenant's migration lock, and for its bookkeeping read:
+/// a tenant session holding the lock (or a slow view in the table's place) costs a retry,
+/// not a worker slot forever.
+const BOOKKEEPING_TIMEOUT: &str = "30s";
+
+/// Bookkeeping rows read at most; a tenant that wrote more has its migration fail.
+const MAX_BOOKKEEPING_ROWS: usize = 100_000;
+
+/// One migration file: its version, name, SQL and SHA-256.
 #[derive(Clone, Debug)]
 pub struct Migration {
     pub version: i64,
@@ -32,6 +56,57 @@ pub struct Migration {
     pub file_name: String,
     pub sql: String,
     pub checksum: Vec<u8>,
+    /// `false` for a `-- pgfleet:no-transaction` file: its statements, one at a time.
+    pub transactional: bool,
+}
+
+impl Migration {
+    /// Checks the SQL (see the module docs); errors name the file and line.
+    pub fn new(
+        version: i64,
+        name: String,
+        file_name: String,
+        sql: String,
+        checksum: Vec<u8>,
+    ) -> Result<Self> {
+        let transactional = sql.lines().next().map(str::trim) != Some(NO_TRANSACTION_MARKER);
+        check_transaction_use(&file_name, &sql, transactional)?;
+        Ok(Self {
+            version,
+            name,
+            file_name,
+            sql,
+            checksum,
+            transactional,
+        })
+    }
+}
+
+fn check_transaction_use(file_name: &str, sql: &str, transactional: bool) -> Result<()> {
+    use crate::sql_scan::{statements, TransactionUse};
+    for statement in statements(sql) {
+        let shown = statement.words.join(" ");
+        match (statement.transaction_use(), transactional) {
+            (TransactionUse::Ordinary, _) | (TransactionUse::NeedsNoTransaction, false) => {}
+            (TransactionUse::Control, true) => bail!(
+                "migration {file_name} line {}: `{shown}` would end or split the transaction pgfleet runs each migration in \
+                 (together with its bookkeeping row); remove it — every file already runs in a transaction of its own",
+                statement.line
+            ),
+            (TransactionUse::Control, false) => bail!(
+                "migration {file_name} line {}: `{shown}` is transaction control, and a {NO_TRANSACTION_MARKER} file runs each \
+                 statement on its own; remove it",
+                statement.line
+            ),
+            (TransactionUse::NeedsNoTransaction, true) => bail!(
+                "migration {file_name} line {}: `{shown}` cannot run inside a transaction; move it to a file of its own whose \
+                 first line is `{NO_TRANSACTION_MARKER}` (that file runs one statement at a time, without rollback on \
+                 failure, so make each statement safe to re-run)",
+                statement.line
+            ),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug, Default)]
@@ -93,13 +168,13 @@ impl MigrationSet {
                 format!("migration file {file_name}: {version:?} is not a version number")
             })?;
             let checksum = Sha256::digest(sql.as_bytes()).to_vec();
-            migrations.push(Migration {
+            migrations.push(Migration::new(
                 version,
-                name: name.to_owned(),
+                name.to_owned(),
                 file_name,
                 sql,
                 checksum,
-            });
+            )?);
         }
         migrations.sort_by_key(|m| m.version);
         if let Some(w) = migrations.windows(2).find(|w| w[0].version == w[1].version) {
@@ -163,13 +238,16 @@ pub async fn apply(
     result.map(|(applied, _)| applied)
 }
 
-/// Takes the tenant's migration lock and reads `_pgfleet_migrations` in one round trip. A
-/// database without the table (a new tenant) has nothing applied.
+/// Takes the tenant's migration lock and reads `_pgfleet_migrations` in one round trip,
+/// both bounded in time (the tenant can hold the lock or replace the table). A database
+/// without the table (a new tenant) has nothing applied.
 async fn lock_and_read_applied(conn: &mut PgConnection) -> Result<(Vec<(i64, Vec<u8>)>, bool), JobError> {
     use sqlx::Row;
     let sql = format!(
-        "SELECT pg_advisory_lock({MIGRATION_LOCK_KEY});
-         SELECT version::text, encode(checksum, 'hex') FROM _pgfleet_migrations ORDER BY version"
+        "SET LOCAL lock_timeout = '{BOOKKEEPING_TIMEOUT}'; SET LOCAL statement_timeout = '{BOOKKEEPING_TIMEOUT}';
+         SELECT pg_advisory_lock({MIGRATION_LOCK_KEY});
+         SELECT version::text, encode(checksum, 'hex') FROM _pgfleet_migrations ORDER BY version LIMIT {}",
+        MAX_BOOKKEEPING_ROWS + 1
     );
     let read = conn.fetch_all(sql.as_str()).await;
     let rows = match read {
@@ -178,14 +256,26 @@ async fn lock_and_read_applied(conn: &mut PgConnection) -> Result<(Vec<(i64, Vec
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
             return Ok((Vec::new(), false))
         }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+            return Err(anyhow::anyhow!(
+                "the tenant's migration lock is held by another session (a migration, or a session of the tenant's) for over {BOOKKEEPING_TIMEOUT}; will retry"
+            )
+            .into())
+        }
         Err(e) => {
             return Err(anyhow::Error::new(e)
-                .context("taking the tenant's migration lock")
+                .context("taking the tenant's migration lock and reading _pgfleet_migrations")
                 .into())
         }
     };
+    let rows: Vec<_> = rows.iter().filter(|r| r.len() == 2).collect();
+    if rows.len() > MAX_BOOKKEEPING_ROWS {
+        return Err(JobError::Permanent(anyhow::anyhow!(
+            "the tenant's _pgfleet_migrations has more than {MAX_BOOKKEEPING_ROWS} rows; pgfleet did not write them — fix the tenant's table"
+        )));
+    }
     let mut done = Vec::new();
-    for row in rows.iter().filter(|r| r.len() == 2) {
+    for row in rows {
         let version: String = row.try_get(0).context("reading _pgfleet_migrations")?;
         let checksum: String = row.try_get(1).context("reading _pgfleet_migrations")?;
         done.push((
@@ -214,13 +304,24 @@ async fn apply_locked(
     record: Record<'_>,
     durability: Durability,
 ) -> Result<(Applied, bool), JobError> {
+    // The tenant can write this table: anything in it that no migration of the set has is
+    // this tenant's problem (its job fails), never the catalog's or the fleet's.
     for (version, checksum) in &done {
-        if let Some(m) = set.migrations.iter().find(|m| m.version == *version) {
-            if &m.checksum != checksum {
+        match set.migrations.iter().find(|m| m.version == *version) {
+            Some(m) if &m.checksum != checksum => {
                 return Err(JobError::Permanent(anyhow::anyhow!(
-                    "migration {} was changed after it was applied (checksum differs); restore the original file and add a new migration instead",
+                    "the tenant's _pgfleet_migrations records migration {} with a different checksum than the recorded one; \
+                     either the file was changed after it was applied, or the table was altered in the tenant's database",
                     m.file_name
-                )));
+                )))
+            }
+            Some(_) => {}
+            None => {
+                return Err(JobError::Permanent(anyhow::anyhow!(
+                    "the tenant's _pgfleet_migrations lists version {version}, which is not in the migration set being applied; \
+                     pgfleet did not write that row (or the set lost a migration) — remove the row from the tenant's table, or \
+                     restore the missing migration"
+                )))
             }
         }
     }
@@ -236,17 +337,35 @@ async fn apply_locked(
     for (i, m) in pending.iter().enumerate() {
         let first = i == 0;
         let last = i + 1 == pending.len();
-        let mut sql = String::from("BEGIN;\n");
+        let mut sql = String::new();
+        if !m.transactional {
+            if first && !table_exists {
+                conn.execute(CREATE_MIGRATIONS_TABLE)
+                    .await
+                    .context("creating _pgfleet_migrations")?;
+            }
+            for statement in crate::sql_scan::statements(&m.sql) {
+                conn.execute(statement.text.as_str()).await.with_context(|| {
+                    format!(
+                        "applying migration {} (statement at line {}; the statements before it stay applied)",
+                        m.file_name, statement.line
+                    )
+                })?;
+            }
+        }
+        sql.push_str("BEGIN;\n");
         if last && durability == Durability::OnCommit {
             sql.push_str("SET LOCAL synchronous_commit = on;\n");
         }
-        if first && !table_exists {
+        if first && !table_exists && m.transactional {
             // Created inside the first migration's transaction: one commit less per new tenant.
             sql.push_str(CREATE_MIGRATIONS_TABLE);
             sql.push_str(";\n");
         }
-        // The file as it is (many statements allowed); the newline ends a trailing comment.
-        sql.push_str(&m.sql);
+        if m.transactional {
+            // The file as it is (many statements allowed); the newline ends a trailing comment.
+            sql.push_str(&m.sql);
+        }
         let checksum_hex: String = m.checksum.iter().map(|b| format!("{b:02x}")).collect();
         sql.push_str(&format!(
             "\n;\nINSERT INTO _pgfleet_migrations (version, name, checksum) VALUES ({}, {}, '\\x{checksum_hex}'::bytea);\nCOMMIT;",

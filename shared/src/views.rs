@@ -37,7 +37,7 @@ pub fn job(j: &JobRecord) -> Value {
         "status": j.status,
         "attempts": j.attempts,
         "max_attempts": j.max_attempts,
-        "key": j.idempotency_key,
+        "key": j.shown_key(),
         "error": j.error,
         "outcome": j.outcome,
         "created_at": time(&j.created_at),

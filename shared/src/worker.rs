@@ -239,9 +239,24 @@ impl Worker {
                 ack(&delivery).await;
             }
             ClaimOutcome::KeyConflict(job) => {
+                let reason = if new.recorded {
+                    format!(
+                        "job {} is not a {} job of tenant {}",
+                        job.id, new.kind, new.tenant
+                    )
+                } else {
+                    format!(
+                        "idempotency key {:?} already belongs to another job (a different kind or tenant); use a new key",
+                        job.shown_key()
+                    )
+                };
+                self.dead_letter(&delivery, &queue_name, &reason, None).await;
+            }
+            ClaimOutcome::UnknownJob => {
                 let reason = format!(
-                    "idempotency key {:?} already belongs to job {} ({} of tenant {})",
-                    job.idempotency_key, job.id, job.kind, job.tenant
+                    "the message names job {}, which this install's catalog has no record of; \
+                     applications publish without a `job` field",
+                    new.id
                 );
                 self.dead_letter(&delivery, &queue_name, &reason, None).await;
             }

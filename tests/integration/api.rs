@@ -669,7 +669,7 @@ async fn without_the_broker_the_api_is_not_ready_but_loses_no_job() {
         (&json!(true), &json!(false))
     );
     let job = catalog
-        .job_by_key(accepted["job"]["key"].as_str().unwrap())
+        .job(accepted["job_id"].as_str().unwrap().parse().unwrap())
         .await
         .unwrap()
         .unwrap();

@@ -3,7 +3,7 @@
 
 use crate::support::*;
 use sha2::{Digest, Sha256};
-use sqlx::{Connection as _, PgConnection};
+use sqlx::PgConnection;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,18 +27,6 @@ const BULK_DATA: &str = "CREATE TABLE bulk (id int PRIMARY KEY, payload text);
 INSERT INTO bulk SELECT g, (SELECT string_agg(md5(random()::text || g || h), '') FROM generate_series(1, 2500) h)
 FROM generate_series(1, 1000) g;";
 
-async fn tenant_conn(env: &TestEnv, slug: &str) -> PgConnection {
-    let (ok, url, err) = env.run_cli(&["tenant", "url", slug]);
-    assert!(ok, "{err}");
-    PgConnection::connect(url.trim()).await.unwrap()
-}
-
-async fn admin_db(database: &str) -> PgConnection {
-    PgConnection::connect(&format!("postgres://postgres@127.0.0.1:5432/{database}"))
-        .await
-        .unwrap()
-}
-
 /// md5 of every public table's rows, in a stable order.
 async fn checksums(conn: &mut PgConnection) -> BTreeMap<String, String> {
     let tables: Vec<String> =
@@ -56,12 +44,6 @@ async fn checksums(conn: &mut PgConnection) -> BTreeMap<String, String> {
         .unwrap();
         out.insert(t, sum);
     }
-    out
-}
-
-fn cli_ok(env: &TestEnv, args: &[&str]) -> String {
-    let (ok, out, err) = env.run_cli(args);
-    assert!(ok, "pgfleet {args:?} failed:\n{out}\n{err}");
     out
 }
 
@@ -126,7 +108,7 @@ async fn round_trip(env: TestEnv) {
     // Stock tools: gunzip -c | psql into a fresh database.
     let dump = env.dir.join("dump.sql.gz");
     std::fs::write(&dump, &object).unwrap();
-    let by_hand = format!("{}_by_hand", env.namespace);
+    let by_hand = env.outside_name("by_hand");
     sqlx::raw_sql(&format!("CREATE DATABASE \"{by_hand}\""))
         .execute(&mut admin().await)
         .await
@@ -147,7 +129,7 @@ async fn round_trip(env: TestEnv) {
     );
 
     // pgfleet restore.
-    let restored = format!("{}_restored", env.namespace);
+    let restored = env.outside_name("restored");
     cli_ok(&env, &["restore", "roundtrip", "--into", &restored, "--wait"]);
     assert_eq!(
         checksums(&mut admin_db(&restored).await).await,
@@ -242,7 +224,7 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
 async fn wait_for_failed_attempt(catalog: &pgfleet_shared::catalog::Catalog, key: &str, timeout: Duration) {
     wait_until("the attempt failed", timeout, || async {
         catalog
-            .job_by_key(key)
+            .job_by_producer_key(key)
             .await
             .unwrap()
             .is_some_and(|j| j.status == "queued" && j.error.is_some())
@@ -325,7 +307,7 @@ async fn pg_dump_killed_mid_stream_leaves_nothing_and_the_retry_succeeds() {
         .unwrap();
     assert!(killed.success(), "no pg_dump child to kill");
     wait_for_failed_attempt(&catalog, &key, Duration::from_secs(60)).await;
-    let job = catalog.job_by_key(&key).await.unwrap().unwrap();
+    let job = catalog.job_by_producer_key(&key).await.unwrap().unwrap();
     assert!(job.error.as_deref().unwrap().contains("pg_dump"), "{job:?}");
     assert_clean_failure_then_success(&env, &catalog, "dumpkill", &key).await;
     drop(worker);
@@ -563,7 +545,7 @@ async fn tenant_delete_leaves_a_restorable_final_backup() {
     assert_eq!(backups.len(), 1);
     assert_eq!(backups[0]["status"], "succeeded");
 
-    let target = format!("{}_final", env.namespace);
+    let target = env.outside_name("final");
     cli_ok(&env, &["restore", "leaving", "--into", &target, "--wait"]);
     assert_eq!(checksums(&mut admin_db(&target).await).await, source);
     env.cleanup().await;

@@ -59,7 +59,7 @@ async fn python_and_node_signups_become_active_tenants() {
         assert_eq!(tenant.schema_version, Some(1));
         let job = services
             .catalog
-            .job_by_key(&format!("signup-{slug}"))
+            .job_by_producer_key(&format!("signup-{slug}"))
             .await
             .unwrap()
             .expect("the example's idempotency key names the job");

@@ -10,5 +10,6 @@ mod provision;
 mod rollouts;
 mod runtime;
 mod scheduler;
+mod security;
 mod support;
 mod tls;

@@ -299,10 +299,16 @@ impl TestEnv {
         }
     }
 
+    /// Waits until the job with `key` (a producer's key, or one pgfleet gave its own job,
+    /// e.g. `migrate:<rollout>:<slug>`) is in `status`.
     pub async fn wait_job(&self, catalog: &Catalog, key: &str, status: &str, timeout: Duration) -> JobRecord {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(job) = catalog.job_by_key(key).await.unwrap() {
+            let found = match catalog.job_by_producer_key(key).await.unwrap() {
+                Some(job) => Some(job),
+                None => catalog.job_by_key(key).await.unwrap(),
+            };
+            if let Some(job) = found {
                 if job.status == status {
                     return job;
                 }
@@ -313,6 +319,16 @@ impl TestEnv {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A database name outside pgfleet's reserved `<namespace>_…` names (restore targets,
+    /// databases made by hand), still dropped by `cleanup`: `rt_<namespace suffix>_<name>`.
+    pub fn outside_name(&self, name: &str) -> String {
+        format!("{}_{name}", self.outside_prefix())
+    }
+
+    fn outside_prefix(&self) -> String {
+        self.namespace.replacen("it_", "rt_", 1)
     }
 
     /// Databases on the server whose name starts with this namespace's prefix.
@@ -340,6 +356,15 @@ impl TestEnv {
         let mut admin = admin().await;
         let mut databases = self.tenant_databases().await;
         databases.push(format!("{}_catalog", self.namespace));
+        databases.extend(
+            sqlx::query_scalar::<_, String>(
+                "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
+            )
+            .bind(format!("{}_", self.outside_prefix()))
+            .fetch_all(&mut admin)
+            .await
+            .unwrap_or_default(),
+        );
         for db in databases {
             let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
                 .execute(&mut admin)
@@ -570,6 +595,27 @@ pub async fn queue_depth(queue: &str) -> u32 {
         .unwrap();
     let _ = conn.close(200, "bye".into()).await;
     declared.message_count()
+}
+
+/// A connection as the tenant's own role, through the URL `pgfleet tenant url` prints.
+pub async fn tenant_conn(env: &TestEnv, slug: &str) -> PgConnection {
+    let (ok, url, err) = env.run_cli(&["tenant", "url", slug]);
+    assert!(ok, "{err}");
+    PgConnection::connect(url.trim()).await.unwrap()
+}
+
+/// The local server's `database`, as the superuser.
+pub async fn admin_db(database: &str) -> PgConnection {
+    PgConnection::connect(&format!("postgres://postgres@127.0.0.1:5432/{database}"))
+        .await
+        .unwrap()
+}
+
+/// Runs a CLI command that must succeed; returns its stdout.
+pub fn cli_ok(env: &TestEnv, args: &[&str]) -> String {
+    let (ok, out, err) = env.run_cli(args);
+    assert!(ok, "pgfleet {args:?} failed:\n{out}\n{err}");
+    out
 }
 
 pub async fn admin() -> PgConnection {

@@ -59,6 +59,7 @@ async fn connections_are_encrypted_when_the_urls_require_it() {
             tenant: slug.clone(),
             key: Some("tls-backup".into()),
             spec: pgfleet_shared::JobSpec::Backup {},
+            job: None,
         };
         let new = pgfleet_shared::catalog::NewJob::from_request(&request, None, 3);
         let mut recorded = services.catalog.insert_jobs(&[new]).await.unwrap();

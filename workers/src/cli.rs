@@ -38,6 +38,15 @@ pub struct GlobalArgs {
     /// Base64 key (32 bytes) encrypting credentials in the catalog. Default: the key file.
     #[arg(long, global = true, env = "PGFLEET_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// Other keys accepted for decryption only, comma-separated: the previous key during a
+    /// rotation (see `pgfleet secret-key rotate`), or the next one while it is rolled out.
+    #[arg(
+        long,
+        global = true,
+        env = "PGFLEET_SECRET_KEY_PREVIOUS",
+        hide_env_values = true
+    )]
+    pub secret_key_previous: Option<String>,
     /// File holding the secret key. Default: `<data dir>/secret.key` (created by `up`).
     #[arg(long, global = true, env = "PGFLEET_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
@@ -99,6 +108,9 @@ pub enum Command {
     /// Inspect jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Inspect tenant servers.
+    #[command(subcommand)]
+    Server(ServerCommand),
     /// Back up one tenant or all active tenants (pg_dump | gzip into the backup store).
     Backup {
         /// Tenant to back up.
@@ -164,8 +176,12 @@ pub enum Command {
         #[command(flatten)]
         enqueue: EnqueueArgs,
     },
-    /// Print a new random secret key (for PGFLEET_SECRET_KEY).
-    SecretKey,
+    /// Print a new random secret key (for PGFLEET_SECRET_KEY); `rotate` re-seals every
+    /// stored credential with the current key.
+    SecretKey {
+        #[command(subcommand)]
+        action: Option<SecretKeyCommand>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -195,6 +211,10 @@ pub struct ServeArgs {
     /// Bearer token every /v1 request must present (at least 16 characters).
     #[arg(long, env = "PGFLEET_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Bearer token `/metrics` requires (at least 16 characters). Without one, `/metrics` is
+    /// open: it lists every tenant's slug with its backup age, and job and queue figures.
+    #[arg(long, env = "PGFLEET_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Serve without a token. Development only: anyone who reaches the port controls the fleet.
     #[arg(long)]
     pub insecure_dev: bool,
@@ -257,6 +277,33 @@ pub struct EnqueueArgs {
     pub key: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerCommand {
+    /// What a tenant role can reach on the server (databases open to PUBLIC, the catalog if
+    /// co-located), whether pgfleet's admin role can provision, and max_connections against
+    /// the tenants' connection limits. Exits 1 if anything needs attention.
+    Check {
+        /// Server name (`default` for PGFLEET_SERVER_URL's).
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretKeyCommand {
+    /// Re-seal every stored credential with PGFLEET_SECRET_KEY (opening old ones with
+    /// PGFLEET_SECRET_KEY_PREVIOUS), in batches, beside running processes; then retire the
+    /// previous keys, so no process can start with one of them. Safe to re-run.
+    Rotate {
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -8,14 +8,14 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::{
     BackupsCommand, Cli, Command, EnqueueArgs, GlobalArgs, JobsCommand, LogFormat, RolloutsCommand,
-    SchedulerArgs, ServeArgs, TenantCommand, WorkerArgs,
+    SchedulerArgs, SecretKeyCommand, ServeArgs, ServerCommand, TenantCommand, WorkerArgs,
 };
 use pgfleet_shared::api::{ApiState, ApiToken};
 use pgfleet_shared::jobs::FaultPoints;
 use pgfleet_shared::producer::wait_for_jobs;
 use pgfleet_shared::rollouts::StartOptions;
 use pgfleet_shared::scheduler::{Scheduler, SchedulerSettings, SystemClock};
-use pgfleet_shared::secrets::SecretKey;
+use pgfleet_shared::secrets::{KeySource, Keyring, SecretKey};
 use pgfleet_shared::services::Services;
 use pgfleet_shared::tenant_migrations::MigrationSet;
 use pgfleet_shared::worker::Worker;
@@ -88,10 +88,13 @@ fn init_logging(cli: &Cli) {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     match &cli.command {
-        Command::SecretKey => {
+        Command::SecretKey { action: None } => {
             println!("{}", SecretKey::generate().to_base64().expose_secret());
             Ok(ExitCode::SUCCESS)
         }
+        Command::SecretKey {
+            action: Some(SecretKeyCommand::Rotate { batch, json }),
+        } => rotate_secret_key(g, *batch, *json).await,
         Command::Up {
             worker,
             api,
@@ -102,6 +105,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Scheduler(args) => run_scheduler(g, args).await,
         Command::Tenant(cmd) => tenant_command(g, cmd).await,
         Command::Jobs(cmd) => jobs_command(g, cmd).await,
+        Command::Server(ServerCommand::Check { name, json }) => {
+            let services = Services::open(&config(g)?, secret_key(g, false)?, 2).await?;
+            let server = services.catalog.server_by_name(name).await?;
+            let report =
+                pgfleet_shared::server_check::check(&services.catalog, &services.servers, &server).await?;
+            output::print_server_report(&report, *json);
+            Ok(if report.findings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Backup { slug, all, enqueue } => {
             for_tenants(g, slug.as_deref(), *all, enqueue, |_| JobSpec::Backup {}).await
         }
@@ -115,6 +130,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             enqueue,
         } => {
             pgfleet_shared::message::validate_database_name(into)?;
+            let namespace = Namespace::parse(&g.namespace)?;
+            if namespace.owns_name(into) {
+                bail!("database name {into} is reserved: names starting with {namespace}_ are pgfleet's own tenant databases; choose another --into");
+            }
             let spec = JobSpec::Restore {
                 backup: *backup,
                 into: into.clone(),
@@ -168,46 +187,31 @@ fn config(g: &GlobalArgs) -> Result<Config> {
     })
 }
 
-/// The secret key from the flag/env, the key file, or (`create` only, for `up`) a new key file.
-fn secret_key(g: &GlobalArgs, create: bool) -> Result<SecretKey> {
-    if let Some(text) = &g.secret_key {
-        return SecretKey::parse(text).context("PGFLEET_SECRET_KEY");
-    }
-    let path = g
-        .secret_key_file
-        .clone()
-        .unwrap_or_else(|| g.data_dir.join("secret.key"));
-    if create {
-        let (key, created) = SecretKey::load_or_create_file(&path)?;
-        if created {
-            warn!(path = %path.display(), "generated a new secret key; keep this file (or set PGFLEET_SECRET_KEY from it): without it the tenants' stored credentials cannot be read");
-        }
-        return Ok(key);
-    }
-    match std::fs::read_to_string(&path) {
-        Ok(text) => SecretKey::parse(&text).with_context(|| format!("reading {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "no secret key: set PGFLEET_SECRET_KEY (the key every pgfleet process of this install shares; \
-             a new one comes from `pgfleet secret-key`), or run `pgfleet up` once here to create {}",
-            path.display()
-        ),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+fn key_source(g: &GlobalArgs) -> KeySource<'_> {
+    KeySource {
+        key: g.secret_key.as_deref(),
+        previous: g.secret_key_previous.as_deref(),
+        file: g
+            .secret_key_file
+            .clone()
+            .unwrap_or_else(|| g.data_dir.join("secret.key")),
     }
 }
 
-/// The secret key if one is configured (flag, env or key file), for commands that work
-/// without it and only need it to read a credential (`tenant url`).
-fn optional_secret_key(g: &GlobalArgs) -> Result<Option<SecretKey>> {
-    let configured = g.secret_key.is_some()
-        || g.secret_key_file
-            .clone()
-            .unwrap_or_else(|| g.data_dir.join("secret.key"))
-            .exists();
-    if configured {
-        secret_key(g, false).map(Some)
-    } else {
-        Ok(None)
+/// The keyring from the flags/env or the key file; `create` (for `up`) makes a key file.
+fn secret_key(g: &GlobalArgs, create: bool) -> Result<Keyring> {
+    let source = key_source(g);
+    let (keyring, created) = source.load(create)?;
+    if created {
+        warn!(path = %source.file.display(), "generated a new secret key; keep this file (or set PGFLEET_SECRET_KEY from it): without it the tenants' stored credentials cannot be read");
     }
+    Ok(keyring)
+}
+
+/// The keyring if one is configured, for commands that work without it and only need it
+/// to read a credential (`tenant url`).
+fn optional_secret_key(g: &GlobalArgs) -> Result<Option<Keyring>> {
+    key_source(g).load_optional()
 }
 
 fn worker_settings(g: &GlobalArgs, args: &WorkerArgs) -> WorkerSettings {
@@ -285,15 +289,27 @@ fn api_token(g: &GlobalArgs, args: &ServeArgs, create: bool) -> Result<Option<Ap
     )
 }
 
-fn api_state(g: &GlobalArgs, config: &Config, services: &Services, token: Option<ApiToken>) -> Arc<ApiState> {
+fn api_state(
+    g: &GlobalArgs,
+    args: &ServeArgs,
+    config: &Config,
+    services: &Services,
+    token: Option<ApiToken>,
+) -> Result<Arc<ApiState>> {
     let max_attempts = g.max_attempts.max(1);
-    Arc::new(ApiState {
+    let metrics_token = args
+        .metrics_token
+        .as_ref()
+        .map(|t| ApiToken::new(&t.clone().into()).context("PGFLEET_METRICS_TOKEN"))
+        .transpose()?;
+    Ok(Arc::new(ApiState {
         catalog: services.catalog.clone(),
         producer: services.producer(config, max_attempts),
         token,
+        metrics_token,
         tenant_migrations: config.tenant_migrations.clone(),
         max_attempts,
-    })
+    }))
 }
 
 async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
@@ -309,7 +325,7 @@ async fn run_serve(g: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode> {
     let services = Services::open_with(&config, optional_secret_key(g)?, 10).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
-    pgfleet_shared::api::serve(listener, api_state(g, &config, &services, token), shutdown).await?;
+    pgfleet_shared::api::serve(listener, api_state(g, args, &config, &services, token)?, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -349,7 +365,7 @@ async fn run_up(
     let (services, worker) = worker_parts(g, &config, &settings, true, 8).await?;
     let token = api_token(g, api_args, true)?;
     let listener = listen(api_args.listen).await?;
-    let api = api_state(g, &config, &services, token);
+    let api = api_state(g, api_args, &config, &services, token)?;
     let scheduler = scheduler(g, &config, &services, scheduler_args);
 
     let shutdown = CancellationToken::new();
@@ -427,6 +443,7 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
                 tenant: parse_slug(slug)?,
                 key: key.clone(),
                 spec,
+                job: None,
             };
             enqueue(&services, &config, g.max_attempts.max(1), vec![request], &args).await
         }
@@ -458,6 +475,7 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
                 tenant: parse_slug(slug)?,
                 key: args.key.clone(),
                 spec: JobSpec::Delete {},
+                job: None,
             };
             enqueue(&services, &config, g.max_attempts.max(1), vec![request], args).await
         }
@@ -612,6 +630,7 @@ async fn for_tenants(
                     tenant: parse_slug(&t.slug)?,
                     key: None,
                     spec: spec(&t.slug),
+                    job: None,
                 })
             })
             .collect::<Result<_>>()?
@@ -624,6 +643,7 @@ async fn for_tenants(
             spec: spec(slug.as_str()),
             tenant: slug,
             key: args.key.clone(),
+            job: None,
         }]
     };
     if requests.is_empty() {
@@ -721,5 +741,12 @@ async fn jobs_command(g: &GlobalArgs, cmd: &JobsCommand) -> Result<ExitCode> {
             output::print_job(&job, *json);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rotate_secret_key(g: &GlobalArgs, batch: i64, json: bool) -> Result<ExitCode> {
+    let services = Services::open(&config(g)?, secret_key(g, false)?, 2).await?;
+    let report = services.catalog.rotate_secrets(batch.max(1)).await?;
+    output::print_rotation(&report, json);
     Ok(ExitCode::SUCCESS)
 }

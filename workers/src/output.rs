@@ -172,3 +172,62 @@ pub fn print_plan(plan: &Plan, target: i64, source: &str, as_json: bool) {
         );
     }
 }
+
+pub fn print_rotation(report: &pgfleet_shared::catalog::RotationReport, as_json: bool) {
+    let retired: Vec<String> = report.retired.iter().map(|id| id.to_string()).collect();
+    let current = report.current.map(|id| id.to_string()).unwrap_or_default();
+    if as_json {
+        let resealed: serde_json::Map<String, Value> = report
+            .resealed
+            .iter()
+            .map(|(what, n)| (what.to_string(), Value::from(*n)))
+            .collect();
+        return print_json(&serde_json::json!({
+            "current_key": current, "resealed": resealed, "retired_keys": retired,
+        }));
+    }
+    println!("every stored credential is sealed with key {current}");
+    for (what, n) in &report.resealed {
+        println!("  {what:<18} {n} re-sealed");
+    }
+    if retired.is_empty() {
+        println!("no previous key was given; nothing retired");
+    } else {
+        println!(
+            "retired: {} (processes can no longer start with it; remove PGFLEET_SECRET_KEY_PREVIOUS)",
+            retired.join(", ")
+        );
+    }
+}
+
+pub fn print_server_report(r: &pgfleet_shared::server_check::ServerReport, as_json: bool) {
+    if as_json {
+        return print_json(&serde_json::to_value(r).unwrap_or_default());
+    }
+    println!("server            {}", r.server);
+    println!("version           {}", r.version);
+    println!(
+        "admin role        {} ({})",
+        r.admin_role,
+        if r.admin_can_provision {
+            "can provision"
+        } else {
+            "CANNOT create roles and databases"
+        }
+    );
+    println!(
+        "connections       tenants' limits {} ({} tenants) of max_connections {} ({} reserved)",
+        r.tenant_connection_limits, r.tenants, r.max_connections, r.reserved_connections
+    );
+    if r.reachable_by_every_tenant.is_empty() {
+        println!("reachable         no database is open to every tenant role");
+    } else {
+        println!("reachable by every tenant role:");
+        for d in &r.reachable_by_every_tenant {
+            println!("  {:<24} {:<12} fix: {}", d.name, d.kind, d.fix);
+        }
+    }
+    for finding in &r.findings {
+        println!("! {finding}");
+    }
+}

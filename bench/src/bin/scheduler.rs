@@ -32,7 +32,7 @@ async fn main() -> Result<()> {
 async fn run(namespace: &str, tenants: usize) -> Result<()> {
     let ns = Namespace::parse(namespace)?;
     let catalog_url = format!("postgres://postgres@127.0.0.1:5432/{namespace}_catalog");
-    let catalog = Catalog::open(&catalog_url.into(), Arc::new(SecretKey::generate()), 8).await?;
+    let catalog = Catalog::open(&catalog_url.into(), Arc::new(SecretKey::generate().into()), 8).await?;
     let server = catalog
         .register_default_server(&pgfleet_bench::ADMIN_URL.to_owned().into())
         .await?;
@@ -93,6 +93,7 @@ async fn run(namespace: &str, tenants: usize) -> Result<()> {
             tenant: TenantSlug::parse(slug)?,
             key: Some(scheduled_backup_key(slug, &next)),
             spec: JobSpec::Backup {},
+            job: None,
         };
         let enqueued = producer.enqueue(&request).await?;
         ensure!(

@@ -39,12 +39,33 @@ impl ApiToken {
     }
 }
 
+/// `/v1`: the API token (none only with `--insecure-dev`).
 pub(super) async fn require_token(
     State(state): State<Arc<ApiState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = &state.token else {
+    check(state.token.as_ref(), "PGFLEET_API_TOKEN", request, next).await
+}
+
+/// `/metrics`: the metrics token, if one is set (`PGFLEET_METRICS_TOKEN`); Prometheus sends
+/// it as `authorization: {credentials: …}` or `bearer_token_file`.
+pub(super) async fn require_metrics_token(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    check(
+        state.metrics_token.as_ref(),
+        "PGFLEET_METRICS_TOKEN",
+        request,
+        next,
+    )
+    .await
+}
+
+async fn check(token: Option<&ApiToken>, variable: &str, request: Request, next: Next) -> Response {
+    let Some(token) = token else {
         return next.run(request).await;
     };
     let presented = request
@@ -53,19 +74,19 @@ pub(super) async fn require_token(
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
     match presented {
         Some(p) if token.matches(p) => next.run(request).await,
-        presented => {
-            let message = if presented.is_some() {
-                "invalid bearer token"
-            } else {
-                "missing bearer token: send `Authorization: Bearer <PGFLEET_API_TOKEN>`"
-            };
-            let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
+        Some(_) => unauthorized("invalid bearer token"),
+        None => unauthorized(&format!(
+            "missing bearer token: send `Authorization: Bearer <{variable}>`"
+        )),
     }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 #[cfg(test)]

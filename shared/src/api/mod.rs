@@ -3,8 +3,8 @@
 //! `/readyz` and scrape `/metrics`.
 //!
 //! - Everything under `/v1` needs `Authorization: Bearer <PGFLEET_API_TOKEN>`, compared in
-//!   constant time (`auth`). Probes, `/metrics` and `/openapi.json` are open, as scrapers and
-//!   load balancers expect; they expose no tenant data beyond slugs in backup ages.
+//!   constant time (`auth`). `/metrics` needs `PGFLEET_METRICS_TOKEN` if one is set (it
+//!   names every tenant); probes and `/openapi.json` are open, as load balancers expect.
 //! - Bodies are JSON, at most `BODY_LIMIT` bytes, unknown fields refused; every error is
 //!   `{"error": "…"}` with a 4xx/5xx status. Internal errors are logged with a request id
 //!   and answered without detail, so nothing about the installation leaks.
@@ -52,6 +52,8 @@ pub struct ApiState {
     pub producer: Producer,
     /// `None` only with `--insecure-dev`: no authentication at all.
     pub token: Option<ApiToken>,
+    /// `/metrics` needs this bearer token when set (it lists every tenant's slug).
+    pub metrics_token: Option<ApiToken>,
     /// Tenant migrations folder `POST /v1/migrations` rolls out (read at each request, like
     /// `pgfleet migrate`); `None`: the default (`migrations/tenant` or the built-in set).
     pub tenant_migrations: Option<PathBuf>,
@@ -76,7 +78,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics::render))
+        .route(
+            "/metrics",
+            get(metrics::render).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_metrics_token,
+            )),
+        )
         .route("/openapi.json", get(openapi))
         .merge(v1)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /openapi.json") })
@@ -185,6 +193,15 @@ impl From<anyhow::Error> for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("internal error; the server log has the details under error id {id}"),
             )
+        }
+    }
+}
+
+impl From<crate::producer::EnqueueError> for ApiError {
+    fn from(e: crate::producer::EnqueueError) -> Self {
+        match e {
+            e @ crate::producer::EnqueueError::KeyReused(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
+            crate::producer::EnqueueError::Other(e) => e.into(),
         }
     }
 }
@@ -303,6 +320,7 @@ async fn create_tenant(
         tenant: slug,
         key,
         spec: JobSpec::Provision { region: body.region },
+        job: None,
     };
     Ok(accepted(state.producer.enqueue(&request).await?))
 }
@@ -396,6 +414,7 @@ async fn start_backup(
         tenant: parse_slug(&tenant.slug)?,
         key: idempotency_key(&headers, body.key)?,
         spec: JobSpec::Backup {},
+        job: None,
     };
     Ok(accepted(state.producer.enqueue(&request).await?))
 }

@@ -44,16 +44,37 @@ impl JobRecord {
         matches!(self.status.as_str(), "succeeded" | "failed" | "dead")
     }
 
-    /// The request this job was created from, as re-published by the sweep.
+    /// The request this job was created from, as pgfleet publishes it (naming the job).
     pub fn request(&self) -> Result<JobRequest> {
         let spec: JobSpec = serde_json::from_value(self.payload.clone())
             .with_context(|| format!("job {} has a payload this version cannot read", self.id))?;
         Ok(JobRequest {
             tenant: TenantSlug::parse(&self.tenant)?,
-            key: Some(self.idempotency_key.clone()),
+            key: None,
             spec,
+            job: Some(self.id),
         })
     }
+
+    /// The idempotency key as its producer gave it (`None`: pgfleet chose it).
+    pub fn producer_key(&self) -> Option<&str> {
+        self.idempotency_key.strip_prefix(PRODUCER_KEY_PREFIX)
+    }
+
+    /// The key to show: the producer's own, or the one pgfleet gave the job.
+    pub fn shown_key(&self) -> &str {
+        self.producer_key().unwrap_or(&self.idempotency_key)
+    }
+}
+
+/// Keys producers give are stored under this prefix; pgfleet's own (`backup:<slug>:<slot>`,
+/// `migrate:<rollout>:<slug>`, `amqp:<message id>`, `auto:<id>`) never start with it, so
+/// no producer can take — and so pre-empt — one of them.
+pub const PRODUCER_KEY_PREFIX: &str = "key:";
+
+/// The stored form of a producer's idempotency key.
+pub fn producer_key(key: &str) -> String {
+    format!("{PRODUCER_KEY_PREFIX}{key}")
 }
 
 pub(super) const JOB_COLUMNS: &str = "id, idempotency_key, kind, tenant::text AS tenant, payload, status, attempts, max_attempts,
@@ -63,29 +84,43 @@ pub(super) const JOB_COLUMNS: &str = "id, idempotency_key, kind, tenant::text AS
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: Uuid,
+    /// The stored idempotency key (see `PRODUCER_KEY_PREFIX`).
     pub key: String,
     pub kind: JobKind,
     pub tenant: TenantSlug,
     pub payload: Value,
     pub max_attempts: i32,
+    /// The message named a job pgfleet recorded (`id`): it is claimed by id, never inserted.
+    pub recorded: bool,
 }
 
 impl NewJob {
-    /// `fallback_key` is used when the request has none (e.g. the AMQP message id); else a fresh one.
+    /// `fallback_key` (already in stored form, e.g. `amqp:<message id>`) is used when the
+    /// request has no key; else a fresh one.
     pub fn from_request(req: &JobRequest, fallback_key: Option<String>, max_attempts: i32) -> Self {
-        let id = Uuid::now_v7();
+        let id = req.job.unwrap_or_else(Uuid::now_v7);
         Self {
             id,
             key: req
                 .key
-                .clone()
+                .as_deref()
+                .map(producer_key)
                 .or(fallback_key)
                 .unwrap_or_else(|| format!("auto:{id}")),
             kind: req.kind(),
             tenant: req.tenant.clone(),
             payload: serde_json::to_value(&req.spec).expect("a job spec always serializes"),
             max_attempts,
+            recorded: req.job.is_some(),
         }
+    }
+
+    /// Whether `job` is the job this request asks for (same kind, tenant and parameters):
+    /// a key reused for anything else must be refused, never answered with that job.
+    pub fn matches(&self, job: &JobRecord) -> bool {
+        job.kind == self.kind.as_str()
+            && job.tenant.eq_ignore_ascii_case(self.tenant.as_str())
+            && job.payload == self.payload
     }
 }
 
@@ -100,8 +135,10 @@ pub enum ClaimOutcome {
     HeldElsewhere(JobRecord),
     /// Waiting for its retry time; the sweep dispatches it then.
     NotDue(JobRecord),
-    /// The idempotency key belongs to a job of another kind or tenant.
+    /// The idempotency key (or job id) belongs to a job of another kind or tenant.
     KeyConflict(JobRecord),
+    /// The message names a job id this catalog has no record of.
+    UnknownJob,
     /// Its attempts were used up (its workers kept dying); it is now `dead`.
     Exhausted(JobRecord),
 }
@@ -216,8 +253,14 @@ impl Catalog {
             .collect()
     }
 
-    /// Records (if new) and claims the job of a delivered message, in one transaction.
+    /// Records (if new) and claims the job of a delivered message, in one transaction. A
+    /// message naming a recorded job (`new.recorded`) is claimed by id and never recorded.
     pub async fn claim_job(&self, new: &NewJob, owner: &str, lease: Duration) -> Result<ClaimOutcome> {
+        let (lookup, value) = if new.recorded {
+            ("id = $1::uuid", new.id.to_string())
+        } else {
+            ("idempotency_key = $1", new.key.clone())
+        };
         // Fast path, one statement: the job is recorded (a rollout's, a retry, a CLI's) and
         // claimable. Anything else (new, finished, held, not due, out of attempts, a key
         // conflict) takes the transaction below, which sorts it out.
@@ -225,12 +268,12 @@ impl Catalog {
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $4,
                     lease_expires_at = now() + make_interval(secs => $5), epoch = epoch + 1,
                     started_at = coalesce(started_at, now()), updated_at = now()
-              WHERE idempotency_key = $1 AND kind = $2 AND tenant = $3::citext AND attempts < max_attempts
+              WHERE {lookup} AND kind = $2 AND tenant = $3::citext AND attempts < max_attempts
                 AND ((status = 'queued' AND run_after <= now())
                      OR (status = 'running' AND coalesce(lease_expires_at <= now(), true)))
               RETURNING {JOB_COLUMNS}"
         ))
-        .bind(&new.key)
+        .bind(&value)
         .bind(new.kind.as_str())
         .bind(new.tenant.as_str())
         .bind(owner)
@@ -241,17 +284,22 @@ impl Catalog {
             return Ok(ClaimOutcome::Claimed(job));
         }
         let mut tx = self.pool().begin().await?;
-        bind_new_job(sqlx::query(INSERT_DISPATCHED_JOB), new)
-            .execute(&mut *tx)
-            .await?;
+        if !new.recorded {
+            bind_new_job(sqlx::query(INSERT_DISPATCHED_JOB), new)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS}, coalesce(lease_expires_at > now(), false) AS lease_live, run_after <= now() AS due
+             FROM jobs WHERE {lookup} FOR UPDATE"
+        ))
+        .bind(&value)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(ClaimOutcome::UnknownJob);
+        };
         let (job, lease_live, due): (JobRecord, bool, bool) = {
-            let row = sqlx::query(&format!(
-                "SELECT {JOB_COLUMNS}, coalesce(lease_expires_at > now(), false) AS lease_live, run_after <= now() AS due
-                 FROM jobs WHERE idempotency_key = $1 FOR UPDATE"
-            ))
-            .bind(&new.key)
-            .fetch_one(&mut *tx)
-            .await?;
             use sqlx::{FromRow, Row};
             (
                 JobRecord::from_row(&row)?,
@@ -300,6 +348,13 @@ impl Catalog {
     /// A delivery waited too long for a free slot: make sure the job is recorded as queued
     /// and undispatched so the sweep publishes it again, instead of holding the delivery.
     pub async fn defer_job(&self, new: &NewJob) -> Result<()> {
+        if new.recorded {
+            sqlx::query("UPDATE jobs SET dispatched_at = NULL WHERE id = $1 AND status = 'queued'")
+                .bind(new.id)
+                .execute(self.pool())
+                .await?;
+            return Ok(());
+        }
         bind_new_job(
             sqlx::query(
                 "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts)
@@ -443,6 +498,12 @@ impl Catalog {
         )
     }
 
+    /// The job a producer created with `key` (its own key, as it gave it).
+    pub async fn job_by_producer_key(&self, key: &str) -> Result<Option<JobRecord>> {
+        self.job_by_key(&producer_key(key)).await
+    }
+
+    /// The job with this stored idempotency key.
     pub async fn job_by_key(&self, key: &str) -> Result<Option<JobRecord>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"

@@ -362,18 +362,14 @@ impl Catalog {
         .bind(id)
         .fetch_all(self.pool())
         .await?;
-        Ok(MigrationSet {
-            migrations: rows
-                .into_iter()
-                .map(|(version, name, file_name, checksum, sql)| Migration {
-                    version,
-                    name,
-                    file_name,
-                    sql,
-                    checksum,
-                })
-                .collect(),
-        })
+        let migrations = rows
+            .into_iter()
+            .map(|(version, name, file_name, checksum, sql)| {
+                Migration::new(version, name, file_name, sql, checksum)
+            })
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("rollout {id} recorded a migration this version refuses"))?;
+        Ok(MigrationSet { migrations })
     }
 
     pub async fn mark_dispatched(&self, ids: &[Uuid]) -> Result<()> {

@@ -2,7 +2,7 @@
 //! are stored encrypted; `display_url` is the redacted form shown to users.
 
 use super::Catalog;
-use crate::secrets::redact_url;
+use crate::secrets::{redact_url, Binding};
 use anyhow::{Context, Result};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -25,26 +25,38 @@ impl Catalog {
                 .fetch_optional(self.pool())
                 .await?;
         let key = self.key()?;
-        let unchanged = match &existing {
-            Some((_, sealed)) => key
-                .decrypt_string(sealed)
-                .is_ok_and(|stored| stored.expose_secret() == admin_url.expose_secret()),
-            None => false,
-        };
-        if !unchanged {
-            sqlx::query(
-                "INSERT INTO tenant_servers (name, display_url, admin_url_ciphertext, is_default)
-                 VALUES ('default', $1, $2, true)
-                 ON CONFLICT (name) DO UPDATE
-                 SET display_url = EXCLUDED.display_url,
-                     admin_url_ciphertext = EXCLUDED.admin_url_ciphertext,
-                     updated_at = now()",
-            )
-            .bind(&display)
-            .bind(key.encrypt_str(admin_url))
-            .execute(self.pool())
-            .await
-            .context("registering the default tenant server")?;
+        match existing {
+            Some((id, sealed)) => {
+                let unchanged = key
+                    .decrypt_string(&sealed, &Binding::server_admin_url(id))
+                    .is_ok_and(|stored| stored.expose_secret() == admin_url.expose_secret());
+                if !unchanged {
+                    sqlx::query(
+                        "UPDATE tenant_servers SET display_url = $2, admin_url_ciphertext = $3, updated_at = now()
+                          WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(&display)
+                    .bind(key.encrypt_str(admin_url, &Binding::server_admin_url(id)))
+                    .execute(self.pool())
+                    .await
+                    .context("updating the default tenant server")?;
+                }
+            }
+            None => {
+                let id = Uuid::now_v7();
+                sqlx::query(
+                    "INSERT INTO tenant_servers (id, name, display_url, admin_url_ciphertext, is_default)
+                     VALUES ($1, 'default', $2, $3, true)
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(id)
+                .bind(&display)
+                .bind(key.encrypt_str(admin_url, &Binding::server_admin_url(id)))
+                .execute(self.pool())
+                .await
+                .context("registering the default tenant server")?;
+            }
         }
         self.server_by_name("default").await
     }
@@ -80,6 +92,7 @@ impl Catalog {
                 .fetch_one(self.pool())
                 .await
                 .with_context(|| format!("tenant server {server_id} is not in the catalog"))?;
-        self.key()?.decrypt_string(&sealed)
+        self.key()?
+            .decrypt_string(&sealed, &Binding::server_admin_url(server_id))
     }
 }

@@ -2,6 +2,7 @@
 //! the names and (encrypted) password the provision will use, so a replay reuses them.
 
 use super::Catalog;
+use crate::secrets::Binding;
 use crate::slug::TenantSlug;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -55,9 +56,11 @@ pub(super) fn with_password(row: sqlx::postgres::PgRow) -> Result<TenantRecord> 
 impl Catalog {
     /// Inserts the tenant row unless one exists; returns the row as stored either way.
     pub async fn ensure_tenant(&self, new: NewTenant<'_>) -> Result<TenantRecord> {
+        // The id is chosen here: the password's ciphertext is bound to it.
+        let id = Uuid::now_v7();
         sqlx::query(
-            "INSERT INTO tenants (slug, region, server_id, database_name, role_name, password_ciphertext, connection_limit)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO tenants (id, slug, region, server_id, database_name, role_name, password_ciphertext, connection_limit)
+             VALUES ($8, $1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (slug) DO NOTHING",
         )
         .bind(new.slug.as_str())
@@ -65,8 +68,9 @@ impl Catalog {
         .bind(new.server_id)
         .bind(&new.database_name)
         .bind(&new.role_name)
-        .bind(self.key()?.encrypt_str(&new.password))
+        .bind(self.key()?.encrypt_str(&new.password, &Binding::tenant_password(id)))
         .bind(new.connection_limit)
+        .bind(id)
         .execute(self.pool())
         .await
         .with_context(|| format!("recording tenant {} in the catalog", new.slug))?;
@@ -113,7 +117,7 @@ impl Catalog {
     /// The tenant role's password; only for connecting as the tenant or `tenant url`.
     pub fn tenant_password(&self, tenant: &TenantRecord) -> Result<SecretString> {
         self.key()?
-            .decrypt_string(&tenant.password_ciphertext)
+            .decrypt_string(&tenant.password_ciphertext, &Binding::tenant_password(tenant.id))
             .with_context(|| format!("decrypting the password of tenant {}", tenant.slug))
     }
 

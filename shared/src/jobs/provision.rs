@@ -144,7 +144,7 @@ async fn ensure_role(
     let state = match read_role(admin, &tenant.role_name).await? {
         Some(state) => state,
         None => {
-            let verifier = scram_sha256_verifier(&password);
+            let verifier = verifier_off_runtime(&password).await?;
             // One batch, one transaction: the role never exists without its comment.
             let create = format!(
                 "CREATE ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {limit} PASSWORD {}; {}",
@@ -169,8 +169,15 @@ async fn ensure_role(
             }
         }
     };
-    let password_ok = match &state.rolpassword {
-        Some(stored) => scram_verifier_matches(&password, stored),
+    // The stored verifier is the tenant's to set (a role may change its own password):
+    // checked off the runtime, and a costly one is not computed (see MAX_SCRAM_ITERATIONS).
+    let password_ok = match state.rolpassword.clone() {
+        Some(stored) => {
+            let password = password.clone();
+            tokio::task::spawn_blocking(move || scram_verifier_matches(&password, &stored))
+                .await
+                .context("checking the role's password verifier")?
+        }
         None => false,
     };
     let attributes_ok = state.rolcanlogin
@@ -181,7 +188,7 @@ async fn ensure_role(
     if password_ok && attributes_ok {
         return Ok(None);
     }
-    let verifier = scram_sha256_verifier(&password);
+    let verifier = verifier_off_runtime(&password).await?;
     let alter = format!(
         "ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {limit} PASSWORD {}",
         quote_literal(verifier.expose_secret())
@@ -191,6 +198,16 @@ async fn ensure_role(
         .await
         .with_context(|| format!("updating role {}", tenant.role_name))?;
     Ok(Some("updated"))
+}
+
+/// A fresh SCRAM verifier, computed on a blocking thread (thousands of PBKDF2 rounds).
+async fn verifier_off_runtime(password: &secrecy::SecretString) -> Result<secrecy::SecretString, JobError> {
+    let password = password.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || scram_sha256_verifier(&password))
+            .await
+            .context("computing the role's password verifier")?,
+    )
 }
 
 async fn read_role(admin: &PgPool, role: &str) -> Result<Option<RoleState>, JobError> {

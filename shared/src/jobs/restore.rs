@@ -1,23 +1,34 @@
-//! `restore`: streams a backup (default: the tenant's newest good one) from the store,
-//! verifies its SHA-256 as it streams, gunzips it and feeds it to stock `psql` connected to
-//! a new database. For a live tenant the database is owned by, and loaded as, the tenant's
-//! role (so the tenant can use its restored copy); for a deleted tenant, whose role is gone,
-//! by the server admin. An existing database is never overwritten; the only one replaced is
-//! this job's own unfinished target from an earlier attempt.
+//! `restore`: loads a backup (default: the tenant's newest good one) into a new database on
+//! the tenant's server with stock `psql`. The stored object is untrusted until verified, and
+//! what it holds is SQL the tenant wrote, so:
+//!
+//! - the object is first copied into an unlinked temp file, with its size capped at the
+//!   recorded size and its SHA-256 compared with the recorded one; only a verified copy is
+//!   gunzipped into `psql`, and nothing is created on the server before that (disk: the
+//!   compressed size; memory: a copy buffer);
+//! - `psql` runs as a login role that is not a superuser and owns only the target database:
+//!   a live tenant's own role, or for a deleted tenant its role re-created for the job and
+//!   set NOLOGIN afterwards — so a function the tenant wrote never runs with more privilege
+//!   than the tenant had; its environment holds only the libpq settings it needs;
+//! - the target name can't be one of pgfleet's own (`<namespace>_…`, where tenant databases
+//!   live), and an existing database is never overwritten; the only one replaced is this
+//!   job's own unfinished target from an earlier attempt, and a target this job already
+//!   finished is reported as done.
 
 use super::{JobContext, Outcome};
 use crate::catalog::{BackupRecord, JobRecord, TenantRecord};
 use crate::error::JobError;
 use crate::pg_tools;
+use crate::secrets::{generate_password, scram_sha256_verifier};
+use crate::servers::LibpqEnv;
 use crate::slug::{quote_ident, quote_literal, TenantSlug};
 use anyhow::{anyhow, Context};
 use async_compression::tokio::bufread::GzipDecoder;
+use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use std::pin::Pin;
 use std::process::Stdio;
-use std::task::{Context as TaskContext, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
 use tracing::info;
 use uuid::Uuid;
 
@@ -28,18 +39,46 @@ pub async fn run(
     backup_id: Option<Uuid>,
     into: &str,
 ) -> Result<Outcome, JobError> {
+    if ctx.namespace.owns_name(into) {
+        return Err(JobError::Permanent(anyhow!(
+            "database name {into} is reserved: names starting with {}_ are pgfleet's own tenant databases; choose another --into",
+            ctx.namespace
+        )));
+    }
     let tenant = ctx
         .catalog
         .tenant(slug)
         .await?
         .ok_or_else(|| JobError::Permanent(anyhow!("no tenant {slug}")))?;
+    if tenant.status == "deleting" {
+        return Err(
+            anyhow!("tenant {slug} is being deleted; the restore waits until that has finished").into(),
+        );
+    }
     let backup = choose_backup(ctx, &tenant, backup_id).await?;
     let admin = ctx.servers.admin_pool(tenant.server_id).await?;
-    let marker = format!("pgfleet restore job {} (incomplete)", job.id);
+    let unfinished = format!("pgfleet restore job {} (incomplete)", job.id);
+    let finished = format!(
+        "pgfleet restore job {}: tenant {} backup {}",
+        job.id, tenant.slug, backup.id
+    );
+    let outcome = Outcome::new(
+        "restored",
+        serde_json::json!({ "database": into, "backup_id": backup.id, "key": backup.key, "bytes": backup.bytes }),
+    );
+    if target_comment(&admin, into).await?.as_deref() == Some(finished.as_str()) {
+        info!(
+            database = into,
+            "already restored by an earlier attempt of this job"
+        );
+        return Ok(outcome);
+    }
 
-    prepare_target(&admin, &tenant, into, &marker).await?;
-    let loaded = load(ctx, &tenant, &backup, into).await;
-    if let Err(e) = loaded {
+    // Verified before anything exists on the server: a tampered object leaves nothing.
+    let verified = fetch_verified(ctx, &backup).await?;
+    let owner = LoadingRole::prepare(ctx, &admin, &tenant, into).await?;
+    prepare_target(&admin, &owner.name, into, &unfinished).await?;
+    if let Err(e) = load(ctx, &tenant, &backup, verified, &owner.env).await {
         // A half-loaded database must not pass for a restore.
         let _ = sqlx::raw_sql(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -49,21 +88,18 @@ pub async fn run(
         .await;
         return Err(e);
     }
-    let done = format!("pgfleet restore of tenant {} backup {}", tenant.slug, backup.id);
+    owner.finish(&admin).await?;
     sqlx::raw_sql(&format!(
         "COMMENT ON DATABASE {} IS {}",
         quote_ident(into),
-        quote_literal(&done)
+        quote_literal(&finished)
     ))
     .execute(&admin)
     .await
     .context("marking the restored database complete")?;
     ctx.servers.flush_wal(tenant.server_id).await?;
     info!(database = into, backup = %backup.id, "restored");
-    Ok(Outcome::new(
-        "restored",
-        serde_json::json!({ "database": into, "backup_id": backup.id, "key": backup.key, "bytes": backup.bytes }),
-    ))
+    Ok(outcome)
 }
 
 async fn choose_backup(
@@ -102,14 +138,161 @@ async fn choose_backup(
     }
 }
 
-/// Creates the target database, refusing one that exists unless it is this job's own
-/// unfinished attempt (recognised by its comment), which is dropped and made again.
-async fn prepare_target(
-    admin: &PgPool,
-    tenant: &TenantRecord,
-    into: &str,
-    marker: &str,
-) -> Result<(), JobError> {
+/// Copies the object into a temp file that is unlinked at once (nothing is left behind,
+/// whatever happens to this process), reading no more than the recorded size, and checks
+/// size and SHA-256 against the catalog. Returns the file, rewound.
+async fn fetch_verified(ctx: &JobContext, backup: &BackupRecord) -> Result<tokio::fs::File, JobError> {
+    let expected_sha = backup
+        .sha256
+        .clone()
+        .ok_or_else(|| JobError::Permanent(anyhow!("backup {} has no recorded checksum", backup.id)))?;
+    let expected_bytes = backup
+        .bytes
+        .and_then(|b| u64::try_from(b).ok())
+        .ok_or_else(|| JobError::Permanent(anyhow!("backup {} has no recorded size", backup.id)))?;
+    let mut spool = unlinked_temp_file().await?;
+    let object = ctx.store.get(&backup.key).await?;
+    // One byte more than recorded is enough to know the object is not what was stored.
+    let mut capped = object.take(expected_bytes + 1);
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = capped
+            .read(&mut buffer)
+            .await
+            .with_context(|| format!("reading {}", backup.key))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buffer[..n]);
+        spool
+            .write_all(&buffer[..n])
+            .await
+            .context("writing the restore's temp copy")?;
+    }
+    if total != expected_bytes {
+        let size = if total > expected_bytes {
+            format!("more than {expected_bytes} bytes")
+        } else {
+            format!("{total} bytes")
+        };
+        return Err(JobError::Permanent(anyhow!(
+            "backup {} failed its checksum: the object is {size}, the catalog recorded {expected_bytes}; it was altered or truncated and was not restored",
+            backup.key
+        )));
+    }
+    let actual = crate::store::hex(&hasher.finalize());
+    if actual != expected_sha {
+        return Err(JobError::Permanent(anyhow!(
+            "backup {} failed its checksum: SHA-256 {actual}, the catalog recorded {expected_sha}; it was altered and was not restored",
+            backup.key
+        )));
+    }
+    spool.flush().await.context("writing the restore's temp copy")?;
+    spool
+        .seek(std::io::SeekFrom::Start(0))
+        .await
+        .context("rewinding the restore's temp copy")?;
+    Ok(spool)
+}
+
+async fn unlinked_temp_file() -> Result<tokio::fs::File, JobError> {
+    let path = std::env::temp_dir().join(format!("pgfleet-restore-{}", Uuid::new_v4().simple()));
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .await
+        .with_context(|| format!("creating a temp file in {}", std::env::temp_dir().display()))?;
+    tokio::fs::remove_file(&path)
+        .await
+        .with_context(|| format!("unlinking {}", path.display()))?;
+    Ok(file)
+}
+
+/// The non-superuser role `psql` loads as, which owns the target database.
+struct LoadingRole {
+    name: String,
+    env: LibpqEnv,
+    /// Set NOLOGIN once loaded (a deleted tenant's role, re-created for the restore).
+    disable_after: bool,
+}
+
+impl LoadingRole {
+    async fn prepare(
+        ctx: &JobContext,
+        admin: &PgPool,
+        tenant: &TenantRecord,
+        into: &str,
+    ) -> Result<Self, JobError> {
+        if tenant.status != "deleted" {
+            return Ok(Self {
+                name: tenant.role_name.clone(),
+                env: ctx.servers.tenant_libpq_env(tenant, into).await?,
+                disable_after: false,
+            });
+        }
+        // The tenant's role is gone: re-create it (never a superuser, whatever it was) with a
+        // password only this job knows, for as long as the load takes.
+        let password = generate_password();
+        let verifier = scram_sha256_verifier(&password);
+        let role = quote_ident(&tenant.role_name);
+        let attributes = format!(
+            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 2 PASSWORD {}",
+            quote_literal(verifier.expose_secret())
+        );
+        let comment = quote_literal(&format!(
+            "pgfleet: owner of restores of deleted tenant {}",
+            tenant.slug
+        ));
+        let created = sqlx::raw_sql(&format!(
+            "CREATE ROLE {role} WITH {attributes}; COMMENT ON ROLE {role} IS {comment}"
+        ))
+        .execute(admin)
+        .await;
+        match created {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42710") => {
+                sqlx::raw_sql(&format!("ALTER ROLE {role} WITH {attributes}"))
+                    .execute(admin)
+                    .await
+                    .with_context(|| format!("preparing role {} for the restore", tenant.role_name))?;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("creating role {} for the restore", tenant.role_name))
+                    .into())
+            }
+        }
+        Ok(Self {
+            name: tenant.role_name.clone(),
+            env: ctx
+                .servers
+                .role_libpq_env(tenant.server_id, &tenant.role_name, &password, into)
+                .await?,
+            disable_after: true,
+        })
+    }
+
+    async fn finish(&self, admin: &PgPool) -> Result<(), JobError> {
+        if self.disable_after {
+            sqlx::raw_sql(&format!(
+                "ALTER ROLE {} WITH NOLOGIN PASSWORD NULL",
+                quote_ident(&self.name)
+            ))
+            .execute(admin)
+            .await
+            .with_context(|| format!("disabling role {} after the restore", self.name))?;
+        }
+        Ok(())
+    }
+}
+
+async fn target_comment(admin: &PgPool, into: &str) -> Result<Option<String>, JobError> {
     let existing: Option<Option<String>> = sqlx::query_scalar(
         "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
     )
@@ -117,27 +300,30 @@ async fn prepare_target(
     .fetch_optional(admin)
     .await
     .context("looking for the target database")?;
+    Ok(existing.flatten())
+}
+
+/// Creates the target database owned by `owner`, refusing one that exists unless it is this
+/// job's own unfinished attempt (recognised by its comment), which is dropped and made again.
+async fn prepare_target(admin: &PgPool, owner: &str, into: &str, marker: &str) -> Result<(), JobError> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(into)
+        .fetch_one(admin)
+        .await
+        .context("looking for the target database")?;
     let target = quote_ident(into);
-    match existing {
-        None => {}
-        Some(Some(comment)) if comment == marker => {
-            sqlx::raw_sql(&format!("DROP DATABASE {target} WITH (FORCE)"))
-                .execute(admin)
-                .await
-                .context("dropping this job's unfinished restore target")?;
-        }
-        Some(_) => {
+    if exists {
+        if target_comment(admin, into).await?.as_deref() != Some(marker) {
             return Err(JobError::Permanent(anyhow!(
                 "database {into} already exists; restore never overwrites a database — choose a new name with --into, or drop it first"
-            )))
+            )));
         }
+        sqlx::raw_sql(&format!("DROP DATABASE {target} WITH (FORCE)"))
+            .execute(admin)
+            .await
+            .context("dropping this job's unfinished restore target")?;
     }
-    let owner = if restores_as_tenant(tenant) {
-        format!(" OWNER {}", quote_ident(&tenant.role_name))
-    } else {
-        String::new()
-    };
-    sqlx::raw_sql(&format!("CREATE DATABASE {target}{owner}"))
+    sqlx::raw_sql(&format!("CREATE DATABASE {target} OWNER {}", quote_ident(owner)))
         .execute(admin)
         .await
         .with_context(|| format!("creating database {into}"))?;
@@ -151,28 +337,16 @@ async fn prepare_target(
     Ok(())
 }
 
-fn restores_as_tenant(tenant: &TenantRecord) -> bool {
-    !matches!(tenant.status.as_str(), "deleted" | "deleting")
-}
-
-/// Streams store → SHA-256 check → gunzip → `psql -v ON_ERROR_STOP=1`.
+/// Streams the verified copy → gunzip → `psql -v ON_ERROR_STOP=1` as the loading role.
 async fn load(
     ctx: &JobContext,
     tenant: &TenantRecord,
     backup: &BackupRecord,
-    into: &str,
+    verified: tokio::fs::File,
+    env: &LibpqEnv,
 ) -> Result<(), JobError> {
-    let expected = backup
-        .sha256
-        .clone()
-        .ok_or_else(|| JobError::Permanent(anyhow!("backup {} has no recorded checksum", backup.id)))?;
     let major = ctx.servers.server_major(tenant.server_id).await?;
     let psql = pg_tools::find("psql", major).await.map_err(JobError::Permanent)?;
-    let env = if restores_as_tenant(tenant) {
-        ctx.servers.tenant_libpq_env(tenant, into).await?
-    } else {
-        ctx.servers.admin_libpq_env(tenant.server_id, into).await?
-    };
     let mut cmd = tokio::process::Command::new(&psql.path);
     cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password"])
         .stdin(Stdio::piped())
@@ -186,28 +360,12 @@ async fn load(
     let mut stdin = child.stdin.take().context("psql has no stdin")?;
     let stderr_task = pg_tools::collect_stderr(child.stderr.take().context("psql has no stderr")?);
 
-    let object = ctx.store.get(&backup.key).await?;
-    let mut hashing = HashingReader::new(object);
-    let copied = {
-        let mut decoder = GzipDecoder::new(BufReader::new(&mut hashing));
-        decoder.multiple_members(true);
-        let copied = tokio::io::copy(&mut decoder, &mut stdin).await;
-        // The decoder stops at the end of the gzip data; anything after it still counts
-        // for the checksum.
-        let mut rest = Vec::new();
-        copied.and(decoder.into_inner().read_to_end(&mut rest).await)
-    };
+    let mut decoder = GzipDecoder::new(BufReader::new(verified));
+    decoder.multiple_members(true);
+    let copied = tokio::io::copy(&mut decoder, &mut stdin).await;
     drop(stdin);
     let status = child.wait().await.context("waiting for psql")?;
     let stderr = stderr_task.await.unwrap_or_default();
-    let actual = hashing.finish();
-    if actual != expected {
-        return Err(JobError::Permanent(anyhow!(
-            "backup {} is corrupt: its SHA-256 is {actual}, the catalog recorded {expected}",
-            backup.key
-        )));
-    }
-    copied.with_context(|| format!("streaming {} into psql", backup.key))?;
     if !status.success() {
         return Err(JobError::Permanent(anyhow!(
             "psql failed ({status}) loading {}: {}",
@@ -215,40 +373,6 @@ async fn load(
             stderr.trim()
         )));
     }
+    copied.with_context(|| format!("streaming {} into psql", backup.key))?;
     Ok(())
-}
-
-/// Passes bytes through while hashing them.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    fn finish(self) -> String {
-        crate::store::hex(&self.hasher.finalize())
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &poll {
-            let new = buf.filled()[before..].to_vec();
-            self.hasher.update(&new);
-        }
-        poll
-    }
 }
