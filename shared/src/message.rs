@@ -175,14 +175,7 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
         }
         Some(_) => return Err(MessageError::NotAString("key")),
     };
-    let job = match map.get("job") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(id)) => Some(id.parse().map_err(|_| MessageError::InvalidField {
-            field: "job",
-            why: "must be a job id (UUID)".into(),
-        })?),
-        Some(_) => return Err(MessageError::NotAString("job")),
-    };
+    let job = optional_uuid(&map, "job", "a job id")?;
     let spec = match kind {
         JobKind::Provision => JobSpec::Provision {
             region: optional_region(&map)?,
@@ -211,14 +204,7 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
         JobKind::Restore => {
             let into = required_str(&map, "into")?;
             validate_database_name(into)?;
-            let backup = match map.get("backup") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(id)) => Some(id.parse().map_err(|_| MessageError::InvalidField {
-                    field: "backup",
-                    why: "must be a backup id (UUID)".into(),
-                })?),
-                Some(_) => return Err(MessageError::NotAString("backup")),
-            };
+            let backup = optional_uuid(&map, "backup", "a backup id")?;
             JobSpec::Restore {
                 backup,
                 into: into.to_owned(),
@@ -231,6 +217,22 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
         spec,
         job,
     })
+}
+
+/// An optional UUID field (`what` names it in the error, e.g. "a backup id").
+fn optional_uuid(
+    map: &Map<String, Value>,
+    field: &'static str,
+    what: &str,
+) -> Result<Option<uuid::Uuid>, MessageError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) => id.parse().map(Some).map_err(|_| MessageError::InvalidField {
+            field,
+            why: format!("must be {what} (UUID)"),
+        }),
+        Some(_) => Err(MessageError::NotAString(field)),
+    }
 }
 
 fn required_str<'a>(map: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, MessageError> {

@@ -5,8 +5,6 @@
 //! path (stock tools as superuser), so it can't pass by testing nothing.
 
 use crate::support::*;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
@@ -439,7 +437,7 @@ async fn migrations_that_escape_their_transaction_are_refused_before_any_tenant_
 }
 
 /// Publishes one message as `user`; `Err` if the broker refuses it.
-async fn publish_as(
+async fn publish_as_user(
     user: &str,
     password: &str,
     exchange: &str,
@@ -447,33 +445,7 @@ async fn publish_as(
     body: &[u8],
 ) -> Result<(), String> {
     let url = format!("amqp://{user}:{password}@127.0.0.1:5672/%2f");
-    let conn = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let result = async {
-        let channel = conn.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2),
-            )
-            .await?
-            .await?;
-        Ok::<_, lapin::Error>(confirm.is_ack())
-    }
-    .await;
-    let _ = conn.close(200, "bye".into()).await;
-    match result {
-        Ok(true) => Ok(()),
-        Ok(false) => Err("nacked".into()),
-        Err(e) => Err(e.to_string()),
-    }
+    publish_as(&url, exchange, routing_key, &[body.to_vec()]).await
 }
 
 fn rabbitmqctl(args: &[&str]) {
@@ -504,14 +476,14 @@ async fn the_signup_credential_can_only_create_tenants() {
     let exchange = format!("{}.jobs", env.namespace);
 
     let signup = br#"{"kind": "provision", "tenant": "newcomer", "key": "signup-1"}"#;
-    publish_as(&app, password, &exchange, "provision", signup)
+    publish_as_user(&app, password, &exchange, "provision", signup)
         .await
         .expect("the app may publish a signup");
     env.wait_tenant_active(&catalog, "newcomer", Duration::from_secs(60))
         .await;
 
     let delete = br#"{"kind": "delete", "tenant": "precious"}"#;
-    let refused = publish_as(&app, password, &exchange, "delete", delete).await;
+    let refused = publish_as_user(&app, password, &exchange, "delete", delete).await;
     assert!(
         refused
             .as_ref()
@@ -519,7 +491,7 @@ async fn the_signup_credential_can_only_create_tenants() {
         "the broker accepted a delete from the app user: {refused:?}"
     );
     // Not through a provision-keyed message either: its kind must match its routing key.
-    publish_as(&app, password, &exchange, "provision", delete)
+    publish_as_user(&app, password, &exchange, "provision", delete)
         .await
         .unwrap();
     rabbitmqctl(&["delete_user", &app]);

@@ -222,33 +222,10 @@ impl TestEnv {
     }
 
     pub async fn publish_raw_many(&self, routing_key: &str, bodies: &[Vec<u8>]) {
-        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-            .await
-            .unwrap();
-        let channel = conn.create_channel().await.unwrap();
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
         let exchange = format!("{}.jobs", self.namespace);
-        for body in bodies {
-            let confirm = channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    routing_key.into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    BasicProperties::default()
-                        .with_content_type("application/json".into())
-                        .with_delivery_mode(2),
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-            assert!(confirm.is_ack());
-        }
-        let _ = conn.close(200, "bye".into()).await;
+        publish_as(AMQP_URL, &exchange, routing_key, bodies)
+            .await
+            .expect("the broker confirms the message");
     }
 
     /// Drains `<ns>.dead`: (body, x-pgfleet-reason header) of each message.
@@ -395,6 +372,48 @@ impl TestEnv {
             let _ = conn.close(200, "bye".into()).await;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Publishes `bodies` to `exchange` with publisher confirms, connecting with `url` (its
+/// user and password); `Err` with the broker's words if it refuses or nacks one.
+pub async fn publish_as(
+    url: &str,
+    exchange: &str,
+    routing_key: &str,
+    bodies: &[Vec<u8>],
+) -> Result<(), String> {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let channel = conn.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        for body in bodies {
+            let confirm = channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default()
+                        .with_content_type("application/json".into())
+                        .with_delivery_mode(2),
+                )
+                .await?
+                .await?;
+            if !confirm.is_ack() {
+                return Ok(false);
+            }
+        }
+        Ok::<_, lapin::Error>(true)
+    }
+    .await;
+    let _ = conn.close(200, "bye".into()).await;
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("nacked by the broker".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
