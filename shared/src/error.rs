@@ -10,10 +10,28 @@ pub enum JobError {
     Permanent(anyhow::Error),
     /// Stopped because the worker is shutting down or lost its lease; not a failure.
     #[error("cancelled: {0}")]
-    Cancelled(&'static str),
+    Cancelled(CancelReason),
     /// Anything else: worth another attempt after a backoff.
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
+}
+
+/// Why a running job was stopped before it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// The worker is shutting down and its grace period is over: hand the job back.
+    Shutdown,
+    /// The lease could not be renewed: another worker may own the job now.
+    LeaseLost,
+}
+
+impl std::fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CancelReason::Shutdown => "worker shutting down",
+            CancelReason::LeaseLost => "lease lost",
+        })
+    }
 }
 
 impl JobError {

@@ -31,6 +31,7 @@ pub mod servers;
 pub mod services;
 pub mod slug;
 pub mod sql_scan;
+pub mod status;
 pub mod store;
 pub mod tenant_migrations;
 pub mod views;

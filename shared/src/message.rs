@@ -7,49 +7,7 @@ use crate::slug::TenantSlug;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The kinds of job this version of pgfleet runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobKind {
-    Provision,
-    Backup,
-    Prune,
-    Restore,
-    Delete,
-    Migrate,
-}
-
-impl JobKind {
-    pub const ALL: &'static [JobKind] = &[
-        JobKind::Provision,
-        JobKind::Backup,
-        JobKind::Prune,
-        JobKind::Restore,
-        JobKind::Delete,
-        JobKind::Migrate,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Provision => "provision",
-            JobKind::Backup => "backup",
-            JobKind::Prune => "prune",
-            JobKind::Restore => "restore",
-            JobKind::Delete => "delete",
-            JobKind::Migrate => "migrate",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|k| k.as_str() == raw)
-    }
-}
-
-impl std::fmt::Display for JobKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::status::JobKind;
 
 /// Kind-specific fields, as stored in the job's `payload`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,7 +96,7 @@ pub enum MessageError {
     MissingField(&'static str),
     #[error("field `{0}` must be a string")]
     NotAString(&'static str),
-    #[error("unknown job kind {0:?} (known: provision, backup, prune, restore, delete, migrate)")]
+    #[error("unknown job kind {0:?} (known: {known})", known = JobKind::choices())]
     UnknownKind(String),
     #[error("kind {body:?} in the body does not match routing key {routing_key:?}")]
     KindMismatch { body: String, routing_key: String },

@@ -5,6 +5,7 @@
 use crate::catalog::{Catalog, JobRecord, NewJob};
 use crate::message::JobRequest;
 use crate::queue::{Outgoing, Publisher};
+use crate::status::JobStatus;
 use anyhow::Result;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,12 +81,12 @@ impl Producer {
             // was lost; the claim makes the duplicate harmless.
             let to_publish: Vec<&JobRecord> = recorded
                 .iter()
-                .filter(|(job, created)| *created || job.status == "queued")
+                .filter(|(job, created)| *created || job.status == JobStatus::Queued)
                 .map(|(job, _)| job)
                 .collect();
             let published = publish_dispatched(&self.catalog, &self.publisher, &to_publish).await?;
             out.extend(recorded.into_iter().map(|(job, created)| {
-                let sent = published && (created || job.status == "queued");
+                let sent = published && (created || job.status == JobStatus::Queued);
                 Enqueued {
                     job,
                     created,

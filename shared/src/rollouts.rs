@@ -4,6 +4,7 @@
 
 use crate::catalog::{Catalog, JobRecord, TenantRecord};
 use crate::slug::TenantSlug;
+use crate::status::TenantStatus;
 use crate::tenant_migrations::MigrationSet;
 use uuid::Uuid;
 
@@ -19,7 +20,7 @@ pub enum RolloutError {
     #[error("no tenant {0}; `pgfleet tenant list` shows the existing ones")]
     NoSuchTenant(TenantSlug),
     #[error("tenant {0} is {1}; only active tenants are migrated")]
-    NotActive(TenantSlug, String),
+    NotActive(TenantSlug, TenantStatus),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -126,7 +127,7 @@ pub async fn plan(catalog: &Catalog, set: &MigrationSet, only: Option<&TenantSlu
                 .tenant(slug)
                 .await?
                 .ok_or_else(|| RolloutError::NoSuchTenant(slug.clone()))?;
-            if tenant.status != "active" {
+            if tenant.status != TenantStatus::Active {
                 return Err(RolloutError::NotActive(slug.clone(), tenant.status));
             }
             vec![tenant]
@@ -135,7 +136,7 @@ pub async fn plan(catalog: &Catalog, set: &MigrationSet, only: Option<&TenantSlu
             .tenants()
             .await?
             .into_iter()
-            .filter(|t| t.status == "active")
+            .filter(|t| t.status == TenantStatus::Active)
             .collect(),
     };
     let mut plan = Plan {

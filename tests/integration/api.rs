@@ -673,7 +673,7 @@ async fn without_the_broker_the_api_is_not_ready_but_loses_no_job() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(job.status, "queued");
+    assert_eq!(job.status, JobStatus::Queued);
 
     // A worker (with the real broker) finds it through its sweep and provisions the tenant.
     let _worker = env.spawn_worker("w", &[], &[]).await;

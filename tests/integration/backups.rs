@@ -227,7 +227,7 @@ async fn wait_for_failed_attempt(catalog: &pgfleet_shared::catalog::Catalog, key
             .job_by_producer_key(key)
             .await
             .unwrap()
-            .is_some_and(|j| j.status == "queued" && j.error.is_some())
+            .is_some_and(|j| j.status == JobStatus::Queued && j.error.is_some())
     })
     .await;
 }

@@ -63,7 +63,7 @@ async fn python_and_node_signups_become_active_tenants() {
             .await
             .unwrap()
             .expect("the example's idempotency key names the job");
-        assert_eq!(job.status, "succeeded");
+        assert_eq!(job.status, JobStatus::Succeeded);
     }
 
     // A retried signup (same key) is the same job, done once.

@@ -178,7 +178,7 @@ async fn a_provision_interrupted_after_the_role_exists_completes_on_retry() {
     );
     assert!(env.tenant_databases().await.is_empty(), "the database was not");
     let tenant = ctx.catalog.tenant(&slug).await.unwrap().unwrap();
-    assert_eq!(tenant.status, "provisioning");
+    assert_eq!(tenant.status, TenantStatus::Provisioning);
 
     let second = provision::run(&ctx, &slug, None).await.unwrap();
     assert_eq!(
@@ -194,7 +194,7 @@ async fn a_provision_interrupted_after_the_role_exists_completes_on_retry() {
     );
     assert_eq!(second.details["database_created"], true);
     let tenant = ctx.catalog.tenant(&slug).await.unwrap().unwrap();
-    assert_eq!(tenant.status, "active");
+    assert_eq!(tenant.status, TenantStatus::Active);
     let services = env.services().await;
     let mut conn = connect_as(&services, &tenant, &tenant.database_name)
         .await

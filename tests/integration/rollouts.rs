@@ -238,11 +238,11 @@ async fn workers_with_different_local_folders_apply_the_recorded_set() {
     let catalog = env.catalog().await;
     let mut workers = std::collections::HashSet::new();
     for job in catalog
-        .jobs(Some("succeeded"), None, 1000)
+        .jobs(Some(JobStatus::Succeeded), None, 1000)
         .await
         .unwrap()
         .iter()
-        .filter(|j| j.kind == "migrate")
+        .filter(|j| j.kind == pgfleet_shared::JobKind::Migrate)
     {
         workers.insert(
             job.outcome.as_ref().unwrap()["worker"]
@@ -404,7 +404,7 @@ async fn a_rollout_whose_last_worker_died_is_moved_on_by_another_workers_sweep()
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let done = loop {
         let r = catalog.rollout(rollout_id).await.unwrap().unwrap();
-        if r.status != "running" {
+        if r.status != RolloutStatus::Running {
             break r;
         }
         assert!(

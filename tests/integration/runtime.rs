@@ -195,7 +195,7 @@ async fn sigterm_hands_a_running_job_back_after_the_grace_period() {
         leaving.log()
     );
     let job = catalog.job_by_producer_key("k-hand").await.unwrap().unwrap();
-    assert_eq!(job.status, "queued");
+    assert_eq!(job.status, JobStatus::Queued);
     assert_eq!(job.attempts, 0, "a handed-back attempt is not spent");
 
     let _next = env.spawn_worker("next", &[], &[]).await;

@@ -11,6 +11,7 @@ use pgfleet_shared::catalog::{Catalog, JobRecord, TenantRecord};
 use pgfleet_shared::jobs::{FaultPoints, JobContext};
 use pgfleet_shared::secrets::SecretKey;
 use pgfleet_shared::services::Services;
+pub use pgfleet_shared::status::{JobStatus, RolloutStatus, TenantStatus};
 use pgfleet_shared::tenant_migrations::MigrationSet;
 use pgfleet_shared::{Config, JobKind, Namespace, TenantSlug};
 use rand::Rng;
@@ -264,7 +265,7 @@ impl TestEnv {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(t) = catalog.tenant(&slug).await.unwrap() {
-                if t.status == "active" {
+                if t.status == TenantStatus::Active {
                     return t;
                 }
             }
@@ -286,7 +287,7 @@ impl TestEnv {
                 None => catalog.job_by_key(key).await.unwrap(),
             };
             if let Some(job) = found {
-                if job.status == status {
+                if job.status.as_str() == status {
                     return job;
                 }
             }

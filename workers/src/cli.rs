@@ -390,7 +390,7 @@ pub enum JobsCommand {
     List {
         /// Only jobs in this status (queued, running, succeeded, failed, dead).
         #[arg(long)]
-        status: Option<String>,
+        status: Option<pgfleet_shared::status::JobStatus>,
         /// Only jobs of this tenant.
         #[arg(long)]
         tenant: Option<String>,

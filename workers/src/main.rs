@@ -17,6 +17,7 @@ use pgfleet_shared::rollouts::StartOptions;
 use pgfleet_shared::scheduler::{Scheduler, SchedulerSettings, SystemClock};
 use pgfleet_shared::secrets::{KeySource, Keyring, SecretKey};
 use pgfleet_shared::services::Services;
+use pgfleet_shared::status::{JobStatus, RolloutStatus, TenantStatus};
 use pgfleet_shared::tenant_migrations::MigrationSet;
 use pgfleet_shared::worker::Worker;
 use pgfleet_shared::{Config, JobRequest, JobSpec, Namespace, TenantSlug, WorkerSettings};
@@ -496,7 +497,7 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
             let tenant = catalog.tenant(&slug).await?.with_context(|| {
                 format!("no tenant {slug}; `pgfleet tenant list` shows the existing ones")
             })?;
-            if tenant.status != "active" {
+            if tenant.status != TenantStatus::Active {
                 bail!("tenant {slug} is {}, not active yet", tenant.status);
             }
             println!("{}", services.servers.tenant_url(&tenant).await?.expose_secret());
@@ -560,7 +561,9 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
         // does it too when none of its jobs is live or nothing moved for a while, in case no
         // worker is left to do it; not on every poll, which would lock the rollout and count
         // its tenants again ten times a second.
-        if r.status == "running" && (r.active == 0 || last_change.elapsed() >= STALL_BEFORE_ADVANCING) {
+        if r.status == RolloutStatus::Running
+            && (r.active == 0 || last_change.elapsed() >= STALL_BEFORE_ADVANCING)
+        {
             let created = catalog.advance_rollout(id, max_attempts).await?;
             producer.publish_existing(&created).await;
             r = catalog.rollout(id).await?.context("rollout vanished")?;
@@ -576,13 +579,13 @@ async fn migrate(g: &GlobalArgs, o: MigrateOptions<'_>) -> Result<ExitCode> {
             last_change = Instant::now();
         }
         // A halted rollout still lets jobs that had started finish; wait for them too.
-        if r.status != "running" && r.active == 0 {
+        if r.status != RolloutStatus::Running && r.active == 0 {
             break r;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     output::print_rollout(&rollout, &catalog.rollout_tenants(id).await?, o.json);
-    let clean = rollout.status == "done" && rollout.failed == 0 && rollout.skipped == 0;
+    let clean = rollout.status == RolloutStatus::Done && rollout.failed == 0 && rollout.skipped == 0;
     Ok(if clean {
         ExitCode::SUCCESS
     } else {
@@ -624,7 +627,7 @@ async fn for_tenants(
         let tenants = services.catalog.tenants().await?;
         tenants
             .iter()
-            .filter(|t| t.status == "active")
+            .filter(|t| t.status == TenantStatus::Active)
             .map(|t| {
                 Ok(JobRequest {
                     tenant: parse_slug(&t.slug)?,
@@ -665,7 +668,7 @@ async fn enqueue(
     let enqueued = producer.enqueue_many(&requests).await?;
     let unpublished = enqueued
         .iter()
-        .filter(|e| !e.published && e.job.status == "queued")
+        .filter(|e| !e.published && e.job.status == JobStatus::Queued)
         .count();
     if unpublished > 0 {
         eprintln!(
@@ -678,10 +681,10 @@ async fn enqueue(
         let kind = requests[0].kind();
         eprintln!("waiting for {} {kind} job(s)…", ids.len());
         jobs = wait_for_jobs(&services.catalog, &ids, None, |jobs| {
-            let done = jobs.iter().filter(|j| j.status == "succeeded").count();
+            let done = jobs.iter().filter(|j| j.status == JobStatus::Succeeded).count();
             let failed = jobs
                 .iter()
-                .filter(|j| j.is_finished() && j.status != "succeeded")
+                .filter(|j| j.is_finished() && j.status != JobStatus::Succeeded)
                 .count();
             eprintln!(
                 "  done {done} / failed {failed} / remaining {}",
@@ -703,7 +706,7 @@ async fn enqueue(
 }
 
 fn exit_for(jobs: &[pgfleet_shared::catalog::JobRecord]) -> ExitCode {
-    if jobs.iter().all(|j| j.status == "succeeded") {
+    if jobs.iter().all(|j| j.status == JobStatus::Succeeded) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -720,15 +723,7 @@ async fn jobs_command(g: &GlobalArgs, cmd: &JobsCommand) -> Result<ExitCode> {
             limit,
             json,
         } => {
-            if let Some(s) = status {
-                if !["queued", "running", "succeeded", "failed", "dead"].contains(&s.as_str()) {
-                    bail!("unknown status {s:?}: use queued, running, succeeded, failed or dead");
-                }
-            }
-            let jobs = services
-                .catalog
-                .jobs(status.as_deref(), tenant.as_deref(), *limit)
-                .await?;
+            let jobs = services.catalog.jobs(*status, tenant.as_deref(), *limit).await?;
             output::print_jobs(&jobs, *json);
         }
         JobsCommand::Show { id, json } => {

@@ -142,7 +142,7 @@ pub fn print_rollout(r: &RolloutRecord, tenants: &[RolloutTenant], as_json: bool
                 "{:<30} {:<7} {:<10} {:>7}  {}",
                 t.tenant,
                 t.phase,
-                t.job_status.as_deref().unwrap_or("pending"),
+                t.job_status.map_or("pending", |s| s.as_str()),
                 t.schema_version
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "-".into()),

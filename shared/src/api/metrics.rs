@@ -5,15 +5,13 @@
 
 use super::ApiState;
 use crate::catalog::DURATION_BUCKETS;
-use crate::message::JobKind;
+use crate::status::{JobKind, JobStatus, TenantStatus};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::fmt::Write;
 use std::sync::Arc;
 use tracing::warn;
-
-const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "dead"];
 
 pub(super) async fn render(State(state): State<Arc<ApiState>>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
@@ -93,10 +91,10 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
         }
     }
     for kind in &kinds {
-        for status in STATUSES {
+        for status in JobStatus::ALL {
             let n = counts
                 .iter()
-                .find(|(k, st, _)| k == kind && st == status)
+                .find(|(k, st, _)| k == kind && st == status.as_str())
                 .map_or(0, |c| c.2);
             let _ = writeln!(
                 s,
@@ -138,8 +136,13 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
     }
 
     family(&mut s, "pgfleet_tenants", "gauge", "Tenants by status.");
-    for (status, n) in catalog.tenant_counts().await? {
-        let _ = writeln!(s, "pgfleet_tenants{{status=\"{}\"}} {n}", label(&status));
+    let tenant_counts = catalog.tenant_counts().await?;
+    for status in TenantStatus::ALL {
+        let n = tenant_counts
+            .iter()
+            .find(|(st, _)| st == status.as_str())
+            .map_or(0, |c| c.1);
+        let _ = writeln!(s, "pgfleet_tenants{{status=\"{status}\"}} {n}");
     }
 
     family(

@@ -22,6 +22,7 @@ use crate::message::{validate_key, validate_region, JobRequest, JobSpec};
 use crate::producer::{Enqueued, Producer};
 use crate::rollouts::{RolloutError, StartOptions};
 use crate::slug::TenantSlug;
+use crate::status::{JobStatus, TenantStatus};
 use crate::tenant_migrations::MigrationSet;
 use crate::views;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
@@ -342,31 +343,22 @@ async fn list_tenants(
     State(state): State<Arc<ApiState>>,
     ApiQuery(filter): ApiQuery<TenantFilter>,
 ) -> ApiResult {
-    if let Some(s) = &filter.status {
-        if !["provisioning", "active", "deleting", "deleted"].contains(&s.as_str()) {
-            return Err(ApiError::bad_request(
-                "status must be provisioning, active, deleting or deleted",
-            ));
-        }
-    }
+    let status = filter
+        .status
+        .as_deref()
+        .map(str::parse::<TenantStatus>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     let after = filter.after.as_deref().map(parse_slug).transpose()?;
     let limit = filter.limit.unwrap_or(TENANT_PAGE).clamp(1, TENANT_PAGE_MAX);
     let tenants = state
         .catalog
-        .tenants_page(
-            filter.status.as_deref(),
-            after.as_ref().map(|s| s.as_str()),
-            limit,
-        )
+        .tenants_page(status, after.as_ref().map(|s| s.as_str()), limit)
         .await?;
     let mut response = Json(tenants.iter().map(views::tenant).collect::<Vec<_>>()).into_response();
     if tenants.len() as i64 == limit {
         let last = &tenants[tenants.len() - 1].slug;
-        let status = filter
-            .status
-            .as_deref()
-            .map(|s| format!("&status={s}"))
-            .unwrap_or_default();
+        let status = status.map(|s| format!("&status={s}")).unwrap_or_default();
         let next = format!("</v1/tenants?limit={limit}&after={last}{status}>; rel=\"next\"");
         if let Ok(v) = HeaderValue::from_str(&next) {
             response.headers_mut().insert(header::LINK, v);
@@ -401,7 +393,7 @@ async fn start_backup(
     JsonBody(body): JsonBody<StartBackup>,
 ) -> ApiResult {
     let tenant = tenant_or_404(&state.catalog, &slug).await?;
-    if tenant.status != "active" {
+    if tenant.status != TenantStatus::Active {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
@@ -499,22 +491,17 @@ struct JobFilter {
 }
 
 async fn list_jobs(State(state): State<Arc<ApiState>>, ApiQuery(filter): ApiQuery<JobFilter>) -> ApiResult {
-    if let Some(s) = &filter.status {
-        if !["queued", "running", "succeeded", "failed", "dead"].contains(&s.as_str()) {
-            return Err(ApiError::bad_request(
-                "status must be queued, running, succeeded, failed or dead",
-            ));
-        }
-    }
+    let status = filter
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     let tenant = filter.tenant.as_deref().map(parse_slug).transpose()?;
     let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
     let jobs = state
         .catalog
-        .jobs(
-            filter.status.as_deref(),
-            tenant.as_ref().map(|t| t.as_str()),
-            limit,
-        )
+        .jobs(status, tenant.as_ref().map(|t| t.as_str()), limit)
         .await?;
     Ok(Json(jobs.iter().map(views::job).collect::<Vec<_>>()).into_response())
 }

@@ -3,6 +3,7 @@
 //! Pruning is two-phase (`pruning`, delete the object, `pruned`) so a replay resumes it.
 
 use super::Catalog;
+use crate::status::{BackupStatus, JobStatus};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -14,7 +15,7 @@ pub struct BackupRecord {
     pub tenant: String,
     pub job_id: Option<Uuid>,
     pub key: String,
-    pub status: String,
+    pub status: BackupStatus,
     pub bytes: Option<i64>,
     pub raw_bytes: Option<i64>,
     pub sha256: Option<String>,
@@ -26,7 +27,7 @@ pub struct BackupRecord {
     pub finished_at: Option<DateTime<Utc>>,
     pub pruned_at: Option<DateTime<Utc>>,
     /// Status of the job that wrote it (`None` if the job row is gone).
-    pub job_status: Option<String>,
+    pub job_status: Option<JobStatus>,
 }
 
 const SELECT_BACKUP: &str =

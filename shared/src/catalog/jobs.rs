@@ -10,6 +10,7 @@
 use super::Catalog;
 use crate::message::{JobKind, JobRequest, JobSpec};
 use crate::slug::TenantSlug;
+use crate::status::JobStatus;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -21,10 +22,10 @@ use uuid::Uuid;
 pub struct JobRecord {
     pub id: Uuid,
     pub idempotency_key: String,
-    pub kind: String,
+    pub kind: JobKind,
     pub tenant: String,
     pub payload: Value,
-    pub status: String,
+    pub status: JobStatus,
     pub attempts: i32,
     pub max_attempts: i32,
     pub run_after: DateTime<Utc>,
@@ -41,7 +42,7 @@ pub struct JobRecord {
 
 impl JobRecord {
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "dead")
+        self.status.is_finished()
     }
 
     /// The request this job was created from, as pgfleet publishes it (naming the job).
@@ -118,7 +119,7 @@ impl NewJob {
     /// Whether `job` is the job this request asks for (same kind, tenant and parameters):
     /// a key reused for anything else must be refused, never answered with that job.
     pub fn matches(&self, job: &JobRecord) -> bool {
-        job.kind == self.kind.as_str()
+        job.kind == self.kind
             && job.tenant.eq_ignore_ascii_case(self.tenant.as_str())
             && job.payload == self.payload
     }
@@ -307,13 +308,13 @@ impl Catalog {
                 row.try_get("due")?,
             )
         };
-        if job.kind != new.kind.as_str() || !job.tenant.eq_ignore_ascii_case(new.tenant.as_str()) {
+        if job.kind != new.kind || !job.tenant.eq_ignore_ascii_case(new.tenant.as_str()) {
             return Ok(ClaimOutcome::KeyConflict(job));
         }
-        let outcome = match job.status.as_str() {
-            "succeeded" | "failed" | "dead" => ClaimOutcome::Finished(job),
-            "running" if lease_live => ClaimOutcome::HeldElsewhere(job),
-            "queued" if !due => ClaimOutcome::NotDue(job),
+        let outcome = match job.status {
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Dead => ClaimOutcome::Finished(job),
+            JobStatus::Running if lease_live => ClaimOutcome::HeldElsewhere(job),
+            JobStatus::Queued if !due => ClaimOutcome::NotDue(job),
             _ if job.attempts >= job.max_attempts => {
                 let dead: JobRecord = sqlx::query_as(&format!(
                     "UPDATE jobs SET status = 'dead', finished_at = now(), updated_at = now(),
@@ -400,7 +401,13 @@ impl Catalog {
     }
 
     /// Fenced terminal failure: `status` is `failed` (permanent error) or `dead` (out of attempts).
-    pub async fn finish_unsuccessful(&self, id: Uuid, epoch: i64, status: &str, error: &str) -> Result<bool> {
+    pub async fn finish_unsuccessful(
+        &self,
+        id: Uuid,
+        epoch: i64,
+        status: JobStatus,
+        error: &str,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE jobs SET status = $3, error = $4, lease_owner = NULL, lease_expires_at = NULL,
                     finished_at = now(), updated_at = now()
@@ -516,7 +523,7 @@ impl Catalog {
     /// Newest first; optionally only one status and/or one tenant.
     pub async fn jobs(
         &self,
-        status: Option<&str>,
+        status: Option<JobStatus>,
         tenant: Option<&str>,
         limit: i64,
     ) -> Result<Vec<JobRecord>> {

@@ -8,6 +8,7 @@ use super::tenants::{with_password, SELECT_TENANT};
 use super::{Catalog, JobRecord, TenantRecord};
 use crate::message::{JobKind, JobSpec};
 use crate::slug::TenantSlug;
+use crate::status::{JobStatus, RolloutStatus};
 use crate::tenant_migrations::{Migration, MigrationSet};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -20,7 +21,7 @@ pub struct RolloutRecord {
     pub canary: i32,
     pub max_failures: Option<i32>,
     pub server_concurrency: i32,
-    pub status: String,
+    pub status: RolloutStatus,
     pub halted_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -39,7 +40,7 @@ pub struct RolloutTenant {
     pub tenant: String,
     pub phase: String,
     pub job_id: Option<Uuid>,
-    pub job_status: Option<String>,
+    pub job_status: Option<JobStatus>,
     pub attempts: Option<i32>,
     pub error: Option<String>,
     pub schema_version: Option<i64>,
@@ -66,7 +67,7 @@ const LIVE_MIGRATE_JOB: &str = "j.kind = 'migrate' AND j.status IN ('queued', 'r
 /// What a migrate job found when it started (see `Catalog::start_tenant_migration`).
 #[derive(Debug)]
 pub struct TenantMigrationStart {
-    pub rollout_status: String,
+    pub rollout_status: RolloutStatus,
     pub halted_reason: Option<String>,
     pub tenant: Option<TenantRecord>,
     /// The slot's advisory lock key (class, slot), held on the connection the query ran on.
@@ -185,12 +186,12 @@ impl Catalog {
     /// Moves a rollout on (see the module docs). Returns jobs it created, to be published.
     pub async fn advance_rollout(&self, id: Uuid, max_attempts: i32) -> Result<Vec<JobRecord>> {
         let mut tx = self.pool().begin().await?;
-        let status: Option<String> =
+        let status: Option<RolloutStatus> =
             sqlx::query_scalar("SELECT status FROM rollouts WHERE id = $1 FOR UPDATE")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if status.as_deref() != Some("running") {
+        if status != Some(RolloutStatus::Running) {
             return Ok(Vec::new());
         }
         let r: RolloutRecord = sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1 GROUP BY r.id"))
@@ -278,7 +279,7 @@ impl Catalog {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let tenant_id: Option<Uuid> = row.try_get("id")?;
-        let rollout_status: String = row.try_get("rollout_status")?;
+        let rollout_status: RolloutStatus = row.try_get("rollout_status")?;
         let halted_reason: Option<String> = row.try_get("halted_reason")?;
         let slot = match (
             row.try_get::<Option<i32>, _>("slot_class")?,

@@ -4,6 +4,7 @@
 use super::Catalog;
 use crate::secrets::Binding;
 use crate::slug::TenantSlug;
+use crate::status::TenantStatus;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 pub struct TenantRecord {
     pub id: Uuid,
     pub slug: String,
-    pub status: String,
+    pub status: TenantStatus,
     pub server_id: Uuid,
     pub server: String,
     pub region: Option<String>,
@@ -98,7 +99,7 @@ impl Catalog {
     /// in `status`.
     pub async fn tenants_page(
         &self,
-        status: Option<&str>,
+        status: Option<TenantStatus>,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<TenantRecord>> {
@@ -121,7 +122,7 @@ impl Catalog {
             .with_context(|| format!("decrypting the password of tenant {}", tenant.slug))
     }
 
-    pub async fn set_tenant_status(&self, tenant_id: Uuid, status: &str) -> Result<()> {
+    pub async fn set_tenant_status(&self, tenant_id: Uuid, status: TenantStatus) -> Result<()> {
         sqlx::query("UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1 AND status <> $2")
             .bind(tenant_id)
             .bind(status)

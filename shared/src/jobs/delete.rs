@@ -6,6 +6,7 @@ use super::{backup, JobContext, Outcome};
 use crate::catalog::JobRecord;
 use crate::error::JobError;
 use crate::slug::{quote_ident, TenantSlug};
+use crate::status::{BackupStatus, TenantStatus};
 use anyhow::{anyhow, Context};
 use tracing::info;
 
@@ -15,11 +16,13 @@ pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result
         .tenant(slug)
         .await?
         .ok_or_else(|| JobError::Permanent(anyhow!("no tenant {slug}")))?;
-    if tenant.status == "deleted" {
+    if tenant.status == TenantStatus::Deleted {
         return Ok(Outcome::new("already deleted", serde_json::json!({})));
     }
     let admin = ctx.servers.admin_pool(tenant.server_id).await?;
-    ctx.catalog.set_tenant_status(tenant.id, "deleting").await?;
+    ctx.catalog
+        .set_tenant_status(tenant.id, TenantStatus::Deleting)
+        .await?;
 
     let database_exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
@@ -32,7 +35,7 @@ pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result
         .backups(tenant.id)
         .await?
         .into_iter()
-        .find(|b| b.job_id == Some(job.id) && b.status == "succeeded");
+        .find(|b| b.job_id == Some(job.id) && b.status == BackupStatus::Succeeded);
     let final_backup = match (already_backed_up, database_exists) {
         (Some(b), _) => Some(serde_json::json!({ "backup_id": b.id, "key": b.key, "bytes": b.bytes })),
         (None, true) => Some(backup::backup_tenant(ctx, job, &tenant).await?.to_json()),
@@ -67,7 +70,9 @@ pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result
         .await
         .with_context(|| format!("dropping role {}", tenant.role_name))?;
     ctx.servers.flush_wal(tenant.server_id).await?;
-    ctx.catalog.set_tenant_status(tenant.id, "deleted").await?;
+    ctx.catalog
+        .set_tenant_status(tenant.id, TenantStatus::Deleted)
+        .await?;
     info!(tenant = %slug, "tenant deleted");
     Ok(Outcome::new(
         "deleted",

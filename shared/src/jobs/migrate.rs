@@ -8,6 +8,7 @@ use super::{JobContext, Outcome};
 use crate::catalog::{JobRecord, TenantRecord, SKIPPED};
 use crate::error::JobError;
 use crate::slug::TenantSlug;
+use crate::status::RolloutStatus;
 use crate::tenant_migrations::{self, Durability};
 use anyhow::{anyhow, Context};
 use sqlx::pool::PoolConnection;
@@ -73,7 +74,7 @@ async fn start(
             .await
             .context("looking up the rollout and the tenant")?
             .ok_or_else(|| JobError::Permanent(anyhow!("no rollout {rollout_id}")))?;
-        if found.rollout_status == "halted" {
+        if found.rollout_status == RolloutStatus::Halted {
             return Err(JobError::Permanent(anyhow!(
                 "{SKIPPED} rollout halted: {}",
                 found.halted_reason.unwrap_or_default()

@@ -17,6 +17,7 @@ use crate::error::JobError;
 use crate::message::JobSpec;
 use crate::servers::TenantServers;
 use crate::slug::TenantSlug;
+use crate::status::TenantStatus;
 use crate::store::BackupStore;
 use crate::tenant_migrations::MigrationSet;
 use anyhow::Context;
@@ -106,7 +107,7 @@ pub fn require_active(
     action: &str,
 ) -> Result<crate::catalog::TenantRecord, JobError> {
     let tenant = tenant.ok_or_else(|| JobError::Permanent(anyhow::anyhow!("no tenant {slug}")))?;
-    if tenant.status != "active" {
+    if tenant.status != TenantStatus::Active {
         return Err(JobError::Permanent(anyhow::anyhow!(
             "tenant {slug} is {}; only active tenants are {action}",
             tenant.status

@@ -9,6 +9,7 @@ use crate::catalog::{NewTenant, TenantRecord};
 use crate::error::{JobError, PermanentExt};
 use crate::secrets::{generate_password, scram_sha256_verifier, scram_verifier_matches};
 use crate::slug::{quote_ident, quote_literal, TenantSlug};
+use crate::status::TenantStatus;
 use crate::tenant_migrations;
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -22,7 +23,7 @@ const DUPLICATE_DATABASE: &str = "42P04";
 
 pub async fn run(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> Result<Outcome, JobError> {
     let tenant = ensure_catalog_row(ctx, slug, region).await?;
-    if tenant.status == "deleted" || tenant.status == "deleting" {
+    if matches!(tenant.status, TenantStatus::Deleted | TenantStatus::Deleting) {
         return Err(JobError::Permanent(anyhow::anyhow!(
             "tenant {slug} is {}; a deleted tenant's slug is not reused",
             tenant.status
@@ -53,7 +54,7 @@ pub async fn run(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> R
     // flushes the server's WAL past all of them before the catalog calls the tenant active.
     ctx.servers.flush_wal(tenant.server_id).await?;
 
-    let was_active = tenant.status == "active" && tenant.schema_version == applied.schema_version;
+    let was_active = tenant.status == TenantStatus::Active && tenant.schema_version == applied.schema_version;
     ctx.catalog
         .mark_tenant_active(tenant.id, applied.schema_version)
         .await?;

@@ -9,6 +9,7 @@ use super::{JobContext, Outcome};
 use crate::catalog::TenantRecord;
 use crate::error::JobError;
 use crate::slug::TenantSlug;
+use crate::status::{BackupStatus, JobStatus};
 use anyhow::{anyhow, Result};
 use chrono::{Duration, Utc};
 use std::collections::HashSet;
@@ -69,12 +70,12 @@ pub async fn prune_tenant(ctx: &JobContext, tenant: &TenantRecord) -> Result<Pru
     // Newest first: the first `keep_min` good ones are kept whatever their age.
     let mut good_seen = 0usize;
     for backup in &backups {
-        let resume = backup.status == "pruning";
-        let expired = backup.status == "succeeded" && {
+        let resume = backup.status == BackupStatus::Pruning;
+        let expired = backup.status == BackupStatus::Succeeded && {
             good_seen += 1;
             good_seen > tenant.keep_min as usize && backup.created_at < cutoff
         };
-        if backup.status == "succeeded" && !expired {
+        if backup.status == BackupStatus::Succeeded && !expired {
             report.kept += 1;
         }
         if !(resume || expired) {
@@ -92,7 +93,12 @@ pub async fn prune_tenant(ctx: &JobContext, tenant: &TenantRecord) -> Result<Pru
     // Objects the catalog has no good (or pruning) row for.
     let known: HashSet<&str> = backups
         .iter()
-        .filter(|b| matches!(b.status.as_str(), "succeeded" | "pruning" | "running"))
+        .filter(|b| {
+            matches!(
+                b.status,
+                BackupStatus::Succeeded | BackupStatus::Pruning | BackupStatus::Running
+            )
+        })
         .map(|b| b.key.as_str())
         .collect();
     for object in ctx.store.list(&prefix).await? {
@@ -110,7 +116,7 @@ pub async fn prune_tenant(ctx: &JobContext, tenant: &TenantRecord) -> Result<Pru
     // Unfinished writes whose job is not running any more (its worker died).
     let running_keys: HashSet<&str> = backups
         .iter()
-        .filter(|b| b.status == "running" && b.job_status.as_deref() == Some("running"))
+        .filter(|b| b.status == BackupStatus::Running && b.job_status == Some(JobStatus::Running))
         .map(|b| b.key.as_str())
         .collect();
     for incomplete in ctx.store.list_incomplete(&prefix).await? {

@@ -22,6 +22,7 @@ use crate::pg_tools;
 use crate::secrets::{generate_password, scram_sha256_verifier};
 use crate::servers::LibpqEnv;
 use crate::slug::{quote_ident, quote_literal, TenantSlug};
+use crate::status::{BackupStatus, TenantStatus};
 use anyhow::{anyhow, Context};
 use async_compression::tokio::bufread::GzipDecoder;
 use secrecy::ExposeSecret;
@@ -50,7 +51,7 @@ pub async fn run(
         .tenant(slug)
         .await?
         .ok_or_else(|| JobError::Permanent(anyhow!("no tenant {slug}")))?;
-    if tenant.status == "deleting" {
+    if tenant.status == TenantStatus::Deleting {
         return Err(
             anyhow!("tenant {slug} is being deleted; the restore waits until that has finished").into(),
         );
@@ -115,7 +116,7 @@ async fn choose_backup(
                 .await?
                 .filter(|b| b.tenant_id == tenant.id)
                 .ok_or_else(|| JobError::Permanent(anyhow!("tenant {} has no backup {id}", tenant.slug)))?;
-            if backup.status != "succeeded" {
+            if backup.status != BackupStatus::Succeeded {
                 return Err(JobError::Permanent(anyhow!(
                     "backup {id} is {}, not restorable",
                     backup.status
@@ -128,7 +129,7 @@ async fn choose_backup(
             .backups(tenant.id)
             .await?
             .into_iter()
-            .find(|b| b.status == "succeeded")
+            .find(|b| b.status == BackupStatus::Succeeded)
             .ok_or_else(|| {
                 JobError::Permanent(anyhow!(
                     "tenant {} has no successful backup to restore",
@@ -229,7 +230,7 @@ impl LoadingRole {
         tenant: &TenantRecord,
         into: &str,
     ) -> Result<Self, JobError> {
-        if tenant.status != "deleted" {
+        if tenant.status != TenantStatus::Deleted {
             return Ok(Self {
                 name: tenant.role_name.clone(),
                 env: ctx.servers.tenant_libpq_env(tenant, into).await?,

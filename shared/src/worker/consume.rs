@@ -1,0 +1,262 @@
+//! The worker's AMQP session: declare topology, consume every job queue and the unroutable
+//! queue, and turn each delivery into a claimed job (or a dead letter). A delivery waits at
+//! most `defer_after` for a free slot and is acked right after its claim commits, so none
+//! is held for the length of a job. Any consumer ending — a channel error, a broker-side
+//! cancel (queue deleted, a queue leader restarting) — ends the session, and the whole
+//! session (connection, topology, QoS, consumers) is rebuilt with backoff: no job kind is
+//! ever left without its consumer.
+
+use super::Worker;
+use crate::catalog::{ClaimOutcome, NewJob};
+use crate::message::parse_message;
+use crate::queue;
+use crate::status::JobKind;
+use anyhow::{bail, Result};
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+impl Worker {
+    pub(super) async fn consume_until(self: Arc<Self>, shutdown: CancellationToken) {
+        const MAX_BACKOFF: Duration = Duration::from_secs(30);
+        let mut backoff = Duration::from_millis(500);
+        while !shutdown.is_cancelled() {
+            let mut connected = false;
+            let result = self.clone().consume_session(&shutdown, &mut connected).await;
+            if connected {
+                backoff = Duration::from_millis(500);
+            }
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), retry_in = ?backoff, "broker connection lost; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// One connection's life: declare topology, consume every job queue and the
+    /// unroutable queue, hand each delivery to a task. Returns `Ok` only on shutdown.
+    async fn consume_session(
+        self: Arc<Self>,
+        shutdown: &CancellationToken,
+        connected: &mut bool,
+    ) -> Result<()> {
+        let ns = &self.ctx.namespace;
+        let conn = queue::connect(&self.amqp_url, &format!("pgfleet worker {}", self.owner)).await?;
+        queue::declare_topology(&conn.create_channel().await?, ns).await?;
+        let prefetch = u16::try_from(self.settings.concurrency).unwrap_or(u16::MAX);
+        let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
+        queues.push(ns.unroutable());
+        let mut streams = Vec::new();
+        for queue_name in queues {
+            let channel = conn.create_channel().await?;
+            channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+            let consumer = channel
+                .basic_consume(
+                    queue_name.as_str().into(),
+                    format!("{}/{queue_name}", self.owner).into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            // A stream that ends says so (`None`), instead of silently leaving the merge.
+            let ended = queue_name.clone();
+            streams.push(
+                consumer
+                    .map(move |d| (queue_name.clone(), Some(d)))
+                    .chain(futures_util::stream::once(async move { (ended, None) }))
+                    .boxed(),
+            );
+        }
+        let mut deliveries = futures_util::stream::select_all(streams);
+        *connected = true;
+        info!("consuming");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    // Stop taking work. Deliveries still waiting for a slot were not acked,
+                    // so closing the connection returns them to the queue.
+                    let _ = conn.close(200, "worker shutting down".into()).await;
+                    return Ok(());
+                }
+                next = deliveries.next() => match next {
+                    Some((queue_name, Some(Ok(delivery)))) => {
+                        let this = self.clone();
+                        let shutdown = shutdown.clone();
+                        self.tracker.spawn(async move { this.handle_delivery(queue_name, delivery, shutdown).await });
+                    }
+                    Some((_, Some(Err(e)))) => {
+                        let _ = conn.close(0, "rebuilding the session".into()).await;
+                        return Err(e.into());
+                    }
+                    Some((queue_name, None)) => {
+                        let _ = conn.close(0, "rebuilding the session".into()).await;
+                        bail!("the consumer of {queue_name} ended (the broker cancelled it: queue deleted or its leader restarting)");
+                    }
+                    None => bail!("every consumer ended"),
+                }
+            }
+        }
+    }
+
+    async fn handle_delivery(
+        self: Arc<Self>,
+        queue_name: String,
+        delivery: Delivery,
+        shutdown: CancellationToken,
+    ) {
+        let routing_key = delivery.routing_key.as_str().to_owned();
+        if queue_name == self.ctx.namespace.unroutable() {
+            let reason = format!(
+                "routing key {routing_key:?} is not a job kind; publish with the job's kind as routing key"
+            );
+            return self.dead_letter(&delivery, &queue_name, &reason, None).await;
+        }
+        let request = match parse_message(&delivery.data, Some(&routing_key)) {
+            Ok(request) => request,
+            Err(reason) => {
+                return self
+                    .dead_letter(&delivery, &queue_name, &reason.to_string(), None)
+                    .await
+            }
+        };
+        let fallback_key = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| format!("amqp:{id}"));
+        let new = NewJob::from_request(&request, fallback_key, self.settings.max_attempts);
+
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            slot = tokio::time::timeout(self.settings.defer_after, self.slots.clone().acquire_owned()) => slot,
+        };
+        let slot = match slot {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                // Every slot is busy with long jobs: don't hold this delivery (RabbitMQ's
+                // consumer timeout); the sweep re-publishes it for a worker with room.
+                match self.ctx.catalog.defer_job(&new).await {
+                    Ok(()) => ack(&delivery).await,
+                    Err(e) => nack_later(&delivery, &e).await,
+                }
+                return;
+            }
+        };
+        let claim = match self.claim_patiently(&new, &shutdown).await {
+            Some(Ok(claim)) => claim,
+            Some(Err(e)) => return nack_later(&delivery, &e).await,
+            None => return,
+        };
+        match claim {
+            ClaimOutcome::Claimed(job) => {
+                ack(&delivery).await;
+                self.run_claimed(job, slot).await;
+            }
+            ClaimOutcome::Finished(job) => {
+                debug!(job_id = %job.id, status = %job.status, "duplicate delivery of a finished job");
+                ack(&delivery).await;
+            }
+            ClaimOutcome::HeldElsewhere(job) => {
+                debug!(job_id = %job.id, owner = ?job.lease_owner, "job is running elsewhere");
+                ack(&delivery).await;
+            }
+            ClaimOutcome::NotDue(job) => {
+                debug!(job_id = %job.id, run_after = %job.run_after, "early delivery of a job waiting for its retry");
+                ack(&delivery).await;
+            }
+            ClaimOutcome::KeyConflict(job) => {
+                let reason = if new.recorded {
+                    format!(
+                        "job {} is not a {} job of tenant {}",
+                        job.id, new.kind, new.tenant
+                    )
+                } else {
+                    format!(
+                        "idempotency key {:?} already belongs to another job (a different kind or tenant); use a new key",
+                        job.shown_key()
+                    )
+                };
+                self.dead_letter(&delivery, &queue_name, &reason, None).await;
+            }
+            ClaimOutcome::UnknownJob => {
+                let reason = format!(
+                    "the message names job {}, which this install's catalog has no record of; \
+                     applications publish without a `job` field",
+                    new.id
+                );
+                self.dead_letter(&delivery, &queue_name, &reason, None).await;
+            }
+            ClaimOutcome::Exhausted(job) => {
+                let reason = job.error.clone().unwrap_or_else(|| "out of attempts".into());
+                warn!(job_id = %job.id, reason, "job is dead");
+                self.dead_letter(&delivery, &queue_name, &reason, Some(job.id))
+                    .await;
+            }
+        }
+    }
+
+    /// Claims, retrying while the catalog is unreachable for up to `defer_after`. Holding
+    /// the delivery that long is safe (far below the consumer timeout) and, unlike a quick
+    /// nack, doesn't spend the quorum queue's delivery limit during a catalog blip.
+    /// `None` on shutdown (the unacked delivery returns to the queue).
+    async fn claim_patiently(
+        &self,
+        new: &NewJob,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<ClaimOutcome>> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match self
+                .ctx
+                .catalog
+                .claim_job(new, &self.owner, self.settings.lease)
+                .await
+            {
+                Ok(claim) => return Some(Ok(claim)),
+                Err(e) if started.elapsed() >= self.settings.defer_after => return Some(Err(e)),
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), retry_in = ?pause, "cannot claim the job in the catalog; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn ack(delivery: &Delivery) {
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        // The broker redelivers it; the claim recognises the job.
+        debug!(error = %e, "ack failed");
+    }
+}
+
+/// The catalog is unreachable: return the delivery to the queue after a pause, so a
+/// catalog outage doesn't spin deliveries.
+pub(super) async fn nack_later(delivery: &Delivery, error: &anyhow::Error) {
+    error!(error = %format!("{error:#}"), "cannot process the delivery now; requeueing it");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await;
+}
