@@ -47,25 +47,6 @@ impl Namespace {
         name.strip_prefix(self.0.as_str())
             .is_some_and(|rest| rest.starts_with('_'))
     }
-
-    pub fn jobs_exchange(&self) -> String {
-        format!("{}.jobs", self.0)
-    }
-
-    pub fn kind_queue(&self, kind: crate::JobKind) -> String {
-        format!("{}.{}", self.0, kind.as_str())
-    }
-
-    /// Exchange and queue (same name) holding what could not be processed.
-    pub fn dead(&self) -> String {
-        format!("{}.dead", self.0)
-    }
-
-    /// Alternate exchange and queue of `<ns>.jobs`: messages whose routing key matches no
-    /// job kind land here instead of being dropped by the broker.
-    pub fn unroutable(&self) -> String {
-        format!("{}.unroutable", self.0)
-    }
 }
 
 impl std::fmt::Display for Namespace {

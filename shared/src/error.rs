@@ -1,6 +1,13 @@
 //! `JobError`: how a job handler fails. The one question the runtime asks of an error is
 //! whether retrying can help (`is_permanent`); backoff and the dead state are decided in
-//! one place (the worker), never by ad hoc loops in handlers.
+//! one place (`worker::disposition`), never by ad hoc loops in handlers.
+//!
+//! Permanence is decided where the error is still typed, never by searching a chain: a
+//! catalog error by its `CatalogError` variant (an unreachable catalog is retried), an SQL
+//! error from a tenant server by its own SQLSTATE class (`ServerSql::doing`), a migration
+//! error by its `MigrationError` variant.
+
+use crate::catalog::CatalogError;
 
 /// The error a job handler returns.
 #[derive(Debug, thiserror::Error)]
@@ -36,41 +43,70 @@ impl std::fmt::Display for CancelReason {
 
 impl JobError {
     pub fn is_permanent(&self) -> bool {
-        match self {
-            JobError::Permanent(_) => true,
-            JobError::Cancelled(_) => false,
-            JobError::Other(e) => is_permanent_database_error(e),
+        matches!(self, JobError::Permanent(_))
+    }
+
+    /// A permanent error from a message.
+    pub fn permanent(message: impl std::fmt::Display + Send + Sync + 'static) -> Self {
+        JobError::Permanent(anyhow::anyhow!("{message}"))
+    }
+}
+
+/// Something that must exist and doesn't will not appear by retrying; everything else the
+/// catalog says (unreachable, a concurrent writer) may pass.
+impl From<CatalogError> for JobError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::NotFound(_) => JobError::Permanent(e.into()),
+            _ => JobError::Other(e.into()),
         }
     }
 }
 
-/// Database errors no retry can fix: SQL syntax or access rule violations (class 42),
-/// data exceptions (22), integrity violations (23) and dependent objects (2B).
-fn is_permanent_database_error(err: &anyhow::Error) -> bool {
-    err.chain()
-        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
-            Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
-                ["42", "22", "23", "2B"]
-                    .iter()
-                    .any(|class| code.starts_with(class))
-            }),
-            _ => false,
-        })
-}
-
-/// `result.permanent()?` marks an error as one retrying can't fix.
-pub trait PermanentExt<T> {
-    fn permanent(self) -> Result<T, JobError>;
-}
-
-impl<T, E: Into<anyhow::Error>> PermanentExt<T> for Result<T, E> {
-    fn permanent(self) -> Result<T, JobError> {
-        self.map_err(|e| JobError::Permanent(e.into()))
+/// An SQL error a tenant server returned for a statement pgfleet sent: permanent when the
+/// statement itself is wrong — syntax or access rule (SQLSTATE class 42), data exception
+/// (22), integrity violation (23), dependent objects (2B) — retried otherwise.
+impl From<sqlx::Error> for JobError {
+    fn from(e: sqlx::Error) -> Self {
+        if statement_is_at_fault(&e) {
+            JobError::Permanent(e.into())
+        } else {
+            JobError::Other(e.into())
+        }
     }
 }
 
-impl From<sqlx::Error> for JobError {
-    fn from(e: sqlx::Error) -> Self {
-        JobError::Other(e.into())
+/// Whether a server's SQL error is one no retry can fix (see `From<sqlx::Error>`).
+pub fn statement_is_at_fault(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["42", "22", "23", "2B"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
+/// `result.doing("creating role x")?`: a tenant server's SQL error, classified by its own
+/// SQLSTATE, with what pgfleet was doing.
+pub trait ServerSql<T> {
+    fn doing(self, what: impl std::fmt::Display) -> Result<T, JobError>;
+}
+
+impl<T> ServerSql<T> for Result<T, sqlx::Error> {
+    fn doing(self, what: impl std::fmt::Display) -> Result<T, JobError> {
+        self.map_err(|e| server_sql_error(e, what))
+    }
+}
+
+/// A tenant server's SQL error while doing `what`, classified by its own SQLSTATE.
+pub fn server_sql_error(e: sqlx::Error, what: impl std::fmt::Display) -> JobError {
+    let permanent = statement_is_at_fault(&e);
+    let e = anyhow::Error::new(e).context(what.to_string());
+    if permanent {
+        JobError::Permanent(e)
+    } else {
+        JobError::Other(e)
     }
 }

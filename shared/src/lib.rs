@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod jobs;
 pub mod message;
+pub mod migration_set;
 pub mod pg_tools;
 pub mod postgres;
 pub mod producer;

@@ -1,4 +1,5 @@
-//! Connect options for Postgres URLs (catalog, tenant servers), with pgfleet's one default
+//! Postgres helpers: quoting identifiers and literals, and connect options for Postgres
+//! URLs (catalog, tenant servers), with pgfleet's one default
 //! on top of libpq's: a URL that names no `sslmode` gets `prefer` (TLS when the server
 //! offers it), except on loopback, where TLS protects nothing and would cost every tenant
 //! connection a handshake — there it is `disable`. Set `sslmode` in the URL (or
@@ -55,6 +56,21 @@ fn host_is_loopback(host: &str) -> bool {
         .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Quotes a Postgres identifier (doubling embedded quotes), as `quote_ident` does.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a Postgres string literal (doubling quotes; `E''` when it holds backslashes).
+pub fn quote_literal(value: &str) -> String {
+    let body = value.replace('\'', "''");
+    if body.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +79,13 @@ mod tests {
         // Debug of the options shows the mode; compare through a fresh parse instead.
         let options = connect_options(url).unwrap();
         options.get_ssl_mode()
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum EnqueueError {
     #[error("idempotency key {0:?} was already used for a different request (another kind, tenant or parameters); use a new key")]
     KeyReused(String),
     #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 

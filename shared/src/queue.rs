@@ -26,6 +26,28 @@ const DELIVERY_LIMIT: i64 = 50;
 
 pub const REASON_HEADER: &str = "x-pgfleet-reason";
 
+/// The broker names of one install.
+impl Namespace {
+    pub fn jobs_exchange(&self) -> String {
+        format!("{}.jobs", self.as_str())
+    }
+
+    pub fn kind_queue(&self, kind: JobKind) -> String {
+        format!("{}.{}", self.as_str(), kind.as_str())
+    }
+
+    /// Exchange and queue (same name) holding what could not be processed.
+    pub fn dead(&self) -> String {
+        format!("{}.dead", self.as_str())
+    }
+
+    /// Alternate exchange and queue of `<ns>.jobs`: messages whose routing key matches no
+    /// job kind land here instead of being dropped by the broker.
+    pub fn unroutable(&self) -> String {
+        format!("{}.unroutable", self.as_str())
+    }
+}
+
 pub async fn connect(url: &SecretString, connection_name: &str) -> Result<Connection> {
     let mut uri = lapin::uri::AMQPUri::from_str(url.expose_secret())
         .map_err(|_| anyhow::anyhow!("PGFLEET_AMQP_URL is not a valid amqp:// URL"))?;

@@ -3,9 +3,9 @@
 //! at the target — so running `migrate` again only touches what is left to do.
 
 use crate::catalog::{Catalog, JobRecord, TenantRecord};
+use crate::migration_set::MigrationSet;
 use crate::slug::TenantSlug;
 use crate::status::TenantStatus;
-use crate::tenant_migrations::MigrationSet;
 use uuid::Uuid;
 
 /// Why a rollout was not started; the API maps each to its HTTP status.
@@ -21,6 +21,8 @@ pub enum RolloutError {
     NoSuchTenant(TenantSlug),
     #[error("tenant {0} is {1}; only active tenants are migrated")]
     NotActive(TenantSlug, TenantStatus),
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

@@ -98,7 +98,7 @@ pub async fn check(
             };
             let fix = format!(
                 "REVOKE CONNECT ON DATABASE {} FROM PUBLIC; -- then GRANT CONNECT to the roles that need it",
-                crate::slug::quote_ident(&name)
+                crate::postgres::quote_ident(&name)
             );
             ReachableDatabase { name, kind, fix }
         })

@@ -5,12 +5,12 @@ use crate::catalog::Catalog;
 use crate::compress::GzipSettings;
 use crate::config::Config;
 use crate::jobs::{FaultPoints, JobContext};
+use crate::migration_set::MigrationSet;
 use crate::producer::Producer;
 use crate::queue::Publisher;
 use crate::secrets::Keyring;
 use crate::servers::TenantServers;
 use crate::store::{BackupStore, S3Settings};
-use crate::tenant_migrations::MigrationSet;
 use anyhow::Result;
 use std::sync::Arc;
 

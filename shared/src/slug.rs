@@ -1,6 +1,6 @@
 //! `TenantSlug`: the one validated form of a tenant name. Every edge (message, CLI, API)
 //! parses into it before anything else happens, so no unvalidated name reaches SQL or an
-//! object key. Identifiers built from it are quoted anyway (`quote_ident`).
+//! object key. Identifiers built from it are quoted anyway (`postgres::quote_ident`).
 
 use std::fmt;
 
@@ -85,21 +85,6 @@ impl<'de> serde::Deserialize<'de> for TenantSlug {
     }
 }
 
-/// Quotes a Postgres identifier (doubling embedded quotes), as `quote_ident` does.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes a Postgres string literal (doubling quotes; `E''` when it holds backslashes).
-pub fn quote_literal(value: &str) -> String {
-    let body = value.replace('\'', "''");
-    if body.contains('\\') {
-        format!("E'{}'", body.replace('\\', "\\\\"))
-    } else {
-        format!("'{body}'")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,12 +121,5 @@ mod tests {
     fn error_escapes_the_input() {
         let err = TenantSlug::parse("a\nb\u{1b}[31m").unwrap_err().to_string();
         assert!(!err.contains('\n') && !err.contains('\u{1b}'), "{err}");
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
     }
 }

@@ -9,10 +9,10 @@ use lapin::options::{
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use pgfleet_shared::catalog::{Catalog, JobRecord, TenantRecord};
 use pgfleet_shared::jobs::{FaultPoints, JobContext};
+use pgfleet_shared::migration_set::MigrationSet;
 use pgfleet_shared::secrets::SecretKey;
 use pgfleet_shared::services::Services;
 pub use pgfleet_shared::status::{JobStatus, RolloutStatus, TenantStatus};
-use pgfleet_shared::tenant_migrations::MigrationSet;
 use pgfleet_shared::{Config, JobKind, Namespace, TenantSlug};
 use rand::Rng;
 use secrecy::ExposeSecret;

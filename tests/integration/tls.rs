@@ -31,7 +31,7 @@ async fn connections_are_encrypted_when_the_urls_require_it() {
         .register_default_server(&config.server_url)
         .await
         .unwrap();
-    let (migrations, _) = pgfleet_shared::tenant_migrations::MigrationSet::load(None).unwrap();
+    let (migrations, _) = pgfleet_shared::migration_set::MigrationSet::load(None).unwrap();
     let ctx = services
         .job_context(&config, migrations, FaultPoints::default())
         .await

@@ -12,13 +12,13 @@ use cli::{
 };
 use pgfleet_shared::api::{ApiState, ApiToken};
 use pgfleet_shared::jobs::FaultPoints;
+use pgfleet_shared::migration_set::MigrationSet;
 use pgfleet_shared::producer::wait_for_jobs;
 use pgfleet_shared::rollouts::StartOptions;
 use pgfleet_shared::scheduler::{Scheduler, SchedulerSettings, SystemClock};
 use pgfleet_shared::secrets::{KeySource, Keyring, SecretKey};
 use pgfleet_shared::services::Services;
 use pgfleet_shared::status::{JobStatus, RolloutStatus, TenantStatus};
-use pgfleet_shared::tenant_migrations::MigrationSet;
 use pgfleet_shared::worker::Worker;
 use pgfleet_shared::{Config, JobRequest, JobSpec, Namespace, TenantSlug, WorkerSettings};
 use secrecy::ExposeSecret;

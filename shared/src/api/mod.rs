@@ -17,13 +17,13 @@ mod metrics;
 
 pub use auth::ApiToken;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogError};
 use crate::message::{validate_key, validate_region, JobRequest, JobSpec};
+use crate::migration_set::MigrationSet;
 use crate::producer::{Enqueued, Producer};
 use crate::rollouts::{RolloutError, StartOptions};
 use crate::slug::TenantSlug;
 use crate::status::{JobStatus, TenantStatus};
-use crate::tenant_migrations::MigrationSet;
 use crate::views;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -171,18 +171,24 @@ impl IntoResponse for ApiError {
 }
 
 /// Unexpected errors: logged in full under a request id, answered without detail (the
-/// chain may name hosts or databases). A catalog that cannot be reached is a 503.
+/// chain may name hosts or databases).
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        Self::internal(e, false)
+    }
+}
+
+/// A catalog that cannot be reached is a 503; anything else unexpected a 500.
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        let unavailable = e.is_unavailable();
+        Self::internal(e.into(), unavailable)
+    }
+}
+
+impl ApiError {
+    fn internal(e: anyhow::Error, unavailable: bool) -> Self {
         let id = Uuid::new_v4();
-        let unavailable = e.chain().any(|c| {
-            c.downcast_ref::<sqlx::Error>().is_some_and(|s| {
-                matches!(
-                    s,
-                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-                )
-            })
-        });
         error!(error_id = %id, error = %format!("{e:#}"), "API request failed");
         if unavailable {
             Self::new(
@@ -202,6 +208,7 @@ impl From<crate::producer::EnqueueError> for ApiError {
     fn from(e: crate::producer::EnqueueError) -> Self {
         match e {
             e @ crate::producer::EnqueueError::KeyReused(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
+            crate::producer::EnqueueError::Catalog(e) => e.into(),
             crate::producer::EnqueueError::Other(e) => e.into(),
         }
     }
@@ -447,6 +454,7 @@ async fn start_rollout(
     let started = match crate::rollouts::start(&state.catalog, &state.producer, &set, &options).await {
         Ok(started) => started,
         Err(RolloutError::Other(e)) => return Err(e.into()),
+        Err(RolloutError::Catalog(e)) => return Err(e.into()),
         Err(e @ RolloutError::NoSuchTenant(_)) => return Err(ApiError::not_found(e.to_string())),
         Err(e @ (RolloutError::Drift(_) | RolloutError::NotActive(..))) => {
             return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
@@ -518,7 +526,10 @@ async fn show_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) ->
 
 /// 200 when the catalog and the broker answer, else 503 saying which does not.
 async fn ready(State(state): State<Arc<ApiState>>) -> Response {
-    let catalog = tokio::time::timeout(READY_TIMEOUT, state.catalog.ping()).await;
+    let catalog = tokio::time::timeout(READY_TIMEOUT, async {
+        state.catalog.ping().await.map_err(anyhow::Error::from)
+    })
+    .await;
     let broker = tokio::time::timeout(READY_TIMEOUT, state.producer.publisher().ensure_connected()).await;
     let verdict = |r: Result<anyhow::Result<()>, tokio::time::error::Elapsed>, what: &str| match r {
         Ok(Ok(())) => "ok",

@@ -2,9 +2,9 @@
 //! goes to the store and `succeeded` only after the object was completed and verified.
 //! Pruning is two-phase (`pruning`, delete the object, `pruned`) so a replay resumes it.
 
+use super::error::{CatalogError, Result};
 use super::Catalog;
 use crate::status::{BackupStatus, JobStatus};
-use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -70,8 +70,10 @@ impl Catalog {
         .bind(created_at)
         .fetch_optional(self.pool())
         .await?;
-        recorded.with_context(|| {
-            format!("backup key {key} is already in use by another attempt that did not fail")
+        recorded.ok_or_else(|| {
+            CatalogError::Conflict(format!(
+                "backup key {key} is already in use by another attempt that did not fail"
+            ))
         })
     }
 

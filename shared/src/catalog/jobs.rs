@@ -7,11 +7,12 @@
 //! one lost in a catalog crash only means the lease expires and the job — idempotent by
 //! contract — runs again, and it saves a WAL flush per job.
 
+use super::error::{CatalogError, Result};
 use super::Catalog;
 use crate::message::{JobKind, JobRequest, JobSpec};
 use crate::slug::TenantSlug;
 use crate::status::JobStatus;
-use anyhow::{Context, Result};
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
@@ -46,7 +47,7 @@ impl JobRecord {
     }
 
     /// The request this job was created from, as pgfleet publishes it (naming the job).
-    pub fn request(&self) -> Result<JobRequest> {
+    pub fn request(&self) -> anyhow::Result<JobRequest> {
         let spec: JobSpec = serde_json::from_value(self.payload.clone())
             .with_context(|| format!("job {} has a payload this version cannot read", self.id))?;
         Ok(JobRequest {
@@ -224,8 +225,7 @@ impl Catalog {
         .bind(&payloads)
         .bind(&attempts)
         .fetch_all(self.pool())
-        .await
-        .context("recording the jobs in the catalog")?;
+        .await?;
         let mut by_key: std::collections::HashMap<String, (JobRecord, bool)> = created
             .into_iter()
             .map(|j| (j.idempotency_key.clone(), (j, true)))
@@ -249,7 +249,7 @@ impl Catalog {
                 by_key
                     .get(*k)
                     .cloned()
-                    .with_context(|| format!("job {k} vanished after insert"))
+                    .ok_or_else(|| CatalogError::NotFound(format!("job {k} vanished after insert")))
             })
             .collect()
     }

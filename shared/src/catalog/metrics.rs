@@ -1,8 +1,8 @@
 //! Fleet figures for `/metrics`, read from the catalog so that every API replica reports the
 //! same numbers whichever process ran the jobs. Each is one aggregate query.
 
+use super::error::Result;
 use super::Catalog;
-use anyhow::Result;
 
 /// Upper bounds (seconds) of the job duration histogram's buckets.
 pub const DURATION_BUCKETS: [f64; 13] = [

@@ -6,6 +6,7 @@
 //! tenant roles on a co-located server must not reach it.
 
 mod backups;
+mod error;
 mod jobs;
 mod metrics;
 mod rollouts;
@@ -15,6 +16,7 @@ mod servers;
 mod tenants;
 
 pub use backups::{BackupRecord, BackupStats};
+pub use error::CatalogError;
 pub use jobs::{producer_key, ClaimOutcome, DispatchItem, JobRecord, NewJob, PRODUCER_KEY_PREFIX};
 pub use metrics::{DurationHistogram, DURATION_BUCKETS};
 pub use rollouts::{RolloutRecord, RolloutTenant, TenantMigrationStart, SKIPPED};
@@ -91,10 +93,12 @@ impl Catalog {
     }
 
     /// The install's keys, or an error saying this process was started without them.
-    pub fn key(&self) -> Result<&Keyring> {
-        self.key.as_deref().context(
-            "this needs the install's secret key: set PGFLEET_SECRET_KEY (or PGFLEET_SECRET_KEY_FILE) as on the workers",
-        )
+    pub fn key(&self) -> std::result::Result<&Keyring, CatalogError> {
+        self.key.as_deref().ok_or_else(|| {
+            CatalogError::Other(anyhow::anyhow!(
+                "this needs the install's secret key: set PGFLEET_SECRET_KEY (or PGFLEET_SECRET_KEY_FILE) as on the workers"
+            ))
+        })
     }
 
     /// The first process to start stores a value encrypted with its key; every later one
@@ -131,7 +135,7 @@ impl Catalog {
     }
 
     /// Keys retired by rotations.
-    pub async fn retired_key_ids(&self) -> Result<Vec<KeyId>> {
+    pub async fn retired_key_ids(&self) -> error::Result<Vec<KeyId>> {
         let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
             .bind(RETIRED_KEYS_SETTING)
             .fetch_optional(&self.pool)

@@ -4,13 +4,13 @@
 //! failures, and closes it when every job ended. It locks the rollout row, so any number of
 //! workers (and waiting CLIs) may call it at once.
 
+use super::error::{CatalogError, Result};
 use super::tenants::{with_password, SELECT_TENANT};
 use super::{Catalog, JobRecord, TenantRecord};
 use crate::message::{JobKind, JobSpec};
+use crate::migration_set::{Migration, MigrationSet};
 use crate::slug::TenantSlug;
 use crate::status::{JobStatus, RolloutStatus};
-use crate::tenant_migrations::{Migration, MigrationSet};
-use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -138,7 +138,9 @@ impl Catalog {
         max_attempts: i32,
     ) -> Result<(Uuid, Vec<JobRecord>)> {
         let id = Uuid::now_v7();
-        let target_version = set.target_version().context("the migration set is empty")?;
+        let target_version = set
+            .target_version()
+            .ok_or_else(|| CatalogError::Other(anyhow::anyhow!("the migration set is empty")))?;
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO rollouts (id, target_version, canary, max_failures, server_concurrency) VALUES ($1, $2, $3, $4, $5)",
@@ -368,8 +370,12 @@ impl Catalog {
             .map(|(version, name, file_name, checksum, sql)| {
                 Migration::new(version, name, file_name, sql, checksum)
             })
-            .collect::<Result<Vec<_>>>()
-            .with_context(|| format!("rollout {id} recorded a migration this version refuses"))?;
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(|e| {
+                CatalogError::Other(
+                    e.context(format!("rollout {id} recorded a migration this version refuses")),
+                )
+            })?;
         Ok(MigrationSet { migrations })
     }
 

@@ -4,10 +4,10 @@
 //! update finds the row already advanced and returns nothing), and the job's key
 //! `backup:<slug>:<slot>` makes it once even if a row were reset by hand.
 
+use super::error::Result;
 use super::jobs::JOB_COLUMNS;
 use super::{Catalog, JobRecord};
 use crate::message::{JobKind, JobSpec};
-use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
@@ -47,7 +47,7 @@ impl Catalog {
         )
         .fetch_all(self.pool())
         .await
-        .context("reading tenants' backup schedules from the catalog")
+        .map_err(Into::into)
     }
 
     /// Records a backup job for each due slot not handled yet (by this or another
@@ -93,7 +93,7 @@ impl Catalog {
         .bind(max_attempts)
         .fetch_all(self.pool())
         .await
-        .context("recording scheduled backups in the catalog")
+        .map_err(Into::into)
     }
 
     /// Publishing failed: leave these queued jobs for a worker's sweep to dispatch.

@@ -4,9 +4,10 @@
 //! is left under another key, the keyring's previous keys are recorded as retired: a
 //! process that starts with one of them as its current key is refused.
 
+use super::error::Result;
 use super::{Catalog, KEY_CHECK_SETTING, RETIRED_KEYS_SETTING};
 use crate::secrets::{Binding, KeyId};
-use anyhow::{Context, Result};
+use anyhow::Context;
 use uuid::Uuid;
 
 /// What `rotate_secrets` did.

@@ -1,9 +1,9 @@
 //! Tenant servers in the catalog: the Postgres servers tenant databases live on. Admin URLs
 //! are stored encrypted; `display_url` is the redacted form shown to users.
 
+use super::error::{CatalogError, Result};
 use super::Catalog;
 use crate::secrets::{redact_url, Binding};
-use anyhow::{Context, Result};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -39,8 +39,7 @@ impl Catalog {
                     .bind(&display)
                     .bind(key.encrypt_str(admin_url, &Binding::server_admin_url(id)))
                     .execute(self.pool())
-                    .await
-                    .context("updating the default tenant server")?;
+                    .await?;
                 }
             }
             None => {
@@ -54,8 +53,7 @@ impl Catalog {
                 .bind(&display)
                 .bind(key.encrypt_str(admin_url, &Binding::server_admin_url(id)))
                 .execute(self.pool())
-                .await
-                .context("registering the default tenant server")?;
+                .await?;
             }
         }
         self.server_by_name("default").await
@@ -66,13 +64,14 @@ impl Catalog {
             "SELECT id, name::text, region, display_url, is_default FROM tenant_servers WHERE name = $1",
         )
         .bind(name)
-        .fetch_one(self.pool())
-        .await
-        .with_context(|| format!("tenant server {name:?} is not registered"))
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| CatalogError::NotFound(format!("tenant server {name:?} is not registered")))
     }
 
-    /// The server for a new tenant: one registered for `region` if there is one, else the default.
-    pub async fn server_for_region(&self, region: Option<&str>) -> Result<ServerRecord> {
+    /// The server for a new tenant: one registered for `region` if there is one, else the
+    /// default; `None` when no server is registered at all.
+    pub async fn server_for_region(&self, region: Option<&str>) -> Result<Option<ServerRecord>> {
         let found: Option<ServerRecord> = sqlx::query_as(
             "SELECT id, name::text, region, display_url, is_default FROM tenant_servers
              WHERE ($1::text IS NOT NULL AND region = $1) OR is_default
@@ -81,7 +80,7 @@ impl Catalog {
         .bind(region)
         .fetch_optional(self.pool())
         .await?;
-        found.context("no tenant server is registered; start a pgfleet process with PGFLEET_SERVER_URL set")
+        Ok(found)
     }
 
     /// The decrypted admin URL of a server (for connecting to it; never for printing).
@@ -89,10 +88,13 @@ impl Catalog {
         let sealed: Vec<u8> =
             sqlx::query_scalar("SELECT admin_url_ciphertext FROM tenant_servers WHERE id = $1")
                 .bind(server_id)
-                .fetch_one(self.pool())
-                .await
-                .with_context(|| format!("tenant server {server_id} is not in the catalog"))?;
-        self.key()?
-            .decrypt_string(&sealed, &Binding::server_admin_url(server_id))
+                .fetch_optional(self.pool())
+                .await?
+                .ok_or_else(|| {
+                    CatalogError::NotFound(format!("tenant server {server_id} is not in the catalog"))
+                })?;
+        Ok(self
+            .key()?
+            .decrypt_string(&sealed, &Binding::server_admin_url(server_id))?)
     }
 }

@@ -1,11 +1,12 @@
 //! Tenants in the catalog. A row is written before anything exists on a tenant server, with
 //! the names and (encrypted) password the provision will use, so a replay reuses them.
 
+use super::error::{CatalogError, Result};
 use super::Catalog;
 use crate::secrets::Binding;
 use crate::slug::TenantSlug;
 use crate::status::TenantStatus;
-use anyhow::{Context, Result};
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -73,11 +74,13 @@ impl Catalog {
         .bind(new.connection_limit)
         .bind(id)
         .execute(self.pool())
-        .await
-        .with_context(|| format!("recording tenant {} in the catalog", new.slug))?;
-        self.tenant(new.slug)
-            .await?
-            .with_context(|| format!("tenant {} vanished from the catalog right after insert", new.slug))
+        .await?;
+        self.tenant(new.slug).await?.ok_or_else(|| {
+            CatalogError::NotFound(format!(
+                "tenant {} vanished from the catalog right after insert",
+                new.slug
+            ))
+        })
     }
 
     pub async fn tenant(&self, slug: &TenantSlug) -> Result<Option<TenantRecord>> {
@@ -117,9 +120,10 @@ impl Catalog {
 
     /// The tenant role's password; only for connecting as the tenant or `tenant url`.
     pub fn tenant_password(&self, tenant: &TenantRecord) -> Result<SecretString> {
-        self.key()?
+        Ok(self
+            .key()?
             .decrypt_string(&tenant.password_ciphertext, &Binding::tenant_password(tenant.id))
-            .with_context(|| format!("decrypting the password of tenant {}", tenant.slug))
+            .with_context(|| format!("decrypting the password of tenant {}", tenant.slug))?)
     }
 
     pub async fn set_tenant_status(&self, tenant_id: Uuid, status: TenantStatus) -> Result<()> {

@@ -4,10 +4,11 @@
 
 use super::{backup, JobContext, Outcome};
 use crate::catalog::JobRecord;
-use crate::error::JobError;
-use crate::slug::{quote_ident, TenantSlug};
+use crate::error::{JobError, ServerSql};
+use crate::postgres::quote_ident;
+use crate::slug::TenantSlug;
 use crate::status::{BackupStatus, TenantStatus};
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use tracing::info;
 
 pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result<Outcome, JobError> {
@@ -29,7 +30,7 @@ pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result
             .bind(&tenant.database_name)
             .fetch_one(&admin)
             .await
-            .context("looking for the tenant database")?;
+            .doing("looking for the tenant database")?;
     let already_backed_up = ctx
         .catalog
         .backups(tenant.id)
@@ -48,7 +49,7 @@ pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result
     ))
     .execute(&admin)
     .await
-    .with_context(|| format!("dropping database {}", tenant.database_name))?;
+    .doing(format!("dropping database {}", tenant.database_name))?;
     // Databases the role still owns (e.g. restores made with `pgfleet restore`) would make
     // DROP ROLE fail; say which, rather than retrying what can't succeed.
     let still_owned: Vec<String> = sqlx::query_scalar(
@@ -57,7 +58,7 @@ pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result
     .bind(&tenant.role_name)
     .fetch_all(&admin)
     .await
-    .context("looking for databases the tenant role owns")?;
+    .doing("looking for databases the tenant role owns")?;
     if !still_owned.is_empty() {
         return Err(JobError::Permanent(anyhow!(
             "the tenant's database was dropped, but its role {} still owns {}; drop those (or change their owner) and run `pgfleet tenant delete {slug}` again",
@@ -68,7 +69,7 @@ pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result
     sqlx::raw_sql(&format!("DROP ROLE IF EXISTS {}", quote_ident(&tenant.role_name)))
         .execute(&admin)
         .await
-        .with_context(|| format!("dropping role {}", tenant.role_name))?;
+        .doing(format!("dropping role {}", tenant.role_name))?;
     ctx.servers.flush_wal(tenant.server_id).await?;
     ctx.catalog
         .set_tenant_status(tenant.id, TenantStatus::Deleted)

@@ -33,7 +33,10 @@ pub async fn run(
     let applied = tenant_migrations::apply(
         &mut conn,
         &set,
-        Some((&ctx.catalog, tenant.id)),
+        &mut super::CatalogMirror {
+            catalog: &ctx.catalog,
+            tenant_id: tenant.id,
+        },
         Durability::OnCommit,
     )
     .await?;

@@ -15,11 +15,11 @@ use crate::compress::GzipSettings;
 use crate::config::Namespace;
 use crate::error::JobError;
 use crate::message::JobSpec;
+use crate::migration_set::MigrationSet;
 use crate::servers::TenantServers;
 use crate::slug::TenantSlug;
 use crate::status::TenantStatus;
 use crate::store::BackupStore;
-use crate::tenant_migrations::MigrationSet;
 use anyhow::Context;
 use std::sync::Arc;
 
@@ -52,6 +52,27 @@ impl JobContext {
             .expect("not poisoned")
             .insert(rollout, set.clone());
         Ok(set)
+    }
+}
+
+/// Mirrors a tenant's applied migrations into the catalog as they commit (and moves its
+/// `schema_version` up), so drift can be checked without connecting to the fleet.
+pub struct CatalogMirror<'a> {
+    pub catalog: &'a Catalog,
+    pub tenant_id: uuid::Uuid,
+}
+
+impl crate::tenant_migrations::AppliedSink for CatalogMirror<'_> {
+    fn committed(
+        &mut self,
+        migrations: Vec<(i64, Vec<u8>)>,
+    ) -> futures_util::future::BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.catalog
+                .record_tenant_migrations(self.tenant_id, &migrations)
+                .await
+                .map_err(Into::into)
+        })
     }
 }
 
@@ -130,7 +151,7 @@ pub async fn after_finish(
             // main-phase job: every tenant of the rollout has its job by then).
             let decisive = !succeeded || canary || !ctx.catalog.rollout_has_live_jobs(rollout).await?;
             if decisive {
-                ctx.catalog.advance_rollout(rollout, ctx.max_attempts).await
+                Ok(ctx.catalog.advance_rollout(rollout, ctx.max_attempts).await?)
             } else {
                 Ok(Vec::new())
             }

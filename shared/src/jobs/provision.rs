@@ -6,9 +6,10 @@
 
 use super::{JobContext, Outcome};
 use crate::catalog::{NewTenant, TenantRecord};
-use crate::error::{JobError, PermanentExt};
+use crate::error::{server_sql_error, JobError, ServerSql};
+use crate::postgres::{quote_ident, quote_literal};
 use crate::secrets::{generate_password, scram_sha256_verifier, scram_verifier_matches};
-use crate::slug::{quote_ident, quote_literal, TenantSlug};
+use crate::slug::TenantSlug;
 use crate::status::TenantStatus;
 use crate::tenant_migrations;
 use anyhow::Context;
@@ -43,7 +44,10 @@ pub async fn run(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> R
     let applied = tenant_migrations::apply(
         &mut conn,
         set,
-        Some((&ctx.catalog, tenant.id)),
+        &mut super::CatalogMirror {
+            catalog: &ctx.catalog,
+            tenant_id: tenant.id,
+        },
         tenant_migrations::Durability::CallerFlushes,
     )
     .await?;
@@ -91,7 +95,15 @@ async fn ensure_catalog_row(
     if let Some(existing) = ctx.catalog.tenant(slug).await? {
         return Ok(existing);
     }
-    let server = ctx.catalog.server_for_region(region).await.permanent()?;
+    // An unreachable catalog is retried like any outage; only "no server at all" is final.
+    let server = ctx.catalog.server_for_region(region).await?.ok_or_else(|| {
+        JobError::permanent(format!(
+            "no tenant server is registered{}; start a pgfleet worker with PGFLEET_SERVER_URL set",
+            region
+                .map(|r| format!(" for region {r} and no default"))
+                .unwrap_or_default()
+        ))
+    })?;
     let name = object_name(ctx.namespace.as_str(), slug);
     Ok(ctx
         .catalog
@@ -162,11 +174,7 @@ async fn ensure_role(
                         .await?
                         .with_context(|| format!("role {} exists and yet is not found", tenant.role_name))?
                 }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("creating role {}", tenant.role_name))
-                        .into())
-                }
+                Err(e) => return Err(server_sql_error(e, format!("creating role {}", tenant.role_name))),
             }
         }
     };
@@ -197,7 +205,7 @@ async fn ensure_role(
     sqlx::raw_sql(&alter)
         .execute(admin)
         .await
-        .with_context(|| format!("updating role {}", tenant.role_name))?;
+        .doing(format!("updating role {}", tenant.role_name))?;
     Ok(Some("updated"))
 }
 
@@ -229,8 +237,8 @@ async fn read_role(admin: &PgPool, role: &str) -> Result<Option<RoleState>, JobE
         .bind(role)
         .fetch_optional(admin)
         .await
-        .context("reading the tenant role")?),
-        Err(e) => Err(anyhow::Error::new(e).context("reading the tenant role").into()),
+        .doing("reading the tenant role")?),
+        Err(e) => Err(server_sql_error(e, "reading the tenant role")),
     }
 }
 
@@ -263,9 +271,10 @@ async fn ensure_database(admin: &PgPool, tenant: &TenantRecord) -> Result<bool, 
                 owner = database_owner(admin, &tenant.database_name).await?;
             }
             Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("creating database {}", tenant.database_name))
-                    .into())
+                return Err(server_sql_error(
+                    e,
+                    format!("creating database {}", tenant.database_name),
+                ))
             }
         }
     }
@@ -290,7 +299,7 @@ async fn ensure_database(admin: &PgPool, tenant: &TenantRecord) -> Result<bool, 
         .bind(&tenant.database_name)
         .fetch_one(admin)
         .await
-        .context("reading the tenant database's privileges")?;
+        .doing("reading the tenant database's privileges")?;
     if public_has_access {
         let mut sql = format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC");
         if created {
@@ -299,7 +308,7 @@ async fn ensure_database(admin: &PgPool, tenant: &TenantRecord) -> Result<bool, 
         sqlx::raw_sql(&sql)
             .execute(admin)
             .await
-            .context("revoking PUBLIC access to the tenant database")?;
+            .doing("revoking PUBLIC access to the tenant database")?;
     }
     Ok(created)
 }
@@ -310,7 +319,7 @@ async fn database_owner(admin: &PgPool, database: &str) -> Result<Option<String>
             .bind(database)
             .fetch_optional(admin)
             .await
-            .context("reading the tenant database")?,
+            .doing("reading the tenant database")?,
     )
 }
 

@@ -17,11 +17,12 @@
 
 use super::{JobContext, Outcome};
 use crate::catalog::{BackupRecord, JobRecord, TenantRecord};
-use crate::error::JobError;
+use crate::error::{server_sql_error, JobError, ServerSql};
 use crate::pg_tools;
+use crate::postgres::{quote_ident, quote_literal};
 use crate::secrets::{generate_password, scram_sha256_verifier};
 use crate::servers::LibpqEnv;
-use crate::slug::{quote_ident, quote_literal, TenantSlug};
+use crate::slug::TenantSlug;
 use crate::status::{BackupStatus, TenantStatus};
 use anyhow::{anyhow, Context};
 use async_compression::tokio::bufread::GzipDecoder;
@@ -97,7 +98,7 @@ pub async fn run(
     ))
     .execute(&admin)
     .await
-    .context("marking the restored database complete")?;
+    .doing("marking the restored database complete")?;
     ctx.servers.flush_wal(tenant.server_id).await?;
     info!(database = into, backup = %backup.id, "restored");
     Ok(outcome)
@@ -261,12 +262,13 @@ impl LoadingRole {
                 sqlx::raw_sql(&format!("ALTER ROLE {role} WITH {attributes}"))
                     .execute(admin)
                     .await
-                    .with_context(|| format!("preparing role {} for the restore", tenant.role_name))?;
+                    .doing(format!("preparing role {} for the restore", tenant.role_name))?;
             }
             Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("creating role {} for the restore", tenant.role_name))
-                    .into())
+                return Err(server_sql_error(
+                    e,
+                    format!("creating role {} for the restore", tenant.role_name),
+                ))
             }
         }
         Ok(Self {
@@ -287,7 +289,7 @@ impl LoadingRole {
             ))
             .execute(admin)
             .await
-            .with_context(|| format!("disabling role {} after the restore", self.name))?;
+            .doing(format!("disabling role {} after the restore", self.name))?;
         }
         Ok(())
     }
@@ -300,7 +302,7 @@ async fn target_comment(admin: &PgPool, into: &str) -> Result<Option<String>, Jo
     .bind(into)
     .fetch_optional(admin)
     .await
-    .context("looking for the target database")?;
+    .doing("looking for the target database")?;
     Ok(existing.flatten())
 }
 
@@ -311,7 +313,7 @@ async fn prepare_target(admin: &PgPool, owner: &str, into: &str, marker: &str) -
         .bind(into)
         .fetch_one(admin)
         .await
-        .context("looking for the target database")?;
+        .doing("looking for the target database")?;
     let target = quote_ident(into);
     if exists {
         if target_comment(admin, into).await?.as_deref() != Some(marker) {
@@ -322,19 +324,19 @@ async fn prepare_target(admin: &PgPool, owner: &str, into: &str, marker: &str) -
         sqlx::raw_sql(&format!("DROP DATABASE {target} WITH (FORCE)"))
             .execute(admin)
             .await
-            .context("dropping this job's unfinished restore target")?;
+            .doing("dropping this job's unfinished restore target")?;
     }
     sqlx::raw_sql(&format!("CREATE DATABASE {target} OWNER {}", quote_ident(owner)))
         .execute(admin)
         .await
-        .with_context(|| format!("creating database {into}"))?;
+        .doing(format!("creating database {into}"))?;
     sqlx::raw_sql(&format!(
         "REVOKE ALL ON DATABASE {target} FROM PUBLIC; COMMENT ON DATABASE {target} IS {}",
         quote_literal(marker)
     ))
     .execute(admin)
     .await
-    .context("preparing the target database")?;
+    .doing("preparing the target database")?;
     Ok(())
 }
 

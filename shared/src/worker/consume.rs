@@ -150,7 +150,7 @@ impl Worker {
                 // consumer timeout); the sweep re-publishes it for a worker with room.
                 match self.ctx.catalog.defer_job(&new).await {
                     Ok(()) => ack(&delivery).await,
-                    Err(e) => nack_later(&delivery, &e).await,
+                    Err(e) => nack_later(&delivery, &e.into()).await,
                 }
                 return;
             }
@@ -227,7 +227,7 @@ impl Worker {
                 .await
             {
                 Ok(claim) => return Some(Ok(claim)),
-                Err(e) if started.elapsed() >= self.settings.defer_after => return Some(Err(e)),
+                Err(e) if started.elapsed() >= self.settings.defer_after => return Some(Err(e.into())),
                 Err(e) => {
                     warn!(error = %format!("{e:#}"), retry_in = ?pause, "cannot claim the job in the catalog; retrying");
                     tokio::select! {
