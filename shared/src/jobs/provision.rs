@@ -314,13 +314,11 @@ async fn ensure_database(admin: &PgPool, tenant: &TenantRecord) -> Result<bool, 
 }
 
 async fn database_owner(admin: &PgPool, database: &str) -> Result<Option<String>, JobError> {
-    Ok(
-        sqlx::query_scalar("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1")
-            .bind(database)
-            .fetch_optional(admin)
-            .await
-            .doing("reading the tenant database")?,
-    )
+    sqlx::query_scalar("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1")
+        .bind(database)
+        .fetch_optional(admin)
+        .await
+        .doing("reading the tenant database")
 }
 
 #[cfg(test)]
