@@ -88,7 +88,7 @@ async fn a_tenant_role_cannot_connect_to_another_tenants_database() {
     let ctx = env.job_context(FaultPoints::default()).await;
     let services = env.services().await;
     for slug in ["alpha", "bravo"] {
-        provision::run(&ctx, &TenantSlug::parse(slug).unwrap(), None)
+        provision::provision_tenant(&ctx, &TenantSlug::parse(slug).unwrap(), None)
             .await
             .unwrap();
     }
@@ -154,7 +154,7 @@ async fn repeated_signups_and_replayed_handlers_provision_once() {
     let ctx = env.job_context(FaultPoints::default()).await;
     let slug = TenantSlug::parse("dup-co").unwrap();
     for _ in 0..2 {
-        let outcome = provision::run(&ctx, &slug, None).await.unwrap();
+        let outcome = provision::provision_tenant(&ctx, &slug, None).await.unwrap();
         assert_eq!(outcome.summary, "already active", "{outcome:?}");
     }
     assert_eq!(env.tenant_databases().await.len(), 1);
@@ -169,7 +169,7 @@ async fn a_provision_interrupted_after_the_role_exists_completes_on_retry() {
     let ctx = env.job_context(faults).await;
     let slug = TenantSlug::parse("half-done").unwrap();
 
-    let first = provision::run(&ctx, &slug, None).await;
+    let first = provision::provision_tenant(&ctx, &slug, None).await;
     assert!(first.is_err());
     assert_eq!(
         env.tenant_roles().await.len(),
@@ -180,7 +180,7 @@ async fn a_provision_interrupted_after_the_role_exists_completes_on_retry() {
     let tenant = ctx.catalog.tenant(&slug).await.unwrap().unwrap();
     assert_eq!(tenant.status, TenantStatus::Provisioning);
 
-    let second = provision::run(&ctx, &slug, None).await.unwrap();
+    let second = provision::provision_tenant(&ctx, &slug, None).await.unwrap();
     assert_eq!(
         failures.load(Ordering::SeqCst),
         2,

@@ -22,7 +22,7 @@ async fn fleet(env: &TestEnv, prefix: &str) -> Vec<String> {
         let runs = chunk.iter().map(|s| {
             let ctx = ctx.clone();
             let slug = TenantSlug::parse(s).unwrap();
-            async move { provision::run(&ctx, &slug, None).await.unwrap() }
+            async move { provision::provision_tenant(&ctx, &slug, None).await.unwrap() }
         });
         futures_util::future::join_all(runs).await;
     }
@@ -378,9 +378,7 @@ async fn a_rollout_whose_last_worker_died_is_moved_on_by_another_workers_sweep()
                 Duration::from_secs(5),
             )
             .await;
-        pgfleet_shared::jobs::migrate::run(&ctx, &job, &TenantSlug::parse(slug).unwrap(), rollout_id)
-            .await
-            .unwrap();
+        pgfleet_shared::jobs::run(&ctx, &job).await.unwrap();
         sqlx::query("UPDATE jobs SET status = 'succeeded', finished_at = now() WHERE id = $1")
             .bind(job.id)
             .execute(catalog.pool())

@@ -37,7 +37,7 @@ async fn connections_are_encrypted_when_the_urls_require_it() {
         .await
         .unwrap();
     let slug = TenantSlug::parse("encrypted").unwrap();
-    provision::run(&ctx, &slug, None).await.unwrap();
+    provision::provision_tenant(&ctx, &slug, None).await.unwrap();
 
     let mut catalog_conn = services.catalog.pool().acquire().await.unwrap();
     assert!(uses_tls(&mut catalog_conn).await, "catalog connection");
@@ -58,7 +58,7 @@ async fn connections_are_encrypted_when_the_urls_require_it() {
         let request = pgfleet_shared::JobRequest {
             tenant: slug.clone(),
             key: Some("tls-backup".into()),
-            spec: pgfleet_shared::JobSpec::Backup {},
+            spec: pgfleet_shared::JobSpec::Backup(pgfleet_shared::message::NoFields {}),
             job: None,
         };
         let new = pgfleet_shared::catalog::NewJob::from_request(&request, None, 3);

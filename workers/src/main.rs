@@ -12,6 +12,7 @@ use cli::{
 };
 use pgfleet_shared::api::{ApiState, ApiToken};
 use pgfleet_shared::jobs::FaultPoints;
+use pgfleet_shared::message::{NoFields, ProvisionSpec, RestoreSpec};
 use pgfleet_shared::migration_set::MigrationSet;
 use pgfleet_shared::producer::wait_for_jobs;
 use pgfleet_shared::rollouts::StartOptions;
@@ -119,10 +120,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Backup { slug, all, enqueue } => {
-            for_tenants(g, slug.as_deref(), *all, enqueue, |_| JobSpec::Backup {}).await
+            for_tenants(g, slug.as_deref(), *all, enqueue, |_| {
+                JobSpec::Backup(NoFields {})
+            })
+            .await
         }
         Command::Prune { slug, all, enqueue } => {
-            for_tenants(g, slug.as_deref(), *all, enqueue, |_| JobSpec::Prune {}).await
+            for_tenants(g, slug.as_deref(), *all, enqueue, |_| JobSpec::Prune(NoFields {})).await
         }
         Command::Restore {
             slug,
@@ -135,10 +139,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if namespace.owns_name(into) {
                 bail!("database name {into} is reserved: names starting with {namespace}_ are pgfleet's own tenant databases; choose another --into");
             }
-            let spec = JobSpec::Restore {
+            let spec = JobSpec::Restore(RestoreSpec {
                 backup: *backup,
                 into: into.clone(),
-            };
+            });
             for_tenants(g, Some(slug), false, enqueue, move |_| spec.clone()).await
         }
         Command::Migrate {
@@ -437,9 +441,9 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
                 key: key.clone(),
                 json: *json,
             };
-            let spec = JobSpec::Provision {
+            let spec = JobSpec::Provision(ProvisionSpec {
                 region: region.clone(),
-            };
+            });
             let request = JobRequest {
                 tenant: parse_slug(slug)?,
                 key: key.clone(),
@@ -475,7 +479,7 @@ async fn tenant_command(g: &GlobalArgs, cmd: &TenantCommand) -> Result<ExitCode>
             let request = JobRequest {
                 tenant: parse_slug(slug)?,
                 key: args.key.clone(),
-                spec: JobSpec::Delete {},
+                spec: JobSpec::Delete(NoFields {}),
                 job: None,
             };
             enqueue(&services, &config, g.max_attempts.max(1), vec![request], args).await

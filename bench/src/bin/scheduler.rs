@@ -92,7 +92,7 @@ async fn run(namespace: &str, tenants: usize) -> Result<()> {
         let request = JobRequest {
             tenant: TenantSlug::parse(slug)?,
             key: Some(scheduled_backup_key(slug, &next)),
-            spec: JobSpec::Backup {},
+            spec: JobSpec::Backup(pgfleet_shared::message::NoFields {}),
             job: None,
         };
         let enqueued = producer.enqueue(&request).await?;

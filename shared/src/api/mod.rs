@@ -18,7 +18,7 @@ mod metrics;
 pub use auth::ApiToken;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::message::{validate_key, validate_region, JobRequest, JobSpec};
+use crate::message::{validate_key, validate_region, JobRequest, JobSpec, NoFields, ProvisionSpec};
 use crate::migration_set::MigrationSet;
 use crate::producer::{Enqueued, Producer};
 use crate::rollouts::{RolloutError, StartOptions};
@@ -327,7 +327,7 @@ async fn create_tenant(
     let request = JobRequest {
         tenant: slug,
         key,
-        spec: JobSpec::Provision { region: body.region },
+        spec: JobSpec::Provision(ProvisionSpec { region: body.region }),
         job: None,
     };
     Ok(accepted(state.producer.enqueue(&request).await?))
@@ -412,7 +412,7 @@ async fn start_backup(
     let request = JobRequest {
         tenant: parse_slug(&tenant.slug)?,
         key: idempotency_key(&headers, body.key)?,
-        spec: JobSpec::Backup {},
+        spec: JobSpec::Backup(NoFields {}),
         job: None,
     };
     Ok(accepted(state.producer.enqueue(&request).await?))

@@ -172,11 +172,59 @@ impl DueBatch {
     }
 }
 
-/// Records a new job whose message is (being) published; an existing key wins.
-const INSERT_DISPATCHED_JOB: &str =
-    "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
-     VALUES ($1, $2, $3, $4, $5, $6, now(), 1)
-     ON CONFLICT (idempotency_key) DO NOTHING";
+/// Whether new jobs' messages are being published now (recorded as dispatched) or are left
+/// for whoever publishes them next (a worker's sweep, a rollout's caller).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dispatch {
+    Now,
+    Later,
+}
+
+/// The one statement that records jobs: `rows` yields `(id, key, kind, tenant, payload,
+/// max_attempts)` (a `VALUES`, an `unnest`, a `SELECT` from a CTE of the caller's); the
+/// first job of a key wins (`on_conflict`: `DO NOTHING`, or a `DO UPDATE`); the recorded
+/// rows are returned with `returning`.
+pub(super) fn insert_jobs_sql(rows: &str, dispatch: Dispatch, on_conflict: &str, returning: bool) -> String {
+    let (dispatched_at, dispatch_count) = match dispatch {
+        Dispatch::Now => ("now()", "1"),
+        Dispatch::Later => ("NULL::timestamptz", "0"),
+    };
+    let returning = if returning {
+        format!("RETURNING {JOB_COLUMNS}")
+    } else {
+        String::new()
+    };
+    format!(
+        "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
+         SELECT id, key, kind, tenant, payload, max_attempts, {dispatched_at}, {dispatch_count}
+           FROM ({rows}) AS new_jobs (id, key, kind, tenant, payload, max_attempts)
+         ON CONFLICT (idempotency_key) {on_conflict}
+         {returning}"
+    )
+}
+
+/// One job's row for `insert_jobs_sql`, bound with `bind_new_job`.
+const ONE_JOB: &str = "VALUES ($1::uuid, $2::text, $3::text, $4::citext, $5::jsonb, $6::int)";
+
+/// The claim: a new lease (owner `$4`, `$5` seconds) and fencing epoch on the job `lookup`
+/// finds, which must have kind `$2` and tenant `$3`; `claimable` adds the conditions under
+/// which taking it is right without looking first.
+fn claim_sql(lookup: &str, claimable: bool) -> String {
+    let conditions = if claimable {
+        "AND attempts < max_attempts
+         AND ((status = 'queued' AND run_after <= now())
+              OR (status = 'running' AND coalesce(lease_expires_at <= now(), true)))"
+    } else {
+        ""
+    };
+    format!(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $4,
+                lease_expires_at = now() + make_interval(secs => $5), epoch = epoch + 1,
+                started_at = coalesce(started_at, now()), updated_at = now()
+          WHERE {lookup} AND kind = $2 AND tenant = $3::citext {conditions}
+          RETURNING {JOB_COLUMNS}"
+    )
+}
 
 /// Binds `$1..$6` of a jobs insert.
 fn bind_new_job<'q>(
@@ -210,13 +258,11 @@ impl Catalog {
         let tenants: Vec<&str> = news.iter().map(|n| n.tenant.as_str()).collect();
         let payloads: Vec<&Value> = news.iter().map(|n| &n.payload).collect();
         let attempts: Vec<i32> = news.iter().map(|n| n.max_attempts).collect();
-        let created: Vec<JobRecord> = sqlx::query_as(&format!(
-            "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
-             SELECT id, key, kind, tenant, payload, max_attempts, now(), 1
-               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int[])
-                    AS x(id, key, kind, tenant, payload, max_attempts)
-             ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING {JOB_COLUMNS}"
+        let created: Vec<JobRecord> = sqlx::query_as(&insert_jobs_sql(
+            "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int[])",
+            Dispatch::Now,
+            "DO NOTHING",
+            true,
         ))
         .bind(&ids)
         .bind(&keys)
@@ -265,30 +311,25 @@ impl Catalog {
         // Fast path, one statement: the job is recorded (a rollout's, a retry, a CLI's) and
         // claimable. Anything else (new, finished, held, not due, out of attempts, a key
         // conflict) takes the transaction below, which sorts it out.
-        let claimed: Option<JobRecord> = sqlx::query_as(&format!(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $4,
-                    lease_expires_at = now() + make_interval(secs => $5), epoch = epoch + 1,
-                    started_at = coalesce(started_at, now()), updated_at = now()
-              WHERE {lookup} AND kind = $2 AND tenant = $3::citext AND attempts < max_attempts
-                AND ((status = 'queued' AND run_after <= now())
-                     OR (status = 'running' AND coalesce(lease_expires_at <= now(), true)))
-              RETURNING {JOB_COLUMNS}"
-        ))
-        .bind(&value)
-        .bind(new.kind.as_str())
-        .bind(new.tenant.as_str())
-        .bind(owner)
-        .bind(secs(lease))
-        .fetch_optional(self.pool())
-        .await?;
+        let claimed: Option<JobRecord> = sqlx::query_as(&claim_sql(lookup, true))
+            .bind(&value)
+            .bind(new.kind.as_str())
+            .bind(new.tenant.as_str())
+            .bind(owner)
+            .bind(secs(lease))
+            .fetch_optional(self.pool())
+            .await?;
         if let Some(job) = claimed {
             return Ok(ClaimOutcome::Claimed(job));
         }
         let mut tx = self.pool().begin().await?;
         if !new.recorded {
-            bind_new_job(sqlx::query(INSERT_DISPATCHED_JOB), new)
-                .execute(&mut *tx)
-                .await?;
+            bind_new_job(
+                sqlx::query(&insert_jobs_sql(ONE_JOB, Dispatch::Now, "DO NOTHING", false)),
+                new,
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         let row = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS}, coalesce(lease_expires_at > now(), false) AS lease_live, run_after <= now() AS due
@@ -328,17 +369,14 @@ impl Catalog {
                 ClaimOutcome::Exhausted(dead)
             }
             _ => {
-                let claimed: JobRecord = sqlx::query_as(&format!(
-                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2,
-                            lease_expires_at = now() + make_interval(secs => $3), epoch = epoch + 1,
-                            started_at = coalesce(started_at, now()), updated_at = now()
-                     WHERE id = $1 RETURNING {JOB_COLUMNS}"
-                ))
-                .bind(job.id)
-                .bind(owner)
-                .bind(secs(lease))
-                .fetch_one(&mut *tx)
-                .await?;
+                let claimed: JobRecord = sqlx::query_as(&claim_sql("id = $1", false))
+                    .bind(job.id)
+                    .bind(job.kind)
+                    .bind(&job.tenant)
+                    .bind(owner)
+                    .bind(secs(lease))
+                    .fetch_one(&mut *tx)
+                    .await?;
                 ClaimOutcome::Claimed(claimed)
             }
         };
@@ -357,12 +395,12 @@ impl Catalog {
             return Ok(());
         }
         bind_new_job(
-            sqlx::query(
-                "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (idempotency_key) DO UPDATE SET dispatched_at = NULL
-                 WHERE jobs.status = 'queued'",
-            ),
+            sqlx::query(&insert_jobs_sql(
+                ONE_JOB,
+                Dispatch::Later,
+                "DO UPDATE SET dispatched_at = NULL WHERE jobs.status = 'queued'",
+                false,
+            )),
             new,
         )
         .execute(self.pool())

@@ -7,7 +7,7 @@
 use super::error::{CatalogError, Result};
 use super::tenants::{with_password, SELECT_TENANT};
 use super::{Catalog, JobRecord, TenantRecord};
-use crate::message::{JobKind, JobSpec};
+use crate::message::{JobKind, JobSpec, MigrateSpec};
 use crate::migration_set::{Migration, MigrationSet};
 use crate::slug::TenantSlug;
 use crate::status::{JobStatus, RolloutStatus};
@@ -409,25 +409,27 @@ async fn create_phase_jobs(
     phase: &str,
     max_attempts: i32,
 ) -> Result<Vec<JobRecord>> {
-    let spec = JobSpec::Migrate {
+    let spec = JobSpec::Migrate(MigrateSpec {
         rollout,
         canary: phase == "canary",
-    };
+    });
     let payload = serde_json::to_value(spec).expect("a job spec always serializes");
     let jobs: Vec<JobRecord> = sqlx::query_as(&format!(
         "WITH phase AS (
             SELECT rt.tenant_id, t.slug FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id
              WHERE rt.rollout_id = $1 AND rt.phase = $2 AND rt.job_id IS NULL ORDER BY t.slug),
-         created AS (
-            INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts)
-            SELECT gen_random_uuid(), 'migrate:' || $1 || ':' || slug, $3, slug, $4, $5 FROM phase
-            ON CONFLICT (idempotency_key) DO NOTHING
-            RETURNING {cols}),
+         created AS ({insert}),
          linked AS (
             UPDATE rollout_tenants rt SET job_id = c.id FROM created c, tenants t
              WHERE rt.rollout_id = $1 AND t.id = rt.tenant_id AND t.slug = c.tenant::citext)
          SELECT {cols} FROM created",
-        cols = super::jobs::JOB_COLUMNS
+        cols = super::jobs::JOB_COLUMNS,
+        insert = super::jobs::insert_jobs_sql(
+            "SELECT gen_random_uuid(), 'migrate:' || $1 || ':' || slug, $3::text, slug, $4::jsonb, $5::int FROM phase",
+            super::jobs::Dispatch::Later,
+            "DO NOTHING",
+            true,
+        ),
     ))
     .bind(rollout)
     .bind(phase)

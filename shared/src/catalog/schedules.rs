@@ -5,9 +5,9 @@
 //! `backup:<slug>:<slot>` makes it once even if a row were reset by hand.
 
 use super::error::Result;
-use super::jobs::JOB_COLUMNS;
+use super::jobs::{insert_jobs_sql, Dispatch};
 use super::{Catalog, JobRecord};
-use crate::message::{JobKind, JobSpec};
+use crate::message::{JobKind, JobSpec, NoFields};
 use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
@@ -68,7 +68,8 @@ impl Catalog {
             .iter()
             .map(|d| scheduled_backup_key(&d.slug, &d.slot))
             .collect();
-        let payload = serde_json::to_value(JobSpec::Backup {}).expect("a job spec always serializes");
+        let payload =
+            serde_json::to_value(JobSpec::Backup(NoFields {})).expect("a job spec always serializes");
         sqlx::query_as(&format!(
             "WITH due AS (
                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[])
@@ -79,10 +80,13 @@ impl Catalog {
                  WHERE t.id = d.tenant_id AND t.status = 'active'
                    AND coalesce(t.backup_scheduled_through, t.created_at) < d.slot
                 RETURNING t.slug, d.job_id, d.key)
-             INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
-             SELECT job_id, key, $5, slug, $6, $7, now(), 1 FROM advanced
-             ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING {JOB_COLUMNS}"
+             {}",
+            insert_jobs_sql(
+                "SELECT job_id, key, $5::text, slug, $6::jsonb, $7::int FROM advanced",
+                Dispatch::Now,
+                "DO NOTHING",
+                true,
+            )
         ))
         .bind(&tenant_ids)
         .bind(&slots)

@@ -5,10 +5,11 @@
 //! what was streamed. Earlier attempts of the same job (a killed worker) are cleaned up
 //! first; a successful backup is followed by a prune of the tenant.
 
-use super::{prune, JobContext, Outcome};
+use super::{prune, Claimed, JobContext, Outcome};
 use crate::catalog::{BackupStats, JobRecord, TenantRecord};
 use crate::compress::{self, Compressed};
 use crate::error::JobError;
+use crate::message::NoFields;
 use crate::pg_tools;
 use crate::slug::TenantSlug;
 use crate::store::Stored;
@@ -20,9 +21,9 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result<Outcome, JobError> {
-    let tenant = super::active_tenant(ctx, slug, "backed up").await?;
-    let backup = backup_tenant(ctx, job, &tenant).await?;
+pub async fn run(ctx: &JobContext, job: &Claimed<NoFields>) -> Result<Outcome, JobError> {
+    let tenant = super::active_tenant(ctx, &job.tenant, "backed up").await?;
+    let backup = backup_tenant(ctx, &job.job, &tenant).await?;
     let mut details = backup.to_json();
     match prune::prune_tenant(ctx, &tenant).await {
         Ok(report) => details["prune"] = report.to_json(),

@@ -2,16 +2,16 @@
 //! marked `deleted`. Its backups stay until retention prunes them. Safe to replay: a final
 //! backup already taken by this job is not taken again, and drops are `IF EXISTS`.
 
-use super::{backup, JobContext, Outcome};
-use crate::catalog::JobRecord;
+use super::{backup, Claimed, JobContext, Outcome};
 use crate::error::{JobError, ServerSql};
+use crate::message::NoFields;
 use crate::postgres::quote_ident;
-use crate::slug::TenantSlug;
 use crate::status::{BackupStatus, TenantStatus};
 use anyhow::anyhow;
 use tracing::info;
 
-pub async fn run(ctx: &JobContext, job: &JobRecord, slug: &TenantSlug) -> Result<Outcome, JobError> {
+pub async fn run(ctx: &JobContext, claimed: &Claimed<NoFields>) -> Result<Outcome, JobError> {
+    let (job, slug) = (&claimed.job, &claimed.tenant);
     let tenant = ctx
         .catalog
         .tenant(slug)

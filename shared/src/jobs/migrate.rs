@@ -4,9 +4,10 @@
 //! tenant's advisory lock. A rollout caps how many migrations run at once on one server
 //! (catalog advisory locks, so the cap holds across any number of workers).
 
-use super::{JobContext, Outcome};
-use crate::catalog::{JobRecord, TenantRecord, SKIPPED};
+use super::{Claimed, JobContext, Outcome};
+use crate::catalog::{TenantRecord, SKIPPED};
 use crate::error::JobError;
+use crate::message::MigrateSpec;
 use crate::slug::TenantSlug;
 use crate::status::RolloutStatus;
 use crate::tenant_migrations::{self, Durability};
@@ -19,13 +20,9 @@ use uuid::Uuid;
 /// Migrations one rollout runs at once on one tenant server, unless `--concurrency` says.
 pub const DEFAULT_SERVER_CONCURRENCY: i32 = 8;
 
-pub async fn run(
-    ctx: &JobContext,
-    _job: &JobRecord,
-    slug: &TenantSlug,
-    rollout_id: Uuid,
-) -> Result<Outcome, JobError> {
-    let (tenant, _slot) = start(ctx, slug, rollout_id).await?;
+pub async fn run(ctx: &JobContext, job: &Claimed<MigrateSpec>) -> Result<Outcome, JobError> {
+    let rollout_id = job.spec.rollout;
+    let (tenant, _slot) = start(ctx, &job.tenant, rollout_id).await?;
     let set = ctx.recorded_set(rollout_id).await?;
     let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
     // Tenant sessions commit asynchronously, but the last migration commits synchronously:

@@ -1,5 +1,6 @@
 //! Job handlers, one file per kind, all with the same shape:
-//! `async fn run(ctx: &JobContext, tenant: &TenantSlug, spec…) -> Result<Outcome, JobError>`.
+//! `async fn run(ctx: &JobContext, job: &Claimed<Spec>) -> Result<Outcome, JobError>`, where
+//! `Spec` is the kind's own fields (`message::*Spec`), parsed once from the job's payload.
 //! Every handler is "make it so": it reads the actual state, acts on the difference only,
 //! and reports "already done" when there is none, so running it twice is harmless.
 
@@ -98,16 +99,25 @@ impl Outcome {
     }
 }
 
-/// Runs a claimed job with the handler of its kind.
+/// What every handler gets: the claimed job (its lease epoch fences the outcome), its
+/// tenant, and its kind's fields.
+pub struct Claimed<S> {
+    pub job: JobRecord,
+    pub tenant: TenantSlug,
+    pub spec: S,
+}
+
+/// Runs a claimed job with the handler of its kind. The registry of kinds: one line each.
 pub async fn run(ctx: &JobContext, job: &JobRecord) -> Result<Outcome, JobError> {
     let request = job.request().map_err(JobError::Permanent)?;
-    match &request.spec {
-        JobSpec::Provision { region } => provision::run(ctx, &request.tenant, region.as_deref()).await,
-        JobSpec::Backup {} => backup::run(ctx, job, &request.tenant).await,
-        JobSpec::Prune {} => prune::run(ctx, &request.tenant).await,
-        JobSpec::Restore { backup, into } => restore::run(ctx, job, &request.tenant, *backup, into).await,
-        JobSpec::Delete {} => delete::run(ctx, job, &request.tenant).await,
-        JobSpec::Migrate { rollout, .. } => migrate::run(ctx, job, &request.tenant, *rollout).await,
+    let (job, tenant) = (job.clone(), request.tenant);
+    match request.spec {
+        JobSpec::Provision(spec) => provision::run(ctx, &Claimed { job, tenant, spec }).await,
+        JobSpec::Backup(spec) => backup::run(ctx, &Claimed { job, tenant, spec }).await,
+        JobSpec::Prune(spec) => prune::run(ctx, &Claimed { job, tenant, spec }).await,
+        JobSpec::Restore(spec) => restore::run(ctx, &Claimed { job, tenant, spec }).await,
+        JobSpec::Delete(spec) => delete::run(ctx, &Claimed { job, tenant, spec }).await,
+        JobSpec::Migrate(spec) => migrate::run(ctx, &Claimed { job, tenant, spec }).await,
     }
 }
 
@@ -145,7 +155,7 @@ pub async fn after_finish(
     succeeded: bool,
 ) -> anyhow::Result<Vec<JobRecord>> {
     match job.request().map(|r| r.spec) {
-        Ok(JobSpec::Migrate { rollout, canary }) => {
+        Ok(JobSpec::Migrate(crate::message::MigrateSpec { rollout, canary })) => {
             // A success in the middle of a rollout changes nothing; skip the locking pass
             // unless this job failed, may end a canary phase, or may be the last one (a
             // main-phase job: every tenant of the rollout has its job by then).

@@ -4,9 +4,10 @@
 //! so a provision interrupted between any two steps completes on the next attempt, and a
 //! provision of an active tenant changes nothing.
 
-use super::{JobContext, Outcome};
+use super::{Claimed, JobContext, Outcome};
 use crate::catalog::{NewTenant, TenantRecord};
 use crate::error::{server_sql_error, JobError, ServerSql};
+use crate::message::ProvisionSpec;
 use crate::postgres::{quote_ident, quote_literal};
 use crate::secrets::{generate_password, scram_sha256_verifier, scram_verifier_matches};
 use crate::slug::TenantSlug;
@@ -22,7 +23,16 @@ use tracing::info;
 const DUPLICATE_OBJECT: &str = "42710";
 const DUPLICATE_DATABASE: &str = "42P04";
 
-pub async fn run(ctx: &JobContext, slug: &TenantSlug, region: Option<&str>) -> Result<Outcome, JobError> {
+pub async fn run(ctx: &JobContext, job: &Claimed<ProvisionSpec>) -> Result<Outcome, JobError> {
+    provision_tenant(ctx, &job.tenant, job.spec.region.as_deref()).await
+}
+
+/// Makes the tenant exist, active, at the newest migration set (see the module docs).
+pub async fn provision_tenant(
+    ctx: &JobContext,
+    slug: &TenantSlug,
+    region: Option<&str>,
+) -> Result<Outcome, JobError> {
     let tenant = ensure_catalog_row(ctx, slug, region).await?;
     if matches!(tenant.status, TenantStatus::Deleted | TenantStatus::Deleting) {
         return Err(JobError::Permanent(anyhow::anyhow!(

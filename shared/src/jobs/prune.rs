@@ -5,9 +5,10 @@
 //! by the same age rule; unfinished uploads of jobs that are no longer running are
 //! discarded. Nothing outside the tenant's prefix is ever listed or deleted.
 
-use super::{JobContext, Outcome};
+use super::{Claimed, JobContext, Outcome};
 use crate::catalog::TenantRecord;
 use crate::error::JobError;
+use crate::message::NoFields;
 use crate::slug::TenantSlug;
 use crate::status::{BackupStatus, JobStatus};
 use anyhow::{anyhow, Result};
@@ -15,7 +16,8 @@ use chrono::{Duration, Utc};
 use std::collections::HashSet;
 use tracing::info;
 
-pub async fn run(ctx: &JobContext, slug: &TenantSlug) -> Result<Outcome, JobError> {
+pub async fn run(ctx: &JobContext, job: &Claimed<NoFields>) -> Result<Outcome, JobError> {
+    let slug = &job.tenant;
     let tenant = ctx
         .catalog
         .tenant(slug)

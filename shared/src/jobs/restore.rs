@@ -15,14 +15,14 @@
 //!   job's own unfinished target from an earlier attempt, and a target this job already
 //!   finished is reported as done.
 
-use super::{JobContext, Outcome};
-use crate::catalog::{BackupRecord, JobRecord, TenantRecord};
+use super::{Claimed, JobContext, Outcome};
+use crate::catalog::{BackupRecord, TenantRecord};
 use crate::error::{server_sql_error, JobError, ServerSql};
+use crate::message::RestoreSpec;
 use crate::pg_tools;
 use crate::postgres::{quote_ident, quote_literal};
 use crate::secrets::{generate_password, scram_sha256_verifier};
 use crate::servers::LibpqEnv;
-use crate::slug::TenantSlug;
 use crate::status::{BackupStatus, TenantStatus};
 use anyhow::{anyhow, Context};
 use async_compression::tokio::bufread::GzipDecoder;
@@ -34,13 +34,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
 use tracing::info;
 use uuid::Uuid;
 
-pub async fn run(
-    ctx: &JobContext,
-    job: &JobRecord,
-    slug: &TenantSlug,
-    backup_id: Option<Uuid>,
-    into: &str,
-) -> Result<Outcome, JobError> {
+pub async fn run(ctx: &JobContext, claimed: &Claimed<RestoreSpec>) -> Result<Outcome, JobError> {
+    let (job, slug) = (&claimed.job, &claimed.tenant);
+    let (backup_id, into) = (claimed.spec.backup, claimed.spec.into.as_str());
     if ctx.namespace.owns_name(into) {
         return Err(JobError::Permanent(anyhow!(
             "database name {into} is reserved: names starting with {}_ are pgfleet's own tenant databases; choose another --into",

@@ -3,50 +3,60 @@
 //! is not a well-formed request for a known kind with a valid slug is refused here, with a
 //! reason that ends up in `<ns>.dead`.
 
+mod migrate;
+mod provision;
+mod restore;
+
+pub use crate::status::JobKind;
+pub use migrate::MigrateSpec;
+pub use provision::{validate_region, ProvisionSpec};
+pub use restore::{validate_database_name, RestoreSpec};
+
 use crate::slug::TenantSlug;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use crate::status::JobKind;
-
-/// Kind-specific fields, as stored in the job's `payload`.
+/// A job's kind and its own fields, as stored in the job's `payload` (`{"kind": …, fields}`).
+/// Each kind's fields and their parsing live in a file of their own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum JobSpec {
-    Provision {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        region: Option<String>,
-    },
-    Backup {},
-    Prune {},
-    Restore {
-        /// Backup id; the newest good backup when absent.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        backup: Option<uuid::Uuid>,
-        /// New database to restore into.
-        into: String,
-    },
+    Provision(ProvisionSpec),
+    Backup(NoFields),
+    Prune(NoFields),
+    Restore(RestoreSpec),
     /// A final backup, then the tenant's database and role are dropped.
-    Delete {},
+    Delete(NoFields),
     /// Apply a rollout's recorded migration set to the tenant.
-    Migrate {
-        rollout: uuid::Uuid,
-        /// Part of the rollout's canary phase.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        canary: bool,
-    },
+    Migrate(MigrateSpec),
 }
+
+/// The fields of a kind that has none of its own (`backup`, `prune`, `delete`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoFields {}
 
 impl JobSpec {
     pub fn kind(&self) -> JobKind {
         match self {
-            JobSpec::Provision { .. } => JobKind::Provision,
-            JobSpec::Backup {} => JobKind::Backup,
-            JobSpec::Prune {} => JobKind::Prune,
-            JobSpec::Restore { .. } => JobKind::Restore,
-            JobSpec::Delete {} => JobKind::Delete,
-            JobSpec::Migrate { .. } => JobKind::Migrate,
+            JobSpec::Provision(_) => JobKind::Provision,
+            JobSpec::Backup(_) => JobKind::Backup,
+            JobSpec::Prune(_) => JobKind::Prune,
+            JobSpec::Restore(_) => JobKind::Restore,
+            JobSpec::Delete(_) => JobKind::Delete,
+            JobSpec::Migrate(_) => JobKind::Migrate,
         }
+    }
+
+    /// A kind's fields, from a message's body.
+    fn parse(kind: JobKind, fields: &Map<String, Value>) -> Result<Self, MessageError> {
+        Ok(match kind {
+            JobKind::Provision => JobSpec::Provision(ProvisionSpec::parse(fields)?),
+            JobKind::Backup => JobSpec::Backup(NoFields {}),
+            JobKind::Prune => JobSpec::Prune(NoFields {}),
+            JobKind::Restore => JobSpec::Restore(RestoreSpec::parse(fields)?),
+            JobKind::Delete => JobSpec::Delete(NoFields {}),
+            JobKind::Migrate => JobSpec::Migrate(MigrateSpec::parse(fields)?),
+        })
     }
 }
 
@@ -134,41 +144,7 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
         Some(_) => return Err(MessageError::NotAString("key")),
     };
     let job = optional_uuid(&map, "job", "a job id")?;
-    let spec = match kind {
-        JobKind::Provision => JobSpec::Provision {
-            region: optional_region(&map)?,
-        },
-        JobKind::Backup => JobSpec::Backup {},
-        JobKind::Prune => JobSpec::Prune {},
-        JobKind::Delete => JobSpec::Delete {},
-        JobKind::Migrate => JobSpec::Migrate {
-            rollout: required_str(&map, "rollout")?
-                .parse()
-                .map_err(|_| MessageError::InvalidField {
-                    field: "rollout",
-                    why: "must be a rollout id (UUID)".into(),
-                })?,
-            canary: match map.get("canary") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => {
-                    return Err(MessageError::InvalidField {
-                        field: "canary",
-                        why: "must be true or false".into(),
-                    })
-                }
-            },
-        },
-        JobKind::Restore => {
-            let into = required_str(&map, "into")?;
-            validate_database_name(into)?;
-            let backup = optional_uuid(&map, "backup", "a backup id")?;
-            JobSpec::Restore {
-                backup,
-                into: into.to_owned(),
-            }
-        }
-    };
+    let spec = JobSpec::parse(kind, &map)?;
     Ok(JobRequest {
         tenant,
         key,
@@ -178,7 +154,7 @@ pub fn parse_message(body: &[u8], routing_key: Option<&str>) -> Result<JobReques
 }
 
 /// An optional UUID field (`what` names it in the error, e.g. "a backup id").
-fn optional_uuid(
+pub(crate) fn optional_uuid(
     map: &Map<String, Value>,
     field: &'static str,
     what: &str,
@@ -193,7 +169,10 @@ fn optional_uuid(
     }
 }
 
-fn required_str<'a>(map: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, MessageError> {
+pub(crate) fn required_str<'a>(
+    map: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, MessageError> {
     match map.get(field) {
         None | Some(Value::Null) => Err(MessageError::MissingField(field)),
         Some(Value::String(s)) => Ok(s),
@@ -201,7 +180,6 @@ fn required_str<'a>(map: &'a Map<String, Value>, field: &'static str) -> Result<
     }
 }
 
-/// Regions name tenant servers; same alphabet as slugs, shorter.
 /// An idempotency key: 1-MAX_KEY_LEN characters, no control characters.
 pub fn validate_key(key: &str) -> Result<(), MessageError> {
     if !key.is_empty() && key.len() <= MAX_KEY_LEN && !key.chars().any(char::is_control) {
@@ -214,46 +192,15 @@ pub fn validate_key(key: &str) -> Result<(), MessageError> {
     }
 }
 
-pub fn validate_region(region: &str) -> Result<(), MessageError> {
-    let ok = (1..=32).contains(&region.len())
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(MessageError::InvalidField {
-            field: "region",
-            why: "must be 1-32 characters of a-z, 0-9 and '-'".into(),
-        })
-    }
-}
-
-/// Names pgfleet may create a database under (restore targets): a plain identifier.
-pub fn validate_database_name(name: &str) -> Result<(), MessageError> {
-    let ok = (1..=63).contains(&name.len())
-        && name.as_bytes()[0].is_ascii_lowercase()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(MessageError::InvalidField {
-            field: "into",
-            why: "a database name is 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter".into(),
-        })
-    }
-}
-
-fn optional_region(map: &Map<String, Value>) -> Result<Option<String>, MessageError> {
-    match map.get("region") {
+/// An optional string field.
+pub(crate) fn optional_str<'a>(
+    map: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<&'a str>, MessageError> {
+    match map.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(r)) => {
-            validate_region(r)?;
-            Ok(Some(r.clone()))
-        }
-        Some(_) => Err(MessageError::NotAString("region")),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(MessageError::NotAString(field)),
     }
 }
 
@@ -276,9 +223,9 @@ mod tests {
         assert_eq!(req.key.as_deref(), Some("signup-8841"));
         assert_eq!(
             req.spec,
-            JobSpec::Provision {
+            JobSpec::Provision(ProvisionSpec {
                 region: Some("eu-1".into())
-            }
+            })
         );
         assert_eq!(parse_message(&req.to_body(), Some("provision")).unwrap(), req);
     }
