@@ -8,7 +8,6 @@ use crate::queue::{Outgoing, Publisher};
 use crate::status::JobStatus;
 use anyhow::Result;
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::warn;
 use uuid::Uuid;
 
@@ -153,41 +152,5 @@ pub async fn publish_undispatched(catalog: &Catalog, publisher: &Publisher, jobs
         Err(e) => {
             warn!(error = %format!("{e:#}"), "jobs recorded but not published; a worker's sweep will dispatch them")
         }
-    }
-}
-
-/// Polls the catalog until every job is finished (succeeded, failed or dead), calling
-/// `progress` whenever the counts change. Returns the final records.
-pub async fn wait_for_jobs(
-    catalog: &Catalog,
-    ids: &[Uuid],
-    timeout: Option<Duration>,
-    mut progress: impl FnMut(&[JobRecord]),
-) -> Result<Vec<JobRecord>> {
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut last_finished = usize::MAX;
-    loop {
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(job) = catalog.job(*id).await? {
-                jobs.push(job);
-            }
-        }
-        let finished = jobs.iter().filter(|j| j.is_finished()).count();
-        if finished != last_finished {
-            progress(&jobs);
-            last_finished = finished;
-        }
-        if finished == ids.len() {
-            return Ok(jobs);
-        }
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            anyhow::bail!(
-                "timed out waiting for {} of {} jobs",
-                ids.len() - finished,
-                ids.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -1,19 +1,26 @@
-//! Start-up wiring shared by every command: open (create, migrate) the catalog and build
-//! the `JobContext` workers run handlers with, or a `Producer` for enqueuing.
+//! Start-up wiring shared by every command: open (create, migrate) the catalog, then build
+//! what a process runs — a worker, the fleet service the CLI and the API call, the HTTP
+//! API's state, a scheduler.
 
+use crate::api::{ApiState, ApiToken};
 use crate::catalog::Catalog;
 use crate::compress::GzipSettings;
-use crate::config::Config;
+use crate::config::{Config, WorkerSettings};
+use crate::fleet::Fleet;
 use crate::jobs::{FaultPoints, JobContext};
 use crate::migration_set::MigrationSet;
 use crate::producer::Producer;
 use crate::queue::Publisher;
+use crate::scheduler::{Scheduler, SchedulerSettings, SystemClock};
 use crate::secrets::Keyring;
 use crate::servers::TenantServers;
 use crate::store::{BackupStore, S3Settings};
+use crate::worker::Worker;
 use anyhow::Result;
 use std::sync::Arc;
+use tracing::info;
 
+/// The catalog and the tenant servers' connections of one process.
 pub struct Services {
     pub catalog: Catalog,
     pub servers: TenantServers,
@@ -58,6 +65,20 @@ impl Services {
         })
     }
 
+    /// A worker: registers the default tenant server, loads the tenant migrations (new
+    /// tenants get them until a rollout records a set) and opens the backup store.
+    pub async fn worker(&self, config: &Config, settings: &WorkerSettings) -> Result<Arc<Worker>> {
+        self.catalog.register_default_server(&config.server_url).await?;
+        let (migrations, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
+        info!(source, target_version = ?migrations.target_version(), "tenant migrations loaded");
+        let mut ctx = self
+            .job_context(config, migrations, FaultPoints::default())
+            .await?;
+        ctx.max_attempts = settings.max_attempts;
+        info!(store = %ctx.store.describe(), "backup store");
+        Ok(Worker::new(ctx, settings.clone(), config.amqp_url.clone()))
+    }
+
     /// `max_attempts` is recorded on every job this producer creates.
     pub fn producer(&self, config: &Config, max_attempts: i32) -> Producer {
         let publisher = Arc::new(Publisher::new(
@@ -66,5 +87,36 @@ impl Services {
             "pgfleet producer",
         ));
         Producer::new(self.catalog.clone(), publisher, max_attempts)
+    }
+
+    /// The fleet service the CLI and the API call.
+    pub fn fleet(&self, config: &Config, max_attempts: i32) -> Fleet {
+        Fleet {
+            catalog: self.catalog.clone(),
+            servers: self.servers.clone(),
+            producer: self.producer(config, max_attempts),
+            namespace: config.namespace.clone(),
+            tenant_migrations: config.tenant_migrations.clone(),
+            max_attempts,
+        }
+    }
+
+    pub fn api_state(
+        &self,
+        config: &Config,
+        max_attempts: i32,
+        token: Option<ApiToken>,
+        metrics_token: Option<ApiToken>,
+    ) -> Arc<ApiState> {
+        Arc::new(ApiState {
+            fleet: self.fleet(config, max_attempts),
+            token,
+            metrics_token,
+        })
+    }
+
+    pub fn scheduler(&self, config: &Config, settings: SchedulerSettings) -> Scheduler {
+        let publisher = self.producer(config, settings.max_attempts).publisher().clone();
+        Scheduler::new(self.catalog.clone(), publisher, Arc::new(SystemClock), settings)
     }
 }

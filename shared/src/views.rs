@@ -3,7 +3,7 @@
 //! here carries a secret.
 
 use crate::catalog::{BackupRecord, JobRecord, RolloutRecord, RolloutTenant, TenantRecord};
-use crate::rollouts::Plan;
+use crate::fleet::Plan;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 

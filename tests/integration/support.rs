@@ -706,3 +706,59 @@ pub async fn table_names(conn: &mut PgConnection) -> Vec<String> {
         .await
         .unwrap()
 }
+
+/// A TCP proxy on a loopback port in front of `target` (e.g. the catalog's Postgres), that
+/// a test can cut — every open connection is dropped and new ones are refused — and
+/// restore, to make a real outage on a real connection.
+pub struct TcpProxy {
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    cut: std::sync::atomic::AtomicBool,
+    /// Cancelled to drop every forwarded connection; replaced on restore.
+    connections: std::sync::Mutex<tokio_util::sync::CancellationToken>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(ProxyState {
+            cut: false.into(),
+            connections: std::sync::Mutex::new(tokio_util::sync::CancellationToken::new()),
+        });
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if shared.cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the client sees its connection closed
+                }
+                let stop = shared.connections.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Self { port, state }
+    }
+
+    /// Drops every connection and refuses new ones until `restore`.
+    pub fn cut(&self) {
+        self.state.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut connections = self.state.connections.lock().unwrap();
+        connections.cancel();
+        *connections = tokio_util::sync::CancellationToken::new();
+    }
+
+    pub fn restore(&self) {
+        self.state.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -5,7 +5,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pgfleet_shared::config::{
     DEFAULT_AMQP_URL, DEFAULT_BACKUP_URL, DEFAULT_CATALOG_URL, DEFAULT_NAMESPACE, DEFAULT_SERVER_URL,
 };
+use pgfleet_shared::scheduler::SchedulerSettings;
+use pgfleet_shared::secrets::{KeySource, Keyring};
+use pgfleet_shared::status::JobStatus;
+use pgfleet_shared::{Config, Namespace, TenantSlug, WorkerSettings};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// pgfleet: a control plane for database-per-tenant PostgreSQL.
 #[derive(Parser, Debug)]
@@ -115,7 +120,7 @@ pub enum Command {
     Backup {
         /// Tenant to back up.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
-        slug: Option<String>,
+        slug: Option<TenantSlug>,
         /// Every active tenant.
         #[arg(long)]
         all: bool,
@@ -128,7 +133,7 @@ pub enum Command {
     /// Delete backups past retention (never the newest keep-min good ones).
     Prune {
         #[arg(required_unless_present = "all", conflicts_with = "all")]
-        slug: Option<String>,
+        slug: Option<TenantSlug>,
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -142,7 +147,7 @@ pub enum Command {
         all: bool,
         /// Only this tenant.
         #[arg(long)]
-        tenant: Option<String>,
+        tenant: Option<TenantSlug>,
         /// Block until the rollout ends, showing progress; exit 0 only if every tenant succeeded.
         #[arg(long)]
         wait: bool,
@@ -166,7 +171,7 @@ pub enum Command {
     Rollouts(RolloutsCommand),
     /// Restore a tenant's backup into a new database on the tenant's server.
     Restore {
-        slug: String,
+        slug: TenantSlug,
         /// Backup id (default: the newest good one).
         #[arg(long)]
         backup: Option<uuid::Uuid>,
@@ -229,6 +234,81 @@ pub struct SchedulerArgs {
     /// How often schedules are evaluated.
     #[arg(long, env = "PGFLEET_SCHEDULE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub schedule_interval: std::time::Duration,
+}
+
+fn parse_region(raw: &str) -> Result<String, String> {
+    pgfleet_shared::message::validate_region(raw)
+        .map(|()| raw.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+impl GlobalArgs {
+    pub fn config(&self) -> anyhow::Result<Config> {
+        Ok(Config {
+            catalog_url: self.catalog_url.clone().into(),
+            amqp_url: self.amqp_url.clone().into(),
+            server_url: self.server_url.clone().into(),
+            namespace: Namespace::parse(&self.namespace)?,
+            tenant_migrations: self.tenant_migrations.clone(),
+            tenant_connection_limit: self.tenant_connection_limit,
+            backup_url: self.backup_url.clone(),
+            backup_gzip_level: self.backup_gzip_level,
+        })
+    }
+
+    fn key_source(&self) -> KeySource<'_> {
+        KeySource {
+            key: self.secret_key.as_deref(),
+            previous: self.secret_key_previous.as_deref(),
+            file: self
+                .secret_key_file
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("secret.key")),
+        }
+    }
+
+    /// The keyring; `create` (for `up`) makes the key file if there is none.
+    pub fn keyring(&self, create: bool) -> anyhow::Result<Keyring> {
+        let source = self.key_source();
+        let (keyring, created) = source.load(create)?;
+        if created {
+            tracing::warn!(path = %source.file.display(), "generated a new secret key; keep this file (or set PGFLEET_SECRET_KEY from it): without it the tenants' stored credentials cannot be read");
+        }
+        Ok(keyring)
+    }
+
+    /// The keyring if one is configured, for processes and commands that work without it.
+    pub fn optional_keyring(&self) -> anyhow::Result<Option<Keyring>> {
+        self.key_source().load_optional()
+    }
+
+    pub fn max_attempts(&self) -> i32 {
+        self.max_attempts.max(1)
+    }
+}
+
+impl WorkerArgs {
+    pub fn settings(&self, g: &GlobalArgs) -> WorkerSettings {
+        WorkerSettings {
+            concurrency: self.concurrency.max(1),
+            lease: Duration::from_secs(self.lease_secs.max(3)),
+            max_attempts: g.max_attempts(),
+            backoff_base: Duration::from_millis(self.backoff_ms),
+            sweep_interval: Duration::from_millis(self.sweep_interval_ms.max(100)),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            ..WorkerSettings::default()
+        }
+    }
+}
+
+impl SchedulerArgs {
+    pub fn settings(&self, g: &GlobalArgs) -> SchedulerSettings {
+        SchedulerSettings {
+            interval: self.schedule_interval.max(Duration::from_secs(1)),
+            spread: self.spread,
+            max_attempts: g.max_attempts(),
+        }
+    }
 }
 
 /// `90`, `90s`, `15m`, `2h`, `1d`, or sums such as `1h30m`.
@@ -325,7 +405,7 @@ pub enum RolloutsCommand {
 pub enum BackupsCommand {
     /// A tenant's backups, newest first.
     List {
-        slug: String,
+        slug: TenantSlug,
         #[arg(long)]
         json: bool,
     },
@@ -335,9 +415,9 @@ pub enum BackupsCommand {
 pub enum TenantCommand {
     /// Provision a tenant: role, database, schema.
     Create {
-        slug: String,
+        slug: TenantSlug,
         /// Region: picks the tenant server registered for it (else the default server).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_region)]
         region: Option<String>,
         /// Idempotency key: the same key always means the same job.
         #[arg(long)]
@@ -355,15 +435,15 @@ pub enum TenantCommand {
     },
     /// Show one tenant.
     Show {
-        slug: String,
+        slug: TenantSlug,
         #[arg(long)]
         json: bool,
     },
     /// Print the tenant's own connection URL (contains its password).
-    Url { slug: String },
+    Url { slug: TenantSlug },
     /// Change a tenant's backup settings.
     Set {
-        slug: String,
+        slug: TenantSlug,
         /// Backup schedule, cron syntax in UTC (e.g. "0 3 * * *"), or "off".
         #[arg(long)]
         backup_schedule: Option<String>,
@@ -378,7 +458,7 @@ pub enum TenantCommand {
     },
     /// Delete a tenant: a final backup, then its database and role are dropped.
     Delete {
-        slug: String,
+        slug: TenantSlug,
         #[command(flatten)]
         enqueue: EnqueueArgs,
     },
@@ -390,10 +470,10 @@ pub enum JobsCommand {
     List {
         /// Only jobs in this status (queued, running, succeeded, failed, dead).
         #[arg(long)]
-        status: Option<pgfleet_shared::status::JobStatus>,
+        status: Option<JobStatus>,
         /// Only jobs of this tenant.
         #[arg(long)]
-        tenant: Option<String>,
+        tenant: Option<TenantSlug>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
         #[arg(long)]

@@ -2,7 +2,8 @@
 //! (DESIGN.md "CLI"); nothing here prints a secret.
 
 use pgfleet_shared::catalog::{BackupRecord, JobRecord, RolloutRecord, RolloutTenant, TenantRecord};
-use pgfleet_shared::rollouts::Plan;
+use pgfleet_shared::fleet::Plan;
+use pgfleet_shared::status::JobStatus;
 use pgfleet_shared::views::{self, time};
 use serde_json::Value;
 
@@ -60,6 +61,24 @@ pub fn print_jobs(jobs: &[JobRecord], as_json: bool) {
             j.error.as_deref().unwrap_or("")
         );
     }
+}
+
+/// `--wait`'s progress line over the jobs followed.
+pub fn print_job_progress(jobs: &[JobRecord]) {
+    let done = jobs.iter().filter(|j| j.status == JobStatus::Succeeded).count();
+    let failed = jobs.iter().filter(|j| j.is_finished()).count() - done;
+    eprintln!(
+        "  done {done} / failed {failed} / remaining {}",
+        jobs.len() - done - failed
+    );
+}
+
+/// `migrate --wait`'s progress line.
+pub fn print_rollout_progress(r: &RolloutRecord) {
+    eprintln!(
+        "  done {} / failed {} / skipped {} / remaining {}",
+        r.succeeded, r.failed, r.skipped, r.remaining
+    );
 }
 
 pub fn print_job(j: &JobRecord, as_json: bool) {

@@ -33,6 +33,38 @@ impl ApiToken {
         })
     }
 
+    /// The API's token: `explicit` (`PGFLEET_API_TOKEN`), else — with `generate_in`, as
+    /// `pgfleet up` does — the token in that file, created with a random token on first
+    /// start. `None` only when `insecure_dev` asks for no authentication at all.
+    pub fn resolve(
+        explicit: Option<&str>,
+        generate_in: Option<&std::path::Path>,
+        insecure_dev: bool,
+    ) -> anyhow::Result<Option<Self>> {
+        use anyhow::Context;
+        if insecure_dev {
+            return Ok(None);
+        }
+        if let Some(token) = explicit {
+            return Ok(Some(Self::new(&token.to_owned().into())?));
+        }
+        let Some(path) = generate_in else {
+            anyhow::bail!(
+                "no API token: set PGFLEET_API_TOKEN (at least 16 characters, e.g. `openssl rand -hex 32`), \
+                 or pass --insecure-dev for a local API without authentication"
+            );
+        };
+        let (token, created) = crate::secrets::load_or_create_token_file(path)?;
+        if created {
+            tracing::warn!(path = %path.display(), "generated an API token; clients send `Authorization: Bearer <the file's content>` (or set PGFLEET_API_TOKEN)");
+        } else {
+            tracing::info!(path = %path.display(), "API token read from file");
+        }
+        Ok(Some(
+            Self::new(&token).with_context(|| path.display().to_string())?,
+        ))
+    }
+
     pub fn matches(&self, presented: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         digest.ct_eq(&self.digest).into()

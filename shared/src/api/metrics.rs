@@ -72,7 +72,7 @@ fn number(v: f64) -> String {
 
 /// Renders into a buffer first, so a failed query leaves no half-written family.
 async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()> {
-    let catalog = &state.catalog;
+    let catalog = &state.fleet.catalog;
     let mut s = String::new();
 
     // Every known (kind, status) is present, 0 when there are none, so alerts and rates
@@ -175,7 +175,7 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
 async fn broker_series(state: &ApiState, out: &mut String) -> anyhow::Result<()> {
     let depths = tokio::time::timeout(
         std::time::Duration::from_secs(3),
-        state.producer.publisher().queue_depths(),
+        state.fleet.producer.publisher().queue_depths(),
     )
     .await
     .map_err(|_| anyhow::anyhow!("no answer within 3 s"))??;

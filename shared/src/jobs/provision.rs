@@ -105,6 +105,7 @@ async fn ensure_catalog_row(
     if let Some(existing) = ctx.catalog.tenant(slug).await? {
         return Ok(existing);
     }
+    ctx.faults.check("provision.before_placement", slug)?;
     // An unreachable catalog is retried like any outage; only "no server at all" is final.
     let server = ctx.catalog.server_for_region(region).await?.ok_or_else(|| {
         JobError::permanent(format!(

@@ -1,0 +1,186 @@
+//! The `/v1` handlers: parse the request, call the fleet, render the same JSON shapes as
+//! the CLI's `--json` (`views`). No rule lives here.
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{idempotency_key, parse_id, parse_opt, parse_slug, ApiQuery, JsonBody};
+use super::ApiState;
+use crate::fleet::{JobFilter, RolloutOptions, TenantFilter};
+use crate::producer::Enqueued;
+use crate::views;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Default page of `GET /v1/tenants` and `GET /v1/jobs`.
+const PAGE: i64 = 100;
+
+/// 202 with the job, and where to follow it.
+fn accepted(enqueued: Enqueued) -> Response {
+    let job = &enqueued.job;
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/jobs/{}", job.id))],
+        Json(json!({
+            "job_id": job.id,
+            "created": enqueued.created,
+            "published": enqueued.published,
+            "job": views::job(job),
+        })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateTenant {
+    slug: String,
+    region: Option<String>,
+    key: Option<String>,
+}
+
+pub(super) async fn create_tenant(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateTenant>,
+) -> ApiResult {
+    if body.slug.is_empty() {
+        return Err(ApiError::bad_request("missing field `slug`"));
+    }
+    let slug = parse_slug(&body.slug)?;
+    let key = idempotency_key(&headers, body.key)?;
+    Ok(accepted(state.fleet.create_tenant(slug, body.region, key).await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct TenantQuery {
+    status: Option<String>,
+    /// Only tenants whose slug sorts after this one (the previous page's last).
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+/// A page of tenants by slug; a full page carries `Link: <…>; rel="next"`.
+pub(super) async fn list_tenants(
+    State(state): State<Arc<ApiState>>,
+    ApiQuery(query): ApiQuery<TenantQuery>,
+) -> ApiResult {
+    let filter = TenantFilter {
+        status: parse_opt(query.status.as_deref())?,
+        after: query.after.as_deref().map(parse_slug).transpose()?,
+        limit: query.limit.unwrap_or(PAGE).clamp(1, crate::fleet::MAX_PAGE),
+    };
+    let tenants = state.fleet.tenants(&filter).await?;
+    let mut response = Json(tenants.iter().map(views::tenant).collect::<Vec<_>>()).into_response();
+    if tenants.len() as i64 == filter.limit {
+        let last = &tenants[tenants.len() - 1].slug;
+        let status = filter.status.map(|s| format!("&status={s}")).unwrap_or_default();
+        let next = format!(
+            "</v1/tenants?limit={}&after={last}{status}>; rel=\"next\"",
+            filter.limit
+        );
+        if let Ok(v) = HeaderValue::from_str(&next) {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(response)
+}
+
+pub(super) async fn show_tenant(State(state): State<Arc<ApiState>>, Path(slug): Path<String>) -> ApiResult {
+    let tenant = state.fleet.tenant(&parse_slug(&slug)?).await?;
+    Ok(Json(views::tenant(&tenant)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StartBackup {
+    key: Option<String>,
+}
+
+pub(super) async fn start_backup(
+    State(state): State<Arc<ApiState>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<StartBackup>,
+) -> ApiResult {
+    let slug = parse_slug(&slug)?;
+    let key = idempotency_key(&headers, body.key)?;
+    Ok(accepted(state.fleet.start_backup(&slug, key).await?))
+}
+
+pub(super) async fn list_backups(State(state): State<Arc<ApiState>>, Path(slug): Path<String>) -> ApiResult {
+    let backups = state.fleet.backups(&parse_slug(&slug)?).await?;
+    Ok(Json(backups.iter().map(views::backup).collect::<Vec<_>>()).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StartRollout {
+    tenant: Option<String>,
+    concurrency: Option<i32>,
+    canary: Option<usize>,
+    max_failures: Option<i32>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub(super) async fn start_rollout(
+    State(state): State<Arc<ApiState>>,
+    JsonBody(body): JsonBody<StartRollout>,
+) -> ApiResult {
+    let defaults = RolloutOptions::default();
+    let options = RolloutOptions {
+        only: body.tenant.as_deref().map(parse_slug).transpose()?,
+        concurrency: body.concurrency.unwrap_or(defaults.concurrency),
+        canary: body.canary.unwrap_or(defaults.canary),
+        max_failures: body.max_failures,
+        dry_run: body.dry_run,
+    };
+    let started = state.fleet.start_rollout(&options).await?;
+    let plan = views::plan(&started.plan, started.target_version, &started.source);
+    match started.rollout {
+        None => Ok((StatusCode::OK, Json(json!({"rollout": null, "plan": plan}))).into_response()),
+        Some((id, _)) => {
+            let (rollout, _) = state.fleet.rollout(id).await?;
+            Ok((
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, format!("/v1/rollouts/{id}"))],
+                Json(json!({"rollout_id": id, "rollout": views::rollout(&rollout), "plan": plan})),
+            )
+                .into_response())
+        }
+    }
+}
+
+pub(super) async fn show_rollout(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
+    let (rollout, tenants) = state.fleet.rollout(parse_id(&id, "rollout")?).await?;
+    Ok(Json(views::rollout_with_tenants(&rollout, &tenants)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct JobQuery {
+    status: Option<String>,
+    tenant: Option<String>,
+    limit: Option<i64>,
+}
+
+pub(super) async fn list_jobs(
+    State(state): State<Arc<ApiState>>,
+    ApiQuery(query): ApiQuery<JobQuery>,
+) -> ApiResult {
+    let filter = JobFilter {
+        status: parse_opt(query.status.as_deref())?,
+        tenant: query.tenant.as_deref().map(parse_slug).transpose()?,
+        limit: query.limit.unwrap_or(PAGE),
+    };
+    let jobs = state.fleet.jobs(&filter).await?;
+    Ok(Json(jobs.iter().map(views::job).collect::<Vec<_>>()).into_response())
+}
+
+pub(super) async fn show_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
+    let job = state.fleet.job(parse_id(&id, "job")?).await?;
+    Ok(Json(views::job(&job)).into_response())
+}

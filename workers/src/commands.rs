@@ -1,0 +1,234 @@
+//! One-shot commands: build the fleet service, call it, render the answer (`output`).
+//! Enqueuing commands print the job(s), or with `--wait` follow them to their end and exit
+//! 0 only if all succeeded.
+
+use crate::cli::{
+    BackupsCommand, Command, EnqueueArgs, GlobalArgs, JobsCommand, RolloutsCommand, SecretKeyCommand,
+    ServerCommand, TenantCommand,
+};
+use crate::output;
+use anyhow::Result;
+use pgfleet_shared::catalog::JobRecord;
+use pgfleet_shared::fleet::{Fleet, JobFilter, RolloutOptions, TenantSettings};
+use pgfleet_shared::producer::Enqueued;
+use pgfleet_shared::secrets::SecretKey;
+use pgfleet_shared::services::Services;
+use pgfleet_shared::status::{JobStatus, RolloutStatus};
+use secrecy::ExposeSecret;
+use std::process::ExitCode;
+
+pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
+    match command {
+        Command::SecretKey { action: None } => {
+            println!("{}", SecretKey::generate().to_base64().expose_secret());
+        }
+        Command::SecretKey {
+            action: Some(SecretKeyCommand::Rotate { batch, json }),
+        } => {
+            let services = Services::open(&g.config()?, g.keyring(false)?, 2).await?;
+            output::print_rotation(&services.catalog.rotate_secrets((*batch).max(1)).await?, *json);
+        }
+        Command::Server(ServerCommand::Check { name, json }) => {
+            let services = Services::open(&g.config()?, g.keyring(false)?, 2).await?;
+            let server = services.catalog.server_by_name(name).await?;
+            let report =
+                pgfleet_shared::server_check::check(&services.catalog, &services.servers, &server).await?;
+            output::print_server_report(&report, *json);
+            return Ok(exit(report.findings.is_empty()));
+        }
+        Command::Tenant(cmd) => return tenant(&fleet(g).await?, cmd).await,
+        Command::Jobs(JobsCommand::List {
+            status,
+            tenant,
+            limit,
+            json,
+        }) => {
+            let filter = JobFilter {
+                status: *status,
+                tenant: tenant.clone(),
+                limit: *limit,
+            };
+            output::print_jobs(&fleet(g).await?.jobs(&filter).await?, *json);
+        }
+        Command::Jobs(JobsCommand::Show { id, json }) => {
+            output::print_job(&fleet(g).await?.job(*id).await?, *json)
+        }
+        Command::Backup { slug, all, enqueue } => {
+            let fleet = fleet(g).await?;
+            let enqueued = match slug {
+                Some(slug) if !all => vec![fleet.start_backup(slug, enqueue.key.clone()).await?],
+                _ => fleet.backup_all().await?,
+            };
+            return follow(&fleet, enqueued, enqueue).await;
+        }
+        Command::Prune { slug, all, enqueue } => {
+            let fleet = fleet(g).await?;
+            let enqueued = match slug {
+                Some(slug) if !all => vec![fleet.prune(slug, enqueue.key.clone()).await?],
+                _ => fleet.prune_all().await?,
+            };
+            return follow(&fleet, enqueued, enqueue).await;
+        }
+        Command::Restore {
+            slug,
+            backup,
+            into,
+            enqueue,
+        } => {
+            let fleet = fleet(g).await?;
+            let enqueued = fleet
+                .restore(slug, *backup, into.clone(), enqueue.key.clone())
+                .await?;
+            return follow(&fleet, vec![enqueued], enqueue).await;
+        }
+        Command::Backups(BackupsCommand::List { slug, json }) => {
+            output::print_backups(&fleet(g).await?.backups(slug).await?, *json)
+        }
+        Command::Migrate {
+            all: _,
+            tenant,
+            wait,
+            concurrency,
+            canary,
+            max_failures,
+            dry_run,
+            json,
+        } => {
+            let options = RolloutOptions {
+                only: tenant.clone(),
+                concurrency: *concurrency,
+                canary: *canary,
+                max_failures: *max_failures,
+                dry_run: *dry_run,
+            };
+            return migrate(&fleet(g).await?, &options, *wait, *json).await;
+        }
+        Command::Rollouts(RolloutsCommand::List { json }) => {
+            output::print_rollouts(&fleet(g).await?.rollouts(100).await?, *json)
+        }
+        Command::Rollouts(RolloutsCommand::Show { id, json }) => {
+            let (rollout, tenants) = fleet(g).await?.rollout(*id).await?;
+            output::print_rollout(&rollout, &tenants, *json);
+        }
+        Command::Up { .. } | Command::Worker(_) | Command::Serve(_) | Command::Scheduler(_) => {
+            unreachable!("long-running processes are started by main")
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The fleet service, with the install's key if one is configured (only `tenant url`
+/// reads a credential).
+async fn fleet(g: &GlobalArgs) -> Result<Fleet> {
+    let config = g.config()?;
+    let services = Services::open_with(&config, g.optional_keyring()?, 4).await?;
+    Ok(services.fleet(&config, g.max_attempts()))
+}
+
+async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
+    match cmd {
+        TenantCommand::Create {
+            slug,
+            region,
+            key,
+            wait,
+            json,
+        } => {
+            let enqueued = fleet
+                .create_tenant(slug.clone(), region.clone(), key.clone())
+                .await?;
+            let args = EnqueueArgs {
+                wait: *wait,
+                key: key.clone(),
+                json: *json,
+            };
+            return follow(fleet, vec![enqueued], &args).await;
+        }
+        TenantCommand::Delete { slug, enqueue } => {
+            let enqueued = fleet.delete_tenant(slug, enqueue.key.clone()).await?;
+            return follow(fleet, vec![enqueued], enqueue).await;
+        }
+        TenantCommand::Set {
+            slug,
+            backup_schedule,
+            retention_days,
+            keep_min,
+            json,
+        } => {
+            let settings = TenantSettings {
+                backup_schedule: backup_schedule.clone(),
+                retention_days: *retention_days,
+                keep_min: *keep_min,
+            };
+            output::print_tenant(&fleet.set_tenant(slug, &settings).await?, *json);
+        }
+        TenantCommand::List { json } => output::print_tenants(&fleet.all_tenants(None).await?, *json),
+        TenantCommand::Show { slug, json } => output::print_tenant(&fleet.tenant(slug).await?, *json),
+        TenantCommand::Url { slug } => println!("{}", fleet.tenant_url(slug).await?.expose_secret()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the enqueued job(s) — after following them to their end with `--wait`.
+async fn follow(fleet: &Fleet, enqueued: Vec<Enqueued>, args: &EnqueueArgs) -> Result<ExitCode> {
+    if enqueued.is_empty() {
+        eprintln!("no active tenants");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let unpublished = enqueued
+        .iter()
+        .filter(|e| !e.published && e.job.status == JobStatus::Queued)
+        .count();
+    if unpublished > 0 {
+        eprintln!(
+            "warning: the broker is unreachable; {unpublished} job(s) are recorded and a worker will pick them up when it can"
+        );
+    }
+    let mut jobs: Vec<JobRecord> = enqueued.into_iter().map(|e| e.job).collect();
+    if args.wait {
+        let ids: Vec<uuid::Uuid> = jobs.iter().map(|j| j.id).collect();
+        eprintln!("waiting for {} {} job(s)…", ids.len(), jobs[0].kind);
+        jobs = fleet.wait_for_jobs(&ids, output::print_job_progress).await?;
+    }
+    if jobs.len() == 1 {
+        output::print_job(&jobs[0], args.json);
+    } else {
+        output::print_jobs(&jobs, args.json);
+    }
+    Ok(exit(
+        !args.wait || jobs.iter().all(|j| j.status == JobStatus::Succeeded),
+    ))
+}
+
+async fn migrate(fleet: &Fleet, options: &RolloutOptions, wait: bool, json: bool) -> Result<ExitCode> {
+    let started = fleet.start_rollout(options).await?;
+    let Some((id, _)) = started.rollout else {
+        output::print_plan(&started.plan, started.target_version, &started.source, json);
+        return Ok(ExitCode::SUCCESS);
+    };
+    eprintln!(
+        "rollout {id}: {} tenant(s) to version {} from {}",
+        started.plan.targets.len(),
+        started.target_version,
+        started.source
+    );
+    if !wait {
+        let (rollout, _) = fleet.rollout(id).await?;
+        output::print_rollout(&rollout, &[], json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    fleet.watch_rollout(id, output::print_rollout_progress).await?;
+    let (rollout, tenants) = fleet.rollout(id).await?;
+    output::print_rollout(&rollout, &tenants, json);
+    Ok(exit(
+        rollout.status == RolloutStatus::Done && rollout.failed == 0 && rollout.skipped == 0,
+    ))
+}
+
+fn exit(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
