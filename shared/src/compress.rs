@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 /// well under 0.1% of ratio.
 pub const BLOCK_SIZE: usize = 1024 * 1024;
 
+/// How backups are compressed.
 #[derive(Clone, Copy, Debug)]
 pub struct GzipSettings {
     pub level: u32,

@@ -7,11 +7,12 @@ use secrecy::SecretString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Defaults of the configuration (DESIGN.md "Configuration").
 pub const DEFAULT_CATALOG_URL: &str = "postgres://postgres@127.0.0.1:5432/pgfleet";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const DEFAULT_BACKUP_URL: &str = "file://./pgfleet-data/backups";
-pub const DEFAULT_TENANT_MIGRATIONS: &str = "migrations/tenant";
+pub use crate::migration_set::DEFAULT_TENANT_MIGRATIONS;
 pub const DEFAULT_NAMESPACE: &str = "pgfleet";
 
 /// Prefix of every exchange, queue and tenant database/role name of one install, so that
@@ -37,6 +38,7 @@ impl Namespace {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The namespace itself.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -8,6 +8,7 @@
 //! error by its `MigrationError` variant.
 
 use crate::catalog::CatalogError;
+use crate::postgres::statement_is_at_fault;
 
 /// The error a job handler returns.
 #[derive(Debug, thiserror::Error)]
@@ -76,18 +77,6 @@ impl From<sqlx::Error> for JobError {
     }
 }
 
-/// Whether a server's SQL error is one no retry can fix (see `From<sqlx::Error>`).
-pub fn statement_is_at_fault(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            ["42", "22", "23", "2B"]
-                .iter()
-                .any(|class| code.starts_with(class))
-        }),
-        _ => false,
-    }
-}
-
 /// `result.doing("creating role x")?`: a tenant server's SQL error, classified by its own
 /// SQLSTATE, with what pgfleet was doing.
 pub trait ServerSql<T> {
@@ -108,5 +97,24 @@ pub fn server_sql_error(e: sqlx::Error, what: impl std::fmt::Display) -> JobErro
         JobError::Permanent(e)
     } else {
         JobError::Other(e)
+    }
+}
+
+/// A tenant's bookkeeping that disagrees needs a human; a migration's SQL error is as
+/// permanent as its SQLSTATE says; lock, connection and recording trouble pass.
+impl From<crate::tenant_migrations::MigrationError> for JobError {
+    fn from(e: crate::tenant_migrations::MigrationError) -> Self {
+        let permanent = match &e {
+            crate::tenant_migrations::MigrationError::Bookkeeping(_) => true,
+            crate::tenant_migrations::MigrationError::Sql { source, .. } => statement_is_at_fault(source),
+            crate::tenant_migrations::MigrationError::LockBusy
+            | crate::tenant_migrations::MigrationError::Server { .. }
+            | crate::tenant_migrations::MigrationError::Record(_) => false,
+        };
+        if permanent {
+            JobError::Permanent(e.into())
+        } else {
+            JobError::Other(e.into())
+        }
     }
 }

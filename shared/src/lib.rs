@@ -10,6 +10,13 @@
 //! Invariants: a tenant slug is validated once at the edge into `TenantSlug` and identifiers
 //! built from it are quoted; credentials are stored encrypted (`secrets`) and never logged;
 //! every handler is safe to run twice.
+//!
+//! Layers, bottom-up (no module imports one above it; `ARCHITECTURE.md` has the map):
+//! contracts (`status`, `slug`, `message`, `migration_set`, `schedule`) → infrastructure
+//! (`config`, `postgres`, `secrets`, `catalog`, `queue`, `store`, `servers`,
+//! `tenant_migrations`, `pg_tools`) → runtime (`error`, `jobs`, `worker`, `producer`,
+//! `scheduler`) → edges (`fleet`, the use cases of the CLI and the API; `api`; `views`;
+//! `services`, the wiring).
 
 pub mod api;
 pub mod catalog;
@@ -17,24 +24,24 @@ pub mod compress;
 pub mod config;
 pub mod error;
 pub mod fleet;
+pub(crate) mod hex;
 pub mod jobs;
 pub mod message;
 pub mod migration_set;
 pub mod pg_tools;
-pub mod postgres;
+pub(crate) mod postgres;
 pub mod producer;
 pub mod queue;
-pub mod schedule;
+pub(crate) mod schedule;
 pub mod scheduler;
 pub mod secrets;
-pub mod server_check;
 pub mod servers;
 pub mod services;
 pub mod slug;
-pub mod sql_scan;
+pub(crate) mod sql_scan;
 pub mod status;
 pub mod store;
-pub mod tenant_migrations;
+pub(crate) mod tenant_migrations;
 pub mod views;
 pub mod worker;
 

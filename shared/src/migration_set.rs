@@ -15,6 +15,9 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
+/// The tenant migrations folder used when none is configured (if it exists).
+pub const DEFAULT_TENANT_MIGRATIONS: &str = "migrations/tenant";
+
 /// First line of a migration that must run outside a transaction (see the module docs).
 pub const NO_TRANSACTION_MARKER: &str = "-- pgfleet:no-transaction";
 
@@ -102,7 +105,7 @@ impl MigrationSet {
         match explicit {
             Some(dir) => Ok((Self::load_dir(dir)?, dir.display().to_string())),
             None => {
-                let default = Path::new(crate::config::DEFAULT_TENANT_MIGRATIONS);
+                let default = Path::new(DEFAULT_TENANT_MIGRATIONS);
                 if default.is_dir() {
                     Ok((Self::load_dir(default)?, default.display().to_string()))
                 } else {

@@ -71,6 +71,18 @@ pub fn quote_literal(value: &str) -> String {
     }
 }
 
+/// Whether a server's SQL error is one no retry can fix (see `error::JobError`'s `From<sqlx::Error>`).
+pub fn statement_is_at_fault(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["42", "22", "23", "2B"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,7 +53,7 @@ impl KeyId {
 
 impl std::fmt::Display for KeyId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::store::hex(&self.0))
+        f.write_str(&crate::hex::encode(&self.0))
     }
 }
 

@@ -9,7 +9,6 @@
 //! fails this tenant alone, and is never reported to the sink), read with a row cap and a
 //! statement timeout, after a lock taken with a lock timeout.
 
-use crate::error::{statement_is_at_fault, JobError};
 use crate::migration_set::{Migration, MigrationSet};
 use futures_util::future::BoxFuture;
 use sqlx::{Executor, PgConnection};
@@ -62,21 +61,6 @@ pub enum MigrationError {
     Record(anyhow::Error),
 }
 
-impl From<MigrationError> for JobError {
-    fn from(e: MigrationError) -> Self {
-        let permanent = match &e {
-            MigrationError::Bookkeeping(_) => true,
-            MigrationError::Sql { source, .. } => statement_is_at_fault(source),
-            MigrationError::LockBusy | MigrationError::Server { .. } | MigrationError::Record(_) => false,
-        };
-        if permanent {
-            JobError::Permanent(e.into())
-        } else {
-            JobError::Other(e.into())
-        }
-    }
-}
-
 /// What applying a set to one tenant did.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -88,15 +72,6 @@ pub struct Applied {
 /// there already (and consistent with the set) together with the first new one.
 pub trait AppliedSink: Send {
     fn committed(&mut self, migrations: Vec<(i64, Vec<u8>)>) -> BoxFuture<'_, anyhow::Result<()>>;
-}
-
-/// A sink that records nothing.
-pub struct NoSink;
-
-impl AppliedSink for NoSink {
-    fn committed(&mut self, _: Vec<(i64, Vec<u8>)>) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
 }
 
 /// When the last migration's commit must be durable.
@@ -183,20 +158,10 @@ async fn lock_and_read_applied(
         let checksum: String = row.try_get(1).map_err(|_| unreadable("a row"))?;
         done.push((
             version.parse().map_err(|_| unreadable("a version"))?,
-            hex_decode(&checksum).ok_or_else(|| unreadable("a checksum"))?,
+            crate::hex::decode(&checksum).ok_or_else(|| unreadable("a checksum"))?,
         ));
     }
     Ok((done, true))
-}
-
-fn hex_decode(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Checks the tenant's rows against the set: anything in them that no migration of the set
@@ -266,7 +231,7 @@ async fn apply_locked(
             // The file as it is (many statements allowed); the newline ends a trailing comment.
             sql.push_str(&m.sql);
         }
-        let checksum_hex: String = m.checksum.iter().map(|b| format!("{b:02x}")).collect();
+        let checksum_hex = crate::hex::encode(&m.checksum);
         sql.push_str(&format!(
             "\n;\nINSERT INTO _pgfleet_migrations (version, name, checksum) VALUES ({}, {}, '\\x{checksum_hex}'::bytea);\nCOMMIT;",
             m.version,

@@ -29,10 +29,7 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
             output::print_rotation(&services.catalog.rotate_secrets((*batch).max(1)).await?, *json);
         }
         Command::Server(ServerCommand::Check { name, json }) => {
-            let services = Services::open(&g.config()?, g.keyring(false)?, 2).await?;
-            let server = services.catalog.server_by_name(name).await?;
-            let report =
-                pgfleet_shared::server_check::check(&services.catalog, &services.servers, &server).await?;
+            let report = fleet(g).await?.check_server(name).await?;
             output::print_server_report(&report, *json);
             return Ok(exit(report.findings.is_empty()));
         }

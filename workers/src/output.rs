@@ -219,7 +219,7 @@ pub fn print_rotation(report: &pgfleet_shared::catalog::RotationReport, as_json:
     }
 }
 
-pub fn print_server_report(r: &pgfleet_shared::server_check::ServerReport, as_json: bool) {
+pub fn print_server_report(r: &pgfleet_shared::fleet::ServerReport, as_json: bool) {
     if as_json {
         return print_json(&serde_json::to_value(r).unwrap_or_default());
     }

@@ -65,6 +65,7 @@ impl ApiToken {
         ))
     }
 
+    /// Whether `presented` is the token (constant time).
     pub fn matches(&self, presented: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         digest.ct_eq(&self.digest).into()

@@ -8,6 +8,7 @@ use crate::status::{BackupStatus, JobStatus};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+/// One backup attempt of a tenant, and its object in the store.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BackupRecord {
     pub id: Uuid,
@@ -77,6 +78,7 @@ impl Catalog {
         })
     }
 
+    /// The object is stored and verified: `succeeded`, with its figures.
     pub async fn finish_backup_succeeded(&self, id: Uuid, stats: &BackupStats<'_>) -> Result<()> {
         sqlx::query(
             "UPDATE backups SET status = 'succeeded', bytes = $2, raw_bytes = $3, sha256 = $4, pg_dump = $5,
@@ -94,6 +96,7 @@ impl Catalog {
         Ok(())
     }
 
+    /// The attempt failed: `failed`, with the error (no object under its key).
     pub async fn finish_backup_failed(&self, id: Uuid, error: &str) -> Result<()> {
         sqlx::query("UPDATE backups SET status = 'failed', error = $2, finished_at = now() WHERE id = $1 AND status = 'running'")
             .bind(id)
@@ -140,6 +143,7 @@ impl Catalog {
         .await?)
     }
 
+    /// One backup by id.
     pub async fn backup(&self, id: Uuid) -> Result<Option<BackupRecord>> {
         Ok(sqlx::query_as(&format!("{SELECT_BACKUP} WHERE b.id = $1"))
             .bind(id)
@@ -147,6 +151,7 @@ impl Catalog {
             .await?)
     }
 
+    /// First phase of a prune: `false` if the backup is not `succeeded` (any more).
     pub async fn mark_backup_pruning(&self, id: Uuid) -> Result<bool> {
         let done =
             sqlx::query("UPDATE backups SET status = 'pruning' WHERE id = $1 AND status = 'succeeded'")
@@ -156,6 +161,7 @@ impl Catalog {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Second phase of a prune, once the object is deleted.
     pub async fn mark_backup_pruned(&self, id: Uuid) -> Result<()> {
         sqlx::query(
             "UPDATE backups SET status = 'pruned', pruned_at = now() WHERE id = $1 AND status = 'pruning'",

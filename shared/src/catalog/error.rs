@@ -36,6 +36,7 @@ impl From<sqlx::Error> for CatalogError {
 }
 
 impl CatalogError {
+    /// Whether retrying later can help (the catalog could not be reached).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, CatalogError::Unavailable(_))
     }

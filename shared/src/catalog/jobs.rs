@@ -19,6 +19,8 @@ use sqlx::{Postgres, Transaction};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// A job as the catalog holds it: what to do (`kind`, `tenant`, `payload`), where it is
+/// (`status`, `attempts`, `run_after`) and who runs it (`lease_owner`, fenced by `epoch`).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRecord {
     pub id: Uuid,
@@ -42,6 +44,7 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// Succeeded, failed or dead.
     pub fn is_finished(&self) -> bool {
         self.status.is_finished()
     }
@@ -534,6 +537,7 @@ impl Catalog {
         })
     }
 
+    /// One job by id.
     pub async fn job(&self, id: Uuid) -> Result<Option<JobRecord>> {
         Ok(
             sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
@@ -577,6 +581,7 @@ impl Catalog {
         .await?)
     }
 
+    /// Records a dead-lettered message (its body capped at 64 KiB) with the reason.
     pub async fn record_dead_letter(
         &self,
         queue: &str,
@@ -595,6 +600,7 @@ impl Catalog {
         Ok(())
     }
 
+    /// Reasons of every recorded dead letter, oldest first.
     pub async fn dead_letter_reasons(&self) -> Result<Vec<String>> {
         Ok(
             sqlx::query_scalar("SELECT reason FROM dead_letters ORDER BY received_at")

@@ -29,6 +29,7 @@ impl Catalog {
         .await?)
     }
 
+    /// Duration histograms of finished jobs, by kind.
     pub async fn job_durations(&self) -> Result<Vec<DurationHistogram>> {
         let buckets: Vec<String> = DURATION_BUCKETS
             .iter()
@@ -77,6 +78,7 @@ impl Catalog {
         .await?)
     }
 
+    /// Recorded dead letters.
     pub async fn dead_letter_count(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT count(*) FROM dead_letters")
             .fetch_one(self.pool())

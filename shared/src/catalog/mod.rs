@@ -88,6 +88,7 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// The connection pool, for queries outside this module's methods.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -14,6 +14,7 @@ use crate::status::{JobStatus, RolloutStatus};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+/// A rollout with its progress counts over its tenants.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RolloutRecord {
     pub id: Uuid,
@@ -35,6 +36,7 @@ pub struct RolloutRecord {
     pub active: i64,
 }
 
+/// One tenant of a rollout: its phase, its job and how that ended.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RolloutTenant {
     pub tenant: String,
@@ -328,6 +330,7 @@ impl Catalog {
         .await?)
     }
 
+    /// One rollout with its counts.
     pub async fn rollout(&self, id: Uuid) -> Result<Option<RolloutRecord>> {
         Ok(
             sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1 GROUP BY r.id"))
@@ -337,6 +340,7 @@ impl Catalog {
         )
     }
 
+    /// Rollouts, newest first.
     pub async fn rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>> {
         Ok(sqlx::query_as(&format!(
             "{SELECT_ROLLOUT} GROUP BY r.id ORDER BY r.created_at DESC LIMIT $1"
@@ -346,6 +350,7 @@ impl Catalog {
         .await?)
     }
 
+    /// A rollout's tenants, by phase and slug.
     pub async fn rollout_tenants(&self, id: Uuid) -> Result<Vec<RolloutTenant>> {
         Ok(sqlx::query_as(
             "SELECT t.slug::text AS tenant, rt.phase, rt.job_id, j.status AS job_status, j.attempts, j.error, t.schema_version
@@ -379,6 +384,7 @@ impl Catalog {
         Ok(MigrationSet { migrations })
     }
 
+    /// Messages of these jobs were confirmed by the broker.
     pub async fn mark_dispatched(&self, ids: &[Uuid]) -> Result<()> {
         sqlx::query(
             "UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1 WHERE id = ANY($1)",

@@ -7,6 +7,7 @@ use crate::secrets::{redact_url, Binding};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
+/// A tenant server (its admin URL stays encrypted; `display_url` is redacted).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ServerRecord {
     pub id: Uuid,
@@ -59,6 +60,7 @@ impl Catalog {
         self.server_by_name("default").await
     }
 
+    /// A server by name, or `NotFound`.
     pub async fn server_by_name(&self, name: &str) -> Result<ServerRecord> {
         sqlx::query_as(
             "SELECT id, name::text, region, display_url, is_default FROM tenant_servers WHERE name = $1",
@@ -81,6 +83,43 @@ impl Catalog {
         .fetch_optional(self.pool())
         .await?;
         Ok(found)
+    }
+
+    /// The catalog database's name and its cluster's system identifier (`None` when the
+    /// catalog's role may not read it): to tell whether a tenant server is the same cluster.
+    pub async fn database_identity(&self) -> Result<(String, Option<String>)> {
+        let name: String = sqlx::query_scalar("SELECT current_database()::text")
+            .fetch_one(self.pool())
+            .await?;
+        let identifier: Option<String> =
+            sqlx::query_scalar("SELECT system_identifier::text FROM pg_control_system()")
+                .fetch_one(self.pool())
+                .await
+                .ok();
+        Ok((name, identifier))
+    }
+
+    /// Databases of the server's tenants that are not deleted.
+    pub async fn server_tenant_databases(&self, server_id: Uuid) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT database_name FROM tenants WHERE server_id = $1 AND status <> 'deleted'",
+        )
+        .bind(server_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// (tenants, sum of their connection limits, tenants without a limit) of the server's
+    /// provisioning and active tenants.
+    pub async fn server_connection_limits(&self, server_id: Uuid) -> Result<(i64, Option<i64>, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT count(*), sum(connection_limit) FILTER (WHERE connection_limit >= 0),
+                    count(*) FILTER (WHERE connection_limit < 0)
+               FROM tenants WHERE server_id = $1 AND status IN ('provisioning', 'active')",
+        )
+        .bind(server_id)
+        .fetch_one(self.pool())
+        .await?)
     }
 
     /// The decrypted admin URL of a server (for connecting to it; never for printing).

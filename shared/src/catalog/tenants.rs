@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use uuid::Uuid;
 
+/// A tenant: where its database lives, its names, schema version and backup settings.
+/// Its password stays encrypted (`Catalog::tenant_password`).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TenantRecord {
     pub id: Uuid,
@@ -32,6 +34,7 @@ pub struct TenantRecord {
     password_ciphertext: Vec<u8>,
 }
 
+/// What `ensure_tenant` records for a new tenant.
 pub struct NewTenant<'a> {
     pub slug: &'a TenantSlug,
     pub region: Option<&'a str>,
@@ -83,6 +86,7 @@ impl Catalog {
         })
     }
 
+    /// One tenant by slug.
     pub async fn tenant(&self, slug: &TenantSlug) -> Result<Option<TenantRecord>> {
         let row = sqlx::query(&format!("{SELECT_TENANT} WHERE t.slug = $1"))
             .bind(slug.as_str())
@@ -91,6 +95,7 @@ impl Catalog {
         row.map(with_password).transpose()
     }
 
+    /// Every tenant, by slug.
     pub async fn tenants(&self) -> Result<Vec<TenantRecord>> {
         let rows = sqlx::query(&format!("{SELECT_TENANT} ORDER BY t.slug"))
             .fetch_all(self.pool())
@@ -126,6 +131,7 @@ impl Catalog {
             .with_context(|| format!("decrypting the password of tenant {}", tenant.slug))?)
     }
 
+    /// Sets the status (a no-op if it already is).
     pub async fn set_tenant_status(&self, tenant_id: Uuid, status: TenantStatus) -> Result<()> {
         sqlx::query("UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1 AND status <> $2")
             .bind(tenant_id)
@@ -161,6 +167,7 @@ impl Catalog {
         self.tenant(slug).await
     }
 
+    /// Provisioned: `active` at `schema_version`.
     pub async fn mark_tenant_active(&self, tenant_id: Uuid, schema_version: Option<i64>) -> Result<()> {
         sqlx::query(
             "UPDATE tenants SET status = 'active', schema_version = $2, updated_at = now()

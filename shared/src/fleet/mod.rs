@@ -8,10 +8,12 @@
 mod backups;
 mod jobs;
 pub mod rollouts;
+mod servers;
 mod tenants;
 
 pub use jobs::JobFilter;
 pub use rollouts::{Plan, RolloutOptions, Started};
+pub use servers::{ReachableDatabase, ServerReport};
 pub use tenants::{TenantFilter, TenantSettings, MAX_PAGE};
 
 use crate::catalog::{Catalog, CatalogError};

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+/// `backup`: the tenant (which must be active) into the store, then a prune.
 pub async fn run(ctx: &JobContext, job: &Claimed<NoFields>) -> Result<Outcome, JobError> {
     let tenant = super::active_tenant(ctx, &job.tenant, "backed up").await?;
     let backup = backup_tenant(ctx, &job.job, &tenant).await?;

@@ -10,6 +10,7 @@ use crate::status::{BackupStatus, TenantStatus};
 use anyhow::anyhow;
 use tracing::info;
 
+/// `delete`: a final backup, then the tenant's database and role dropped.
 pub async fn run(ctx: &JobContext, claimed: &Claimed<NoFields>) -> Result<Outcome, JobError> {
     let (job, slug) = (&claimed.job, &claimed.tenant);
     let tenant = ctx

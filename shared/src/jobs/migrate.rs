@@ -20,6 +20,7 @@ use uuid::Uuid;
 /// Migrations one rollout runs at once on one tenant server, unless `--concurrency` says.
 pub const DEFAULT_SERVER_CONCURRENCY: i32 = 8;
 
+/// `migrate`: the rollout's recorded set on the tenant, within the server's slot cap.
 pub async fn run(ctx: &JobContext, job: &Claimed<MigrateSpec>) -> Result<Outcome, JobError> {
     let rollout_id = job.spec.rollout;
     let (tenant, _slot) = start(ctx, &job.tenant, rollout_id).await?;

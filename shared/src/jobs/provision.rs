@@ -23,6 +23,7 @@ use tracing::info;
 const DUPLICATE_OBJECT: &str = "42710";
 const DUPLICATE_DATABASE: &str = "42P04";
 
+/// `provision`: the tenant's role, database and schema (see the module docs).
 pub async fn run(ctx: &JobContext, job: &Claimed<ProvisionSpec>) -> Result<Outcome, JobError> {
     provision_tenant(ctx, &job.tenant, job.spec.region.as_deref()).await
 }

@@ -16,6 +16,7 @@ use chrono::{Duration, Utc};
 use std::collections::HashSet;
 use tracing::info;
 
+/// `prune`: the tenant's backups past retention, never the newest keep-min good ones.
 pub async fn run(ctx: &JobContext, job: &Claimed<NoFields>) -> Result<Outcome, JobError> {
     let slug = &job.tenant;
     let tenant = ctx

@@ -34,6 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
 use tracing::info;
 use uuid::Uuid;
 
+/// `restore`: a verified backup into a new database (see the module docs).
 pub async fn run(ctx: &JobContext, claimed: &Claimed<RestoreSpec>) -> Result<Outcome, JobError> {
     let (job, slug) = (&claimed.job, &claimed.tenant);
     let (backup_id, into) = (claimed.spec.backup, claimed.spec.into.as_str());
@@ -181,7 +182,7 @@ async fn fetch_verified(ctx: &JobContext, backup: &BackupRecord) -> Result<tokio
             backup.key
         )));
     }
-    let actual = crate::store::hex(&hasher.finalize());
+    let actual = crate::hex::encode(&hasher.finalize());
     if actual != expected_sha {
         return Err(JobError::Permanent(anyhow!(
             "backup {} failed its checksum: SHA-256 {actual}, the catalog recorded {expected_sha}; it was altered and was not restored",

@@ -2,7 +2,7 @@
 //! fsynced, then renamed into place (and the folder fsynced), so a reader never sees a
 //! partial object under a final name.
 
-use super::{hex, ChunkReceiver, Incomplete, ObjectInfo, Stored};
+use super::{ChunkReceiver, Incomplete, ObjectInfo, Stored};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -80,7 +80,7 @@ impl LocalStore {
         tokio::fs::File::open(&dir).await?.sync_all().await?;
         Ok(Stored {
             bytes,
-            sha256: hex(&hasher.finalize()),
+            sha256: crate::hex::encode(&hasher.finalize()),
         })
     }
 

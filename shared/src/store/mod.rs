@@ -176,12 +176,6 @@ impl TenantPrefix {
         }
     }
 }
-
-/// Hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! are sent only when an operation requires them (the SDK's newer default of always sending
 //! them breaks several S3-compatible stores).
 
-use super::{hex, ChunkReceiver, Incomplete, ObjectInfo, Stored};
+use super::{ChunkReceiver, Incomplete, ObjectInfo, Stored};
 use anyhow::{bail, Context, Result};
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::DisplayErrorContext;
@@ -189,7 +189,7 @@ impl S3Store {
         }
         Ok(Stored {
             bytes: total,
-            sha256: hex(&hasher.finalize()),
+            sha256: crate::hex::encode(&hasher.finalize()),
         })
     }
 
