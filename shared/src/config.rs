@@ -61,8 +61,9 @@ impl std::fmt::Display for Namespace {
 pub struct Config {
     pub catalog_url: SecretString,
     pub amqp_url: SecretString,
-    /// Admin URL of the default tenant server, registered in the catalog at start.
-    pub server_url: SecretString,
+    /// Admin URL of the default tenant server: seeds an empty catalog; afterwards it must
+    /// match the registered one (`None`: whatever is registered).
+    pub server_url: Option<SecretString>,
     pub namespace: Namespace,
     /// Folder of tenant migrations; `None` means the default folder if it exists, else
     /// the example schema built into the binary.
@@ -96,6 +97,10 @@ pub struct WorkerSettings {
     /// A queued job whose message the broker confirmed is re-published if still not
     /// claimed after this long (doubling with each re-publish): the lost-message safety net.
     pub redispatch_after: Duration,
+    /// Deliveries of one message before it goes to `<ns>.dead` unprocessed.
+    pub delivery_limit: i64,
+    /// Finished jobs, rollouts and dead letters older than this are deleted by the sweep.
+    pub history_retention: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -110,6 +115,8 @@ impl Default for WorkerSettings {
             shutdown_grace: Duration::from_secs(30),
             defer_after: Duration::from_secs(60),
             redispatch_after: Duration::from_secs(300),
+            delivery_limit: crate::queue::DEFAULT_DELIVERY_LIMIT,
+            history_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }

@@ -41,7 +41,7 @@ pub mod slug;
 pub(crate) mod sql_scan;
 pub mod status;
 pub mod store;
-pub(crate) mod tenant_migrations;
+pub mod tenant_migrations;
 pub mod views;
 pub mod worker;
 

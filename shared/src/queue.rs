@@ -14,15 +14,39 @@ use secrecy::{ExposeSecret, SecretString};
 use std::str::FromStr;
 use tokio::sync::Mutex;
 
+/// How long a publish waits for the broker's confirms before it counts as failed (a
+/// broker under a disk or memory alarm blocks publishers instead of refusing them).
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Heartbeat used when the URL does not set one: a dead broker or network is noticed in
 /// about twice this, rather than the broker's default of a minute or more.
 const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 
-/// Deliveries of one message before the broker itself dead-letters it: the guard against a
-/// message that crashes every worker before it is acked. Workers ack right after the claim
-/// and retry claims through catalog outages before requeueing, so ordinary trouble spends
-/// few deliveries.
-const DELIVERY_LIMIT: i64 = 50;
+/// Deliveries of one message after which a worker moves it to `<ns>.dead` unprocessed
+/// (`x-delivery-count`, which quorum queues keep): the guard against a message that
+/// crashes every worker before it is acked. Workers ack right after the claim, and stop
+/// consuming while the catalog is unreachable, so ordinary trouble spends few deliveries.
+/// Enforced by the workers (`PGFLEET_DELIVERY_LIMIT`), not by queue arguments, so it can
+/// change without re-creating queues.
+pub const DEFAULT_DELIVERY_LIMIT: i64 = 20;
+
+/// The header quorum queues count a message's deliveries in.
+pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+
+/// Deliveries of `delivery` before this one (0 for a first delivery).
+pub fn previous_deliveries(properties: &BasicProperties) -> i64 {
+    let Some(headers) = properties.headers() else {
+        return 0;
+    };
+    match headers.inner().get(DELIVERY_COUNT_HEADER) {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(*n),
+        Some(AMQPValue::LongUInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortShortInt(n)) => i64::from(*n),
+        _ => 0,
+    }
+}
 
 pub const REASON_HEADER: &str = "x-pgfleet-reason";
 
@@ -97,18 +121,16 @@ fn long(s: &str) -> AMQPValue {
 }
 
 /// Declares exchanges, queues and bindings. Idempotent; every process runs it at start
-/// and after each reconnect.
-pub async fn declare_topology(channel: &Channel, ns: &Namespace) -> Result<()> {
+/// and after each reconnect. A queue that exists is used as it is — whatever arguments an
+/// earlier version or an operator gave it — so changing pgfleet's settings never makes a
+/// process fail with PRECONDITION_FAILED; new queues are quorum queues with no other
+/// arguments (limits live in the workers and in RabbitMQ policies, which can change).
+pub async fn declare_topology(conn: &Connection, ns: &Namespace) -> Result<()> {
+    let channel = conn.create_channel().await?;
     let durable_exchange = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    let durable_queue = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    let quorum = ("x-queue-type", long("quorum"));
-
     for aux in [ns.dead(), ns.unroutable()] {
         channel
             .exchange_declare(
@@ -118,13 +140,7 @@ pub async fn declare_topology(channel: &Channel, ns: &Namespace) -> Result<()> {
                 FieldTable::default(),
             )
             .await?;
-        channel
-            .queue_declare(
-                aux.as_str().into(),
-                durable_queue,
-                table(std::slice::from_ref(&quorum)),
-            )
-            .await?;
+        ensure_queue(conn, &aux).await?;
         channel
             .queue_bind(
                 aux.as_str().into(),
@@ -146,18 +162,7 @@ pub async fn declare_topology(channel: &Channel, ns: &Namespace) -> Result<()> {
         .context("declaring the jobs exchange")?;
     for kind in JobKind::ALL {
         let queue = ns.kind_queue(*kind);
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                durable_queue,
-                table(&[
-                    quorum.clone(),
-                    ("x-dead-letter-exchange", long(&ns.dead())),
-                    ("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)),
-                ]),
-            )
-            .await
-            .with_context(|| format!("declaring queue {queue}"))?;
+        ensure_queue(conn, &queue).await?;
         channel
             .queue_bind(
                 queue.as_str().into(),
@@ -168,7 +173,33 @@ pub async fn declare_topology(channel: &Channel, ns: &Namespace) -> Result<()> {
             )
             .await?;
     }
+    let _ = channel.close(200, "declared".into()).await;
     Ok(())
+}
+
+/// A new durable quorum queue, or the queue as it exists: one an earlier version or an
+/// operator declared with other arguments is refused by the broker (PRECONDITION_FAILED,
+/// which closes the channel — hence a channel of its own) and used as it is.
+async fn ensure_queue(conn: &Connection, queue: &str) -> Result<()> {
+    let channel = conn.create_channel().await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    match channel
+        .queue_declare(queue.into(), durable, table(&[("x-queue-type", long("quorum"))]))
+        .await
+    {
+        Ok(_) => {
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(())
+        }
+        Err(e) if e.to_string().contains("PRECONDITION_FAILED") => {
+            tracing::debug!(queue, "queue exists with other arguments; using it as it is");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("declaring queue {queue}"))),
+    }
 }
 
 /// A message to publish, with the broker's confirm awaited.
@@ -243,8 +274,8 @@ impl Publisher {
         }
         *state = None;
         let conn = connect(&self.url, &self.name).await?;
+        declare_topology(&conn, &self.ns).await?;
         let channel = conn.create_channel().await?;
-        declare_topology(&channel, &self.ns).await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         *state = Some((conn, channel.clone()));
         Ok(channel)
@@ -261,7 +292,12 @@ impl Publisher {
         if messages.is_empty() {
             return Ok(());
         }
-        let result = self.try_publish_all(messages).await;
+        let result = match tokio::time::timeout(CONFIRM_TIMEOUT, self.try_publish_all(messages)).await {
+            Ok(result) => result,
+            Err(_) => Err(anyhow::anyhow!(
+                "RabbitMQ did not take and confirm the published messages within {CONFIRM_TIMEOUT:?}; check the broker's disk and memory alarms"
+            )),
+        };
         if result.is_err() {
             self.forget().await;
         }

@@ -164,6 +164,7 @@ impl Scheduler {
                     tenant_id: t.id,
                     slug: t.slug,
                     slot,
+                    prune_only: t.deleted,
                 });
             }
         }

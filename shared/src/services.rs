@@ -68,7 +68,9 @@ impl Services {
     /// A worker: registers the default tenant server, loads the tenant migrations (new
     /// tenants get them until a rollout records a set) and opens the backup store.
     pub async fn worker(&self, config: &Config, settings: &WorkerSettings) -> Result<Arc<Worker>> {
-        self.catalog.register_default_server(&config.server_url).await?;
+        self.catalog
+            .ensure_default_server(config.server_url.as_ref())
+            .await?;
         let (migrations, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
         info!(source, target_version = ?migrations.target_version(), "tenant migrations loaded");
         let mut ctx = self
@@ -101,17 +103,21 @@ impl Services {
         }
     }
 
+    /// The HTTP API's state; `worker` is the same process's worker (`up`), whose readiness
+    /// `/readyz` then includes.
     pub fn api_state(
         &self,
         config: &Config,
         max_attempts: i32,
         token: Option<ApiToken>,
         metrics_token: Option<ApiToken>,
+        worker: Option<Arc<crate::worker::WorkerHealth>>,
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
             fleet: self.fleet(config, max_attempts),
             token,
             metrics_token,
+            worker,
         })
     }
 

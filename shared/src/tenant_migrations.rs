@@ -74,6 +74,25 @@ pub trait AppliedSink: Send {
     fn committed(&mut self, migrations: Vec<(i64, Vec<u8>)>) -> BoxFuture<'_, anyhow::Result<()>>;
 }
 
+/// Limits on a migration's statements (`lock_timeout`, `statement_timeout`); `None`: none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    pub lock: Option<std::time::Duration>,
+    pub statement: Option<std::time::Duration>,
+}
+
+impl Timeouts {
+    /// `SET [LOCAL] …` statements for these limits (`scope`: `LOCAL` inside a transaction).
+    fn sql(&self, scope: &str) -> String {
+        let mut sql = String::new();
+        for (name, limit) in [("lock_timeout", self.lock), ("statement_timeout", self.statement)] {
+            let ms = limit.map_or(0, |d| d.as_millis().max(1));
+            sql.push_str(&format!("SET {scope} {name} = {ms};\n"));
+        }
+        sql
+    }
+}
+
 /// When the last migration's commit must be durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -95,9 +114,10 @@ pub async fn apply(
     set: &MigrationSet,
     sink: &mut dyn AppliedSink,
     durability: Durability,
+    timeouts: Timeouts,
 ) -> Result<Applied, MigrationError> {
     let (done, table_exists) = lock_and_read_applied(conn).await?;
-    let result = apply_locked(conn, set, done, table_exists, sink, durability).await;
+    let result = apply_locked(conn, set, done, table_exists, sink, durability, timeouts).await;
     if !matches!(&result, Ok((_, true))) {
         // Nothing ran (the lock is still ours) or a migration failed mid-transaction.
         let unlock = format!("ROLLBACK; SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})");
@@ -198,6 +218,7 @@ async fn apply_locked(
     table_exists: bool,
     sink: &mut dyn AppliedSink,
     durability: Durability,
+    timeouts: Timeouts,
 ) -> Result<(Applied, bool), MigrationError> {
     check_bookkeeping(set, &done)?;
     let pending: Vec<&Migration> = set
@@ -213,9 +234,10 @@ async fn apply_locked(
         let first = i == 0;
         let last = i + 1 == pending.len();
         if !m.transactional {
-            apply_statement_by_statement(conn, m, first && !table_exists).await?;
+            apply_statement_by_statement(conn, m, first && !table_exists, timeouts).await?;
         }
         let mut sql = String::from("BEGIN;\n");
+        sql.push_str(&timeouts.sql("LOCAL"));
         if last && durability == Durability::OnCommit {
             sql.push_str("SET LOCAL synchronous_commit = on;\n");
         }
@@ -275,7 +297,14 @@ async fn apply_statement_by_statement(
     conn: &mut PgConnection,
     m: &Migration,
     create_table: bool,
+    timeouts: Timeouts,
 ) -> Result<(), MigrationError> {
+    conn.execute(timeouts.sql("SESSION").as_str())
+        .await
+        .map_err(|source| MigrationError::Server {
+            doing: "setting the migration's timeouts",
+            source,
+        })?;
     if create_table {
         conn.execute(CREATE_MIGRATIONS_TABLE)
             .await

@@ -2,7 +2,7 @@
 //! `--json` and the HTTP API both use them, so a field means the same everywhere. Nothing
 //! here carries a secret.
 
-use crate::catalog::{BackupRecord, JobRecord, RolloutRecord, RolloutTenant, TenantRecord};
+use crate::catalog::{BackupRecord, JobRecord, RolloutRecord, RolloutTenant, ServerRecord, TenantRecord};
 use crate::fleet::Plan;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
@@ -26,6 +26,16 @@ pub fn tenant(t: &TenantRecord) -> Value {
         "keep_min": t.keep_min,
         "created_at": time(&t.created_at),
         "updated_at": time(&t.updated_at),
+    })
+}
+
+/// A tenant server; its admin URL redacted.
+pub fn server(s: &ServerRecord) -> Value {
+    json!({
+        "name": s.name,
+        "region": s.region,
+        "url": s.display_url,
+        "default": s.is_default,
     })
 }
 

@@ -6,6 +6,7 @@ mod api;
 mod backups;
 mod dead_letters;
 mod examples;
+mod faults;
 mod fleet;
 mod provision;
 mod rollouts;

@@ -91,7 +91,7 @@ impl TestEnv {
         Config {
             catalog_url: self.catalog_url.clone().into(),
             amqp_url: AMQP_URL.to_owned().into(),
-            server_url: ADMIN_URL.to_owned().into(),
+            server_url: Some(ADMIN_URL.to_owned().into()),
             namespace: Namespace::parse(&self.namespace).unwrap(),
             tenant_migrations: self.migrations_dir.clone(),
             tenant_connection_limit: 10,
@@ -107,7 +107,7 @@ impl TestEnv {
             .expect("open catalog");
         services
             .catalog
-            .register_default_server(&self.config().server_url)
+            .ensure_default_server(None)
             .await
             .expect("register server");
         services
@@ -424,9 +424,7 @@ pub async fn declare_topology(ns: &Namespace) {
     let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
         .await
         .unwrap();
-    pgfleet_shared::queue::declare_topology(&conn.create_channel().await.unwrap(), ns)
-        .await
-        .unwrap();
+    pgfleet_shared::queue::declare_topology(&conn, ns).await.unwrap();
     let _ = conn.close(200, "bye".into()).await;
 }
 
@@ -598,6 +596,11 @@ pub async fn fake_tenants(catalog: &Catalog, prefix: &str, n: i32, schedule: &st
 
 /// Messages ready in `queue`.
 pub async fn queue_depth(queue: &str) -> u32 {
+    queue_counts(queue).await.0
+}
+
+/// (messages ready, consumers) of `queue`.
+pub async fn queue_counts(queue: &str) -> (u32, u32) {
     let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
         .await
         .unwrap();
@@ -614,7 +617,7 @@ pub async fn queue_depth(queue: &str) -> u32 {
         .await
         .unwrap();
     let _ = conn.close(200, "bye".into()).await;
-    declared.message_count()
+    (declared.message_count(), declared.consumer_count())
 }
 
 /// A connection as the tenant's own role, through the URL `pgfleet tenant url` prints.
@@ -708,8 +711,9 @@ pub async fn table_names(conn: &mut PgConnection) -> Vec<String> {
 }
 
 /// A TCP proxy on a loopback port in front of `target` (e.g. the catalog's Postgres), that
-/// a test can cut — every open connection is dropped and new ones are refused — and
-/// restore, to make a real outage on a real connection.
+/// a test can cut — every open connection is dropped and new ones are refused — or
+/// black-hole — connections stay open but nothing is forwarded either way, as when a
+/// network path dies silently — and restore, to make a real outage on a real connection.
 pub struct TcpProxy {
     pub port: u16,
     state: std::sync::Arc<ProxyState>,
@@ -719,6 +723,8 @@ struct ProxyState {
     cut: std::sync::atomic::AtomicBool,
     /// Cancelled to drop every forwarded connection; replaced on restore.
     connections: std::sync::Mutex<tokio_util::sync::CancellationToken>,
+    /// Cancelled to stop forwarding (connections kept open); replaced on restore.
+    hole: std::sync::Mutex<tokio_util::sync::CancellationToken>,
 }
 
 impl TcpProxy {
@@ -728,6 +734,7 @@ impl TcpProxy {
         let state = std::sync::Arc::new(ProxyState {
             cut: false.into(),
             connections: std::sync::Mutex::new(tokio_util::sync::CancellationToken::new()),
+            hole: std::sync::Mutex::new(tokio_util::sync::CancellationToken::new()),
         });
         let shared = state.clone();
         tokio::spawn(async move {
@@ -736,13 +743,20 @@ impl TcpProxy {
                     continue; // dropped: the client sees its connection closed
                 }
                 let stop = shared.connections.lock().unwrap().clone();
+                let hole = shared.hole.lock().unwrap().clone();
                 tokio::spawn(async move {
+                    if hole.is_cancelled() {
+                        // Accepted, never answered.
+                        stop.cancelled().await;
+                        return;
+                    }
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = stop.cancelled() => {}
+                        _ = hole.cancelled() => stop.cancelled().await,
                     }
                 });
             }
@@ -753,12 +767,135 @@ impl TcpProxy {
     /// Drops every connection and refuses new ones until `restore`.
     pub fn cut(&self) {
         self.state.cut.store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut connections = self.state.connections.lock().unwrap();
-        connections.cancel();
-        *connections = tokio_util::sync::CancellationToken::new();
+        Self::renew(&self.state.connections);
     }
 
+    /// Keeps every connection open but forwards nothing, on them or on new ones, until
+    /// `restore`.
+    pub fn black_hole(&self) {
+        self.state.hole.lock().unwrap().cancel();
+    }
+
+    /// Forwards again; black-holed connections are dropped (their peers see them close).
     pub fn restore(&self) {
         self.state.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+        if self.state.hole.lock().unwrap().is_cancelled() {
+            *self.state.hole.lock().unwrap() = tokio_util::sync::CancellationToken::new();
+            Self::renew(&self.state.connections);
+        }
     }
+
+    fn renew(token: &std::sync::Mutex<tokio_util::sync::CancellationToken>) {
+        let mut token = token.lock().unwrap();
+        token.cancel();
+        *token = tokio_util::sync::CancellationToken::new();
+    }
+}
+
+/// An S3-compatible gateway in front of `upstream` that lacks `ListMultipartUploads` (it
+/// answers 501 NotImplemented, as several gateways do) and forwards everything else.
+/// Dropping it stops it: then nothing answers on its port.
+pub struct S3Gateway {
+    pub endpoint: String,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl S3Gateway {
+    pub async fn start(upstream: &str) -> Self {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (upstream, counter) = (upstream.to_owned(), refused.clone());
+        let client = reqwest::Client::new();
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (upstream, counter, client) = (upstream.clone(), counter.clone(), client.clone());
+            async move {
+                let query = uri.query().unwrap_or_default();
+                let lists_uploads = method == Method::GET && query.split('&').any(|p| p == "uploads" || p.starts_with("uploads="));
+                if lists_uploads {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented</Code>\
+                               <Message>A header you provided implies functionality that is not implemented</Message></Error>";
+                    return (StatusCode::NOT_IMPLEMENTED, HeaderMap::new(), Bytes::from(xml));
+                }
+                let url = format!("{upstream}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+                let mut forwarded = client.request(method, url).body(body);
+                for (name, value) in &headers {
+                    if name != "host" && name != "content-length" {
+                        forwarded = forwarded.header(name, value);
+                    }
+                }
+                match forwarded.send().await {
+                    Ok(answer) => {
+                        let status = answer.status();
+                        let mut headers = HeaderMap::new();
+                        for (name, value) in answer.headers() {
+                            if name != "transfer-encoding" {
+                                headers.insert(name.clone(), value.clone());
+                            }
+                        }
+                        let body = answer.bytes().await.unwrap_or_default();
+                        (status, headers, body)
+                    }
+                    Err(_) => (StatusCode::BAD_GATEWAY, HeaderMap::new(), Bytes::new()),
+                }
+            }
+        });
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            endpoint,
+            refused,
+            server,
+        }
+    }
+
+    /// `ListMultipartUploads` calls refused so far.
+    pub fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for S3Gateway {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Publishes one message with `headers` to `<ns>.jobs`.
+pub async fn publish_with_headers(
+    env: &TestEnv,
+    routing_key: &str,
+    body: &[u8],
+    headers: lapin::types::FieldTable,
+) {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = channel
+        .basic_publish(
+            format!("{}.jobs", env.namespace).as_str().into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2)
+                .with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+    let _ = conn.close(200, "bye".into()).await;
 }

@@ -22,13 +22,13 @@ async fn connections_are_encrypted_when_the_urls_require_it() {
     let env = TestEnv::new();
     let mut config = env.config();
     config.catalog_url = format!("{}?sslmode=require", env.catalog_url).into();
-    config.server_url = format!("{ADMIN_URL}?sslmode=require").into();
+    config.server_url = Some(format!("{ADMIN_URL}?sslmode=require").into());
     let services = Services::open(&config, SecretKey::parse(&env.secret_key).unwrap(), 4)
         .await
         .unwrap();
     let server = services
         .catalog
-        .register_default_server(&config.server_url)
+        .ensure_default_server(config.server_url.as_ref())
         .await
         .unwrap();
     let (migrations, _) = pgfleet_shared::migration_set::MigrationSet::load(None).unwrap();
@@ -62,8 +62,15 @@ async fn connections_are_encrypted_when_the_urls_require_it() {
             job: None,
         };
         let new = pgfleet_shared::catalog::NewJob::from_request(&request, None, 3);
-        let mut recorded = services.catalog.insert_jobs(&[new]).await.unwrap();
-        recorded.remove(0).0
+        match services
+            .catalog
+            .claim_job(&new, "test", std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+        {
+            pgfleet_shared::catalog::ClaimOutcome::Claimed(job) => job,
+            other => panic!("not claimed: {other:?}"),
+        }
     };
     let outcome = pgfleet_shared::jobs::run(&ctx, &backup_job).await.unwrap();
     assert_eq!(outcome.summary, "backed up", "{outcome:?}");

@@ -2,9 +2,7 @@
 //! "Configuration"). Values of secret-bearing flags are never shown in `--help`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pgfleet_shared::config::{
-    DEFAULT_AMQP_URL, DEFAULT_BACKUP_URL, DEFAULT_CATALOG_URL, DEFAULT_NAMESPACE, DEFAULT_SERVER_URL,
-};
+use pgfleet_shared::config::{DEFAULT_AMQP_URL, DEFAULT_BACKUP_URL, DEFAULT_CATALOG_URL, DEFAULT_NAMESPACE};
 use pgfleet_shared::scheduler::SchedulerSettings;
 use pgfleet_shared::secrets::{KeySource, Keyring};
 use pgfleet_shared::status::JobStatus;
@@ -30,9 +28,11 @@ pub struct GlobalArgs {
     /// RabbitMQ URL.
     #[arg(long, global = true, env = "PGFLEET_AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub amqp_url: String,
-    /// Admin URL of the default tenant server (registered in the catalog by `up`/`worker`).
-    #[arg(long, global = true, env = "PGFLEET_SERVER_URL", default_value = DEFAULT_SERVER_URL, hide_env_values = true, hide_default_value = true)]
-    pub server_url: String,
+    /// Admin URL of the default tenant server. Seeds an empty catalog (default: the local
+    /// Postgres); afterwards it must match the registered one — `pgfleet server set default
+    /// --url` moves a server.
+    #[arg(long, global = true, env = "PGFLEET_SERVER_URL", hide_env_values = true)]
+    pub server_url: Option<String>,
     /// Prefix of every exchange, queue, tenant database and role of this install.
     #[arg(long, global = true, env = "PGFLEET_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
@@ -163,6 +163,13 @@ pub enum Command {
         /// Show what would be migrated, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// How long a tenant's migration waits for a lock (e.g. held by one of the tenant's
+        /// sessions) before that tenant fails and is retried; 0: for ever.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        lock_timeout: std::time::Duration,
+        /// Longest a migration statement may run; 0: no limit.
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        statement_timeout: std::time::Duration,
         #[arg(long)]
         json: bool,
     },
@@ -206,6 +213,22 @@ pub struct WorkerArgs {
     /// Seconds running jobs may take to finish on shutdown before their leases are handed back.
     #[arg(long, env = "PGFLEET_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Serve the worker's probes here (`GET /healthz`, and `GET /readyz`: 503 while it does
+    /// not consume, e.g. with the catalog unreachable). `pgfleet up` reports them in the
+    /// API's `/readyz` instead.
+    #[arg(long, env = "PGFLEET_HEALTH_LISTEN")]
+    pub health_listen: Option<std::net::SocketAddr>,
+    /// Milliseconds a delivery may wait for a free job slot before it is handed back to
+    /// the catalog (and re-published by a sweep).
+    #[arg(long, env = "PGFLEET_DEFER_AFTER_MS", default_value_t = 60_000)]
+    pub defer_after_ms: u64,
+    /// Deliveries of one message (as RabbitMQ counts them) after which it goes to the
+    /// dead-letter queue unprocessed: the guard against a message that crashes workers.
+    #[arg(long, env = "PGFLEET_DELIVERY_LIMIT", default_value_t = pgfleet_shared::queue::DEFAULT_DELIVERY_LIMIT)]
+    pub delivery_limit: i64,
+    /// Finished jobs, rollouts and dead letters older than this are deleted (e.g. 30d, 12h).
+    #[arg(long, env = "PGFLEET_HISTORY_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub history_retention: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -247,7 +270,7 @@ impl GlobalArgs {
         Ok(Config {
             catalog_url: self.catalog_url.clone().into(),
             amqp_url: self.amqp_url.clone().into(),
-            server_url: self.server_url.clone().into(),
+            server_url: self.server_url.clone().map(Into::into),
             namespace: Namespace::parse(&self.namespace)?,
             tenant_migrations: self.tenant_migrations.clone(),
             tenant_connection_limit: self.tenant_connection_limit,
@@ -296,6 +319,9 @@ impl WorkerArgs {
             backoff_base: Duration::from_millis(self.backoff_ms),
             sweep_interval: Duration::from_millis(self.sweep_interval_ms.max(100)),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            defer_after: Duration::from_millis(self.defer_after_ms.max(100)),
+            delivery_limit: self.delivery_limit.max(1),
+            history_retention: self.history_retention.max(Duration::from_secs(60)),
             ..WorkerSettings::default()
         }
     }
@@ -361,6 +387,16 @@ pub struct EnqueueArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ServerCommand {
+    /// Change a tenant server: `--url` points it at a new admin URL (the server moved, or
+    /// its admin credentials changed). Tenants keep their names and passwords.
+    Set {
+        name: String,
+        /// New admin URL (stored encrypted, shown redacted).
+        #[arg(long, env = "PGFLEET_NEW_SERVER_URL", hide_env_values = true)]
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// What a tenant role can reach on the server (databases open to PUBLIC, the catalog if
     /// co-located), whether pgfleet's admin role can provision, and max_connections against
     /// the tenants' connection limits. Exits 1 if anything needs attention.

@@ -28,6 +28,10 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
             let services = Services::open(&g.config()?, g.keyring(false)?, 2).await?;
             output::print_rotation(&services.catalog.rotate_secrets((*batch).max(1)).await?, *json);
         }
+        Command::Server(ServerCommand::Set { name, url, json }) => {
+            let fleet = fleet_with_key(g).await?;
+            output::print_server(&fleet.set_server_url(name, &url.clone().into()).await?, *json);
+        }
         Command::Server(ServerCommand::Check { name, json }) => {
             let report = fleet(g).await?.check_server(name).await?;
             output::print_server_report(&report, *json);
@@ -89,14 +93,19 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
             canary,
             max_failures,
             dry_run,
+            lock_timeout,
+            statement_timeout,
             json,
         } => {
+            let limit = |d: &std::time::Duration| (!d.is_zero()).then_some(*d);
             let options = RolloutOptions {
                 only: tenant.clone(),
                 concurrency: *concurrency,
                 canary: *canary,
                 max_failures: *max_failures,
                 dry_run: *dry_run,
+                lock_timeout: limit(lock_timeout),
+                statement_timeout: limit(statement_timeout),
             };
             return migrate(&fleet(g).await?, &options, *wait, *json).await;
         }
@@ -119,6 +128,13 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
 async fn fleet(g: &GlobalArgs) -> Result<Fleet> {
     let config = g.config()?;
     let services = Services::open_with(&config, g.optional_keyring()?, 4).await?;
+    Ok(services.fleet(&config, g.max_attempts()))
+}
+
+/// The fleet service with the install's key (commands that write a credential).
+async fn fleet_with_key(g: &GlobalArgs) -> Result<Fleet> {
+    let config = g.config()?;
+    let services = Services::open(&config, g.keyring(false)?, 4).await?;
     Ok(services.fleet(&config, g.max_attempts()))
 }
 

@@ -219,6 +219,16 @@ pub fn print_rotation(report: &pgfleet_shared::catalog::RotationReport, as_json:
     }
 }
 
+pub fn print_server(s: &pgfleet_shared::catalog::ServerRecord, as_json: bool) {
+    let v = views::server(s);
+    if as_json {
+        return print_json(&v);
+    }
+    for (k, val) in v.as_object().into_iter().flatten() {
+        println!("{k:<8} {}", plain(val));
+    }
+}
+
 pub fn print_server_report(r: &pgfleet_shared::fleet::ServerReport, as_json: bool) {
     if as_json {
         return print_json(&serde_json::to_value(r).unwrap_or_default());

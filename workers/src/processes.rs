@@ -14,7 +14,16 @@ pub async fn worker(g: &GlobalArgs, args: &WorkerArgs) -> Result<ExitCode> {
     let settings = args.settings(g);
     let services = Services::open(&config, g.keyring(false)?, pool_size(&settings, 0)).await?;
     let worker = services.worker(&config, &settings).await?;
-    worker.run(shutdown_on_signal()).await?;
+    let shutdown = shutdown_on_signal();
+    if let Some(addr) = args.health_listen {
+        let probes =
+            pgfleet_shared::worker::serve_health(listen(addr).await?, worker.health(), shutdown.clone());
+        let (worker_result, probes_result) = tokio::join!(worker.run(shutdown.clone()), probes);
+        worker_result?;
+        probes_result?;
+    } else {
+        worker.run(shutdown).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -23,7 +32,7 @@ pub async fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode> {
     let (token, metrics_token) = tokens(args, None)?;
     let listener = listen(args.listen).await?;
     let services = Services::open_with(&config, g.optional_keyring()?, 10).await?;
-    let state = services.api_state(&config, g.max_attempts(), token, metrics_token);
+    let state = services.api_state(&config, g.max_attempts(), token, metrics_token, None);
     pgfleet_shared::api::serve(listener, state, shutdown_on_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -49,7 +58,13 @@ pub async fn up(
     let worker = services.worker(&config, &settings).await?;
     let (token, metrics_token) = tokens(api_args, Some(&g.data_dir.join("api.token")))?;
     let listener = listen(api_args.listen).await?;
-    let api = services.api_state(&config, g.max_attempts(), token, metrics_token);
+    let api = services.api_state(
+        &config,
+        g.max_attempts(),
+        token,
+        metrics_token,
+        Some(worker.health()),
+    );
     let scheduler = services.scheduler(&config, scheduler_args.settings(g));
 
     let shutdown = shutdown_on_signal();

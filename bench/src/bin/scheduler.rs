@@ -34,7 +34,7 @@ async fn run(namespace: &str, tenants: usize) -> Result<()> {
     let catalog_url = format!("postgres://postgres@127.0.0.1:5432/{namespace}_catalog");
     let catalog = Catalog::open(&catalog_url.into(), Arc::new(SecretKey::generate().into()), 8).await?;
     let server = catalog
-        .register_default_server(&pgfleet_bench::ADMIN_URL.to_owned().into())
+        .ensure_default_server(Some(&pgfleet_bench::ADMIN_URL.to_owned().into()))
         .await?;
     println!("recording {tenants} active tenants (catalog rows) due at the same midnight…");
     sqlx::query(

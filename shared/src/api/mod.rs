@@ -45,6 +45,8 @@ pub struct ApiState {
     pub token: Option<ApiToken>,
     /// `/metrics` needs this bearer token when set (it lists every tenant's slug).
     pub metrics_token: Option<ApiToken>,
+    /// The worker of the same process (`pgfleet up`): `/readyz` reports it too.
+    pub worker: Option<Arc<crate::worker::WorkerHealth>>,
 }
 
 /// The API's routes.
@@ -152,12 +154,23 @@ async fn ready(State(state): State<Arc<ApiState>>) -> Response {
     };
     let catalog = verdict(catalog, "catalog");
     let broker = verdict(broker, "broker");
-    let status = if catalog == "ok" && broker == "ok" {
+    let mut ready = catalog == "ok" && broker == "ok";
+    let mut body = json!({"catalog": catalog, "broker": broker});
+    if let Some(worker) = &state.worker {
+        body["worker"] = match worker.ready() {
+            Ok(()) => json!("ok"),
+            Err(reason) => {
+                ready = false;
+                json!(reason)
+            }
+        };
+    }
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"catalog": catalog, "broker": broker}))).into_response()
+    (status, Json(body)).into_response()
 }
 
 async fn openapi() -> Response {

@@ -125,6 +125,9 @@ pub(super) struct StartRollout {
     max_failures: Option<i32>,
     #[serde(default)]
     dry_run: bool,
+    /// Milliseconds; 0: no limit.
+    lock_timeout_ms: Option<u64>,
+    statement_timeout_ms: Option<u64>,
 }
 
 pub(super) async fn start_rollout(
@@ -138,6 +141,14 @@ pub(super) async fn start_rollout(
         canary: body.canary.unwrap_or(defaults.canary),
         max_failures: body.max_failures,
         dry_run: body.dry_run,
+        lock_timeout: match body.lock_timeout_ms {
+            None => defaults.lock_timeout,
+            Some(ms) => (ms > 0).then(|| std::time::Duration::from_millis(ms)),
+        },
+        statement_timeout: body
+            .statement_timeout_ms
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis),
     };
     let started = state.fleet.start_rollout(&options).await?;
     let plan = views::plan(&started.plan, started.target_version, &started.source);

@@ -3,7 +3,8 @@
 //! Pruning is two-phase (`pruning`, delete the object, `pruned`) so a replay resumes it.
 
 use super::error::{CatalogError, Result};
-use super::Catalog;
+use super::jobs::fenced_by;
+use super::{Catalog, Fence};
 use crate::status::{BackupStatus, JobStatus};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -53,22 +54,25 @@ impl Catalog {
         &self,
         id: Uuid,
         tenant_id: Uuid,
-        job_id: Uuid,
+        fence: Fence,
         key: &str,
         created_at: DateTime<Utc>,
     ) -> Result<Uuid> {
-        let recorded: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO backups (id, tenant_id, job_id, key, created_at) VALUES ($1, $2, $3, $4, $5)
+        let recorded: Option<Uuid> = sqlx::query_scalar(&format!(
+            "INSERT INTO backups (id, tenant_id, job_id, key, created_at)
+             SELECT $1, $2, $3, $4, $5 WHERE {fenced}
              ON CONFLICT (key) DO UPDATE SET status = 'running', error = NULL, finished_at = NULL,
                     created_at = EXCLUDED.created_at
              WHERE backups.status = 'failed' AND backups.job_id = EXCLUDED.job_id
              RETURNING id",
-        )
+            fenced = fenced_by(3, 6)
+        ))
         .bind(id)
         .bind(tenant_id)
-        .bind(job_id)
+        .bind(fence.job_id)
         .bind(key)
         .bind(created_at)
+        .bind(fence.epoch)
         .fetch_optional(self.pool())
         .await?;
         recorded.ok_or_else(|| {
@@ -78,22 +82,31 @@ impl Catalog {
         })
     }
 
-    /// The object is stored and verified: `succeeded`, with its figures.
-    pub async fn finish_backup_succeeded(&self, id: Uuid, stats: &BackupStats<'_>) -> Result<()> {
-        sqlx::query(
+    /// The object is stored and verified: `succeeded`, with its figures. Fenced: `false`
+    /// (nothing written) if the job was taken over meanwhile.
+    pub async fn finish_backup_succeeded(
+        &self,
+        id: Uuid,
+        fence: Fence,
+        stats: &BackupStats<'_>,
+    ) -> Result<bool> {
+        let done = sqlx::query(&format!(
             "UPDATE backups SET status = 'succeeded', bytes = $2, raw_bytes = $3, sha256 = $4, pg_dump = $5,
                     duration_ms = $6, error = NULL, finished_at = now()
-             WHERE id = $1 AND status = 'running'",
-        )
+             WHERE id = $1 AND status = 'running' AND {fenced}",
+            fenced = fenced_by(7, 8)
+        ))
         .bind(id)
         .bind(stats.bytes as i64)
         .bind(stats.raw_bytes as i64)
         .bind(stats.sha256)
         .bind(stats.pg_dump)
         .bind(stats.duration_ms as i64)
+        .bind(fence.job_id)
+        .bind(fence.epoch)
         .execute(self.pool())
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// The attempt failed: `failed`, with the error (no object under its key).

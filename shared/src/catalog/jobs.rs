@@ -15,7 +15,7 @@ use crate::status::JobStatus;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{Postgres, Transaction};
+use sqlx::Postgres;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -70,6 +70,34 @@ impl JobRecord {
     pub fn shown_key(&self) -> &str {
         self.producer_key().unwrap_or(&self.idempotency_key)
     }
+}
+
+/// The lease a side-effect write is made under: the write takes effect only while that job
+/// is still `running` at that epoch, so a worker that lost its lease can't record what it
+/// did after another worker took the job over (`FENCED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub job_id: Uuid,
+    pub epoch: i64,
+}
+
+impl JobRecord {
+    /// This attempt's fence.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            job_id: self.id,
+            epoch: self.epoch,
+        }
+    }
+}
+
+/// SQL condition of a fenced write, with the fence's job id and epoch bound as `$a`, `$b`
+/// (`fenced_by(a, b)`); a `None` fence (work outside a job: tests, tools) is always true.
+pub(super) fn fenced_by(job_param: usize, epoch_param: usize) -> String {
+    format!(
+        "(${job_param}::uuid IS NULL OR EXISTS (SELECT 1 FROM jobs fence WHERE fence.id = ${job_param}
+                                             AND fence.epoch = ${epoch_param} AND fence.status = 'running'))"
+    )
 }
 
 /// Keys producers give are stored under this prefix; pgfleet's own (`backup:<slug>:<slot>`,
@@ -146,33 +174,6 @@ pub enum ClaimOutcome {
     UnknownJob,
     /// Its attempts were used up (its workers kept dying); it is now `dead`.
     Exhausted(JobRecord),
-}
-
-/// A queued job the sweep is about to publish.
-#[derive(Debug)]
-pub struct DispatchItem {
-    pub job: JobRecord,
-}
-
-/// Due jobs locked for dispatch; `commit` records that their messages were confirmed.
-pub struct DueBatch {
-    tx: Transaction<'static, Postgres>,
-    pub items: Vec<DispatchItem>,
-}
-
-impl DueBatch {
-    pub async fn commit(mut self) -> Result<()> {
-        let ids: Vec<Uuid> = self.items.iter().map(|i| i.job.id).collect();
-        sqlx::query(
-            "UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1, updated_at = now()
-             WHERE id = ANY($1)",
-        )
-        .bind(&ids)
-        .execute(&mut *self.tx)
-        .await?;
-        self.tx.commit().await?;
-        Ok(())
-    }
 }
 
 /// Whether new jobs' messages are being published now (recorded as dispatched) or are left
@@ -411,6 +412,17 @@ impl Catalog {
         Ok(())
     }
 
+    /// Whether the fence's job is still `running` at its epoch.
+    pub async fn holds_lease(&self, fence: Fence) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND epoch = $2 AND status = 'running')",
+        )
+        .bind(fence.job_id)
+        .bind(fence.epoch)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     /// Extends the lease; `false` means it was lost (reaped, or the job was handed back).
     pub async fn renew_lease(&self, id: Uuid, epoch: i64, lease: Duration) -> Result<bool> {
         let done = sqlx::query(
@@ -514,27 +526,28 @@ impl Catalog {
         Ok(rows)
     }
 
-    /// Locks up to `limit` queued jobs that are due and not (recently) published. The
-    /// re-publish interval doubles per dispatch so a long queue is not flooded with copies.
-    pub async fn take_due_jobs(&self, limit: i64, redispatch_after: Duration) -> Result<DueBatch> {
-        let mut tx = self.pool().begin().await?;
-        let jobs: Vec<JobRecord> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs
-             WHERE status = 'queued' AND run_after <= now()
-               AND (dispatched_at IS NULL
-                    OR dispatched_at < now() - make_interval(secs => $2 * power(2, least(greatest(dispatch_count - 1, 0), 6))))
-             ORDER BY run_after
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED"
+    /// Takes up to `limit` queued jobs that are due and not (recently) published, recording
+    /// them as dispatched in one short statement; the caller publishes them afterwards (no
+    /// transaction waits on the broker) and hands back the ones it could not publish with
+    /// `mark_undispatched_many`. The re-publish interval doubles per dispatch so a long
+    /// queue is not flooded with copies.
+    pub async fn take_due_jobs(&self, limit: i64, redispatch_after: Duration) -> Result<Vec<JobRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1, updated_at = now()
+              WHERE id IN (
+                SELECT id FROM jobs
+                 WHERE status = 'queued' AND run_after <= now()
+                   AND (dispatched_at IS NULL
+                        OR dispatched_at < now() - make_interval(secs => $2 * power(2, least(greatest(dispatch_count - 1, 0), 6))))
+                 ORDER BY run_after
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED)
+              RETURNING {JOB_COLUMNS}"
         ))
         .bind(limit)
         .bind(secs(redispatch_after))
-        .fetch_all(&mut *tx)
-        .await?;
-        Ok(DueBatch {
-            tx,
-            items: jobs.into_iter().map(|job| DispatchItem { job }).collect(),
-        })
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// One job by id.

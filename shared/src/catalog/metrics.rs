@@ -1,5 +1,6 @@
 //! Fleet figures for `/metrics`, read from the catalog so that every API replica reports the
-//! same numbers whichever process ran the jobs. Each is one aggregate query.
+//! same numbers whichever process ran the jobs. Job figures come from counters a trigger
+//! maintains on `jobs` (migration `…_counters.sql`), so a scrape never scans the history.
 
 use super::error::Result;
 use super::Catalog;
@@ -20,41 +21,43 @@ pub struct DurationHistogram {
 }
 
 impl Catalog {
-    /// Job counts by (kind, status).
+    /// Job counts by (kind, status), from the counters the `jobs` trigger maintains: the
+    /// same cost whatever the history's size.
     pub async fn job_counts(&self) -> Result<Vec<(String, String, i64)>> {
         Ok(sqlx::query_as(
-            "SELECT kind, status, count(*) FROM jobs GROUP BY kind, status ORDER BY kind, status",
+            "SELECT kind, status, sum(n)::int8 FROM job_counts GROUP BY kind, status
+             HAVING sum(n) <> 0 ORDER BY kind, status",
         )
         .fetch_all(self.pool())
         .await?)
     }
 
-    /// Duration histograms of finished jobs, by kind.
+    /// Duration histograms of finished jobs, by kind (maintained counters; cumulative).
     pub async fn job_durations(&self) -> Result<Vec<DurationHistogram>> {
-        let buckets: Vec<String> = DURATION_BUCKETS
-            .iter()
-            .map(|b| format!("count(*) FILTER (WHERE d <= {b})"))
-            .collect();
-        let rows: Vec<sqlx::postgres::PgRow> = sqlx::query(&format!(
-            "SELECT kind, count(*) AS n, coalesce(sum(d), 0)::float8 AS total, ARRAY[{}]::int8[] AS buckets
-               FROM (SELECT kind, extract(epoch FROM finished_at - started_at)::float8 AS d FROM jobs
-                      WHERE finished_at IS NOT NULL AND started_at IS NOT NULL) finished
-              GROUP BY kind ORDER BY kind",
-            buckets.join(", ")
-        ))
+        let rows: Vec<(String, f64, i64, f64)> = sqlx::query_as(
+            "SELECT kind, le, sum(n)::int8, sum(seconds) FROM job_duration_counts GROUP BY kind, le ORDER BY kind, le",
+        )
         .fetch_all(self.pool())
         .await?;
-        use sqlx::Row;
-        rows.into_iter()
-            .map(|r| {
-                Ok(DurationHistogram {
-                    kind: r.try_get("kind")?,
-                    count: r.try_get("n")?,
-                    sum_seconds: r.try_get("total")?,
-                    buckets: r.try_get("buckets")?,
-                })
-            })
-            .collect()
+        let mut histograms: Vec<DurationHistogram> = Vec::new();
+        for (kind, le, n, seconds) in rows {
+            if histograms.last().map(|h| &h.kind) != Some(&kind) {
+                histograms.push(DurationHistogram {
+                    kind: kind.clone(),
+                    buckets: vec![0; DURATION_BUCKETS.len()],
+                    count: 0,
+                    sum_seconds: 0.0,
+                });
+            }
+            let h = histograms.last_mut().expect("pushed above");
+            if le.is_infinite() {
+                h.count = n;
+                h.sum_seconds = seconds;
+            } else if let Some(i) = DURATION_BUCKETS.iter().position(|b| (b - le).abs() < 1e-9) {
+                h.buckets[i] = n;
+            }
+        }
+        Ok(histograms)
     }
 
     /// Tenant counts by status.

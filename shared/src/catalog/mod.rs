@@ -7,6 +7,7 @@
 
 mod backups;
 mod error;
+mod history;
 mod jobs;
 mod metrics;
 mod rollouts;
@@ -17,10 +18,11 @@ mod tenants;
 
 pub use backups::{BackupRecord, BackupStats};
 pub use error::CatalogError;
-pub use jobs::{producer_key, ClaimOutcome, DispatchItem, JobRecord, NewJob, PRODUCER_KEY_PREFIX};
+pub use history::HistoryPruned;
+pub use jobs::{producer_key, ClaimOutcome, Fence, JobRecord, NewJob, PRODUCER_KEY_PREFIX};
 pub use metrics::{DurationHistogram, DURATION_BUCKETS};
-pub use rollouts::{RolloutRecord, RolloutTenant, TenantMigrationStart, SKIPPED};
-pub use schedules::{scheduled_backup_key, DueBackup, ScheduledTenant};
+pub use rollouts::{RolloutRecord, RolloutSettings, RolloutTenant, TenantMigrationStart, SKIPPED};
+pub use schedules::{scheduled_backup_key, scheduled_prune_key, DueBackup, ScheduledTenant};
 pub use secrets::RotationReport;
 pub use servers::ServerRecord;
 pub use tenants::{NewTenant, TenantRecord};
@@ -91,6 +93,11 @@ impl Catalog {
     /// The connection pool, for queries outside this module's methods.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The catalog server's time: the one clock pgfleet's records are ordered and aged by.
+    pub async fn now(&self) -> error::Result<chrono::DateTime<chrono::Utc>> {
+        Ok(sqlx::query_scalar("SELECT now()").fetch_one(&self.pool).await?)
     }
 
     /// The install's keys, or an error saying this process was started without them.

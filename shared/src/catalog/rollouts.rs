@@ -11,6 +11,7 @@ use crate::message::{JobKind, JobSpec, MigrateSpec};
 use crate::migration_set::{Migration, MigrationSet};
 use crate::slug::TenantSlug;
 use crate::status::{JobStatus, RolloutStatus};
+use crate::tenant_migrations::Timeouts;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -66,9 +67,24 @@ const SERVER_SLOT_CLASS: &str = "('x' || left(replace(t.server_id::text, '-', ''
 /// `j.payload ->> 'rollout'`; queries must keep this predicate for the index to serve them.
 const LIVE_MIGRATE_JOB: &str = "j.kind = 'migrate' AND j.status IN ('queued', 'running')";
 
+/// How a rollout runs (recorded with it).
+#[derive(Debug, Clone)]
+pub struct RolloutSettings {
+    /// Tenants migrated first (in slug order); the rest only if all of them succeed.
+    pub canary: usize,
+    /// Halt after this many failed tenants.
+    pub max_failures: Option<i32>,
+    /// Migrations at once on one tenant server, across all workers.
+    pub server_concurrency: i32,
+    /// Limits on each tenant's migration statements.
+    pub timeouts: Timeouts,
+}
+
 /// What a migrate job found when it started (see `Catalog::start_tenant_migration`).
 #[derive(Debug)]
 pub struct TenantMigrationStart {
+    /// The rollout's limits on the tenant's migration statements.
+    pub timeouts: Timeouts,
     pub rollout_status: RolloutStatus,
     pub halted_reason: Option<String>,
     pub tenant: Option<TenantRecord>,
@@ -134,26 +150,34 @@ impl Catalog {
         &self,
         set: &MigrationSet,
         targets: &[(Uuid, String)],
-        canary: usize,
-        max_failures: Option<i32>,
-        server_concurrency: i32,
+        settings: &RolloutSettings,
         max_attempts: i32,
     ) -> Result<(Uuid, Vec<JobRecord>)> {
+        let RolloutSettings {
+            canary,
+            max_failures,
+            server_concurrency,
+            timeouts,
+        } = settings.clone();
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis().clamp(1, i32::MAX as u128) as i32);
         let id = Uuid::now_v7();
         let target_version = set
             .target_version()
             .ok_or_else(|| CatalogError::Other(anyhow::anyhow!("the migration set is empty")))?;
         let mut tx = self.pool().begin().await?;
         sqlx::query(
-            "INSERT INTO rollouts (id, target_version, canary, max_failures, server_concurrency) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO rollouts (id, target_version, canary, max_failures, server_concurrency, lock_timeout_ms, statement_timeout_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id)
         .bind(target_version)
         .bind(canary as i32)
         .bind(max_failures)
         .bind(server_concurrency)
-            .execute(&mut *tx)
-            .await?;
+        .bind(ms(timeouts.lock))
+        .bind(ms(timeouts.statement))
+        .execute(&mut *tx)
+        .await?;
         for m in &set.migrations {
             sqlx::query(
                 "INSERT INTO rollout_migrations (rollout_id, version, name, file_name, checksum, sql) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -268,7 +292,7 @@ impl Catalog {
     ) -> Result<Option<TenantMigrationStart>> {
         use sqlx::Row;
         let row = sqlx::query(&format!(
-            "SELECT r.status AS rollout_status, r.halted_reason, t.*,
+            "SELECT r.status AS rollout_status, r.halted_reason, r.lock_timeout_ms, r.statement_timeout_ms, t.*,
                     {SERVER_SLOT_CLASS} AS slot_class,
                     CASE WHEN r.status <> 'halted' AND t.status = 'active' THEN
                         (SELECT slot FROM generate_series(0, r.server_concurrency - 1) AS slot
@@ -285,6 +309,14 @@ impl Catalog {
         let tenant_id: Option<Uuid> = row.try_get("id")?;
         let rollout_status: RolloutStatus = row.try_get("rollout_status")?;
         let halted_reason: Option<String> = row.try_get("halted_reason")?;
+        let ms = |column: &str| -> Result<Option<std::time::Duration>> {
+            let value: Option<i32> = row.try_get(column)?;
+            Ok(value.map(|ms| std::time::Duration::from_millis(ms as u64)))
+        };
+        let timeouts = Timeouts {
+            lock: ms("lock_timeout_ms")?,
+            statement: ms("statement_timeout_ms")?,
+        };
         let slot = match (
             row.try_get::<Option<i32>, _>("slot_class")?,
             row.try_get::<Option<i32>, _>("slot")?,
@@ -297,6 +329,7 @@ impl Catalog {
             None => None,
         };
         Ok(Some(TenantMigrationStart {
+            timeouts,
             rollout_status,
             halted_reason,
             tenant,

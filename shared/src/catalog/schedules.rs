@@ -1,4 +1,5 @@
-//! Scheduled backups in the catalog. `enqueue_scheduled_backups` advances each tenant's
+//! Scheduled backups in the catalog — and scheduled prunes of deleted tenants that still
+//! have backups, so those expire by their own retention. `enqueue_scheduled_backups` advances each tenant's
 //! `backup_scheduled_through` and records the slot's job in one statement: the conditional
 //! UPDATE is what makes a slot enqueue once across scheduler replicas (a second replica's
 //! update finds the row already advanced and returns nothing), and the job's key
@@ -11,7 +12,8 @@ use crate::message::{JobKind, JobSpec, NoFields};
 use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
-/// An active tenant as the scheduler sees it.
+/// A tenant as the scheduler sees it: an active one (backed up at its slots) or a deleted
+/// one with backups left (pruned at its slots).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ScheduledTenant {
     pub id: Uuid,
@@ -19,14 +21,16 @@ pub struct ScheduledTenant {
     pub backup_schedule: String,
     /// The newest slot already handled; slots at or before it are never enqueued again.
     pub scheduled_through: DateTime<Utc>,
+    pub deleted: bool,
 }
 
-/// A backup slot that is due for a tenant.
+/// A slot that is due for a tenant: a backup, or for a deleted tenant a prune.
 #[derive(Debug, Clone)]
 pub struct DueBackup {
     pub tenant_id: Uuid,
     pub slug: String,
     pub slot: DateTime<Utc>,
+    pub prune_only: bool,
 }
 
 /// The idempotency key of a scheduled backup.
@@ -37,20 +41,29 @@ pub fn scheduled_backup_key(slug: &str, slot: &DateTime<Utc>) -> String {
     )
 }
 
+/// The idempotency key of a deleted tenant's scheduled prune.
+pub fn scheduled_prune_key(slug: &str, slot: &DateTime<Utc>) -> String {
+    format!("prune:{slug}:{}", slot.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
 impl Catalog {
     /// Every active tenant with its schedule and the newest slot handled.
     pub async fn scheduled_tenants(&self) -> Result<Vec<ScheduledTenant>> {
         sqlx::query_as(
             "SELECT id, slug::text AS slug, backup_schedule,
-                    coalesce(backup_scheduled_through, created_at) AS scheduled_through
-               FROM tenants WHERE status = 'active'",
+                    coalesce(backup_scheduled_through, created_at) AS scheduled_through,
+                    status = 'deleted' AS deleted
+               FROM tenants t
+              WHERE status = 'active'
+                 OR (status = 'deleted' AND EXISTS (SELECT 1 FROM backups b WHERE b.tenant_id = t.id
+                                                       AND b.status IN ('succeeded', 'pruning')))",
         )
         .fetch_all(self.pool())
         .await
         .map_err(Into::into)
     }
 
-    /// Records a backup job for each due slot not handled yet (by this or another
+    /// Records a backup (or a deleted tenant's prune) job for each due slot not handled yet (by this or another
     /// scheduler) and advances the tenants past it. Returns only the jobs created here, which
     /// the caller publishes; they are recorded as dispatched, see `mark_undispatched_many`.
     pub async fn enqueue_scheduled_backups(
@@ -66,23 +79,36 @@ impl Catalog {
         let job_ids: Vec<Uuid> = due.iter().map(|_| Uuid::now_v7()).collect();
         let keys: Vec<String> = due
             .iter()
-            .map(|d| scheduled_backup_key(&d.slug, &d.slot))
+            .map(|d| match d.prune_only {
+                false => scheduled_backup_key(&d.slug, &d.slot),
+                true => scheduled_prune_key(&d.slug, &d.slot),
+            })
             .collect();
-        let payload =
-            serde_json::to_value(JobSpec::Backup(NoFields {})).expect("a job spec always serializes");
+        let specs: Vec<JobSpec> = due
+            .iter()
+            .map(|d| match d.prune_only {
+                false => JobSpec::Backup(NoFields {}),
+                true => JobSpec::Prune(NoFields {}),
+            })
+            .collect();
+        let kinds: Vec<JobKind> = specs.iter().map(JobSpec::kind).collect();
+        let payloads: Vec<serde_json::Value> = specs
+            .iter()
+            .map(|s| serde_json::to_value(s).expect("a job spec always serializes"))
+            .collect();
         sqlx::query_as(&format!(
             "WITH due AS (
-                SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[])
-                    AS d(tenant_id, slot, job_id, key)),
+                SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[])
+                    AS d(tenant_id, slot, job_id, key, kind, payload)),
              advanced AS (
                 UPDATE tenants t SET backup_scheduled_through = d.slot
                   FROM due d
-                 WHERE t.id = d.tenant_id AND t.status = 'active'
+                 WHERE t.id = d.tenant_id AND t.status IN ('active', 'deleted')
                    AND coalesce(t.backup_scheduled_through, t.created_at) < d.slot
-                RETURNING t.slug, d.job_id, d.key)
+                RETURNING t.slug, d.job_id, d.key, d.kind, d.payload)
              {}",
             insert_jobs_sql(
-                "SELECT job_id, key, $5::text, slug, $6::jsonb, $7::int FROM advanced",
+                "SELECT job_id, key, kind, slug, payload, $7::int FROM advanced",
                 Dispatch::Now,
                 "DO NOTHING",
                 true,
@@ -92,8 +118,8 @@ impl Catalog {
         .bind(&slots)
         .bind(&job_ids)
         .bind(&keys)
-        .bind(JobKind::Backup.as_str())
-        .bind(&payload)
+        .bind(&kinds)
+        .bind(&payloads)
         .bind(max_attempts)
         .fetch_all(self.pool())
         .await

@@ -18,46 +18,74 @@ pub struct ServerRecord {
 }
 
 impl Catalog {
-    /// Registers (or updates) the server named `default` from `PGFLEET_SERVER_URL`.
-    pub async fn register_default_server(&self, admin_url: &SecretString) -> Result<ServerRecord> {
-        let display = redact_url(admin_url.expose_secret());
-        let existing: Option<(Uuid, Vec<u8>)> =
-            sqlx::query_as("SELECT id, admin_url_ciphertext FROM tenant_servers WHERE name = 'default'")
-                .fetch_optional(self.pool())
-                .await?;
-        let key = self.key()?;
-        match existing {
-            Some((id, sealed)) => {
-                let unchanged = key
-                    .decrypt_string(&sealed, &Binding::server_admin_url(id))
-                    .is_ok_and(|stored| stored.expose_secret() == admin_url.expose_secret());
-                if !unchanged {
-                    sqlx::query(
-                        "UPDATE tenant_servers SET display_url = $2, admin_url_ciphertext = $3, updated_at = now()
-                          WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(&display)
-                    .bind(key.encrypt_str(admin_url, &Binding::server_admin_url(id)))
-                    .execute(self.pool())
-                    .await?;
+    /// The default tenant server. An empty catalog is seeded with `url` (or, if none is
+    /// given, `DEFAULT_SERVER_URL`); afterwards a given `url` must be the one registered:
+    /// a process started with another `PGFLEET_SERVER_URL` is refused rather than silently
+    /// pointing existing tenants at another cluster. Moving a server is an explicit command
+    /// (`set_server_url`).
+    pub async fn ensure_default_server(&self, url: Option<&SecretString>) -> Result<ServerRecord> {
+        let existing: Option<(Uuid, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, display_url, admin_url_ciphertext FROM tenant_servers WHERE is_default",
+        )
+        .fetch_optional(self.pool())
+        .await?;
+        match (existing, url) {
+            (Some((id, shown, sealed)), Some(url)) => {
+                let stored = self
+                    .key()?
+                    .decrypt_string(&sealed, &Binding::server_admin_url(id))?;
+                if stored.expose_secret() != url.expose_secret() {
+                    return Err(CatalogError::Conflict(format!(
+                        "PGFLEET_SERVER_URL ({}) is not the URL of the default tenant server registered in the catalog ({shown}); \
+                         pgfleet does not move existing tenants to another server by a start-up setting. \
+                         If the server moved, run `pgfleet server set default --url <URL>`; otherwise fix or unset PGFLEET_SERVER_URL",
+                        redact_url(url.expose_secret())
+                    )));
                 }
             }
-            None => {
+            (Some(_), None) => {}
+            (None, url) => {
+                let url = url
+                    .cloned()
+                    .unwrap_or_else(|| crate::config::DEFAULT_SERVER_URL.to_owned().into());
                 let id = Uuid::now_v7();
                 sqlx::query(
                     "INSERT INTO tenant_servers (id, name, display_url, admin_url_ciphertext, is_default)
                      VALUES ($1, 'default', $2, $3, true)
-                     ON CONFLICT (name) DO NOTHING",
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(id)
-                .bind(&display)
-                .bind(key.encrypt_str(admin_url, &Binding::server_admin_url(id)))
+                .bind(redact_url(url.expose_secret()))
+                .bind(self.key()?.encrypt_str(&url, &Binding::server_admin_url(id)))
                 .execute(self.pool())
                 .await?;
             }
         }
-        self.server_by_name("default").await
+        self.default_server().await
+    }
+
+    /// Points the server `name` at a new admin URL (the server moved, or its credentials
+    /// changed): an explicit operator decision, never a start-up side effect.
+    pub async fn set_server_url(&self, name: &str, url: &SecretString) -> Result<ServerRecord> {
+        let server = self.server_by_name(name).await?;
+        sqlx::query(
+            "UPDATE tenant_servers SET display_url = $2, admin_url_ciphertext = $3, updated_at = now() WHERE id = $1",
+        )
+        .bind(server.id)
+        .bind(redact_url(url.expose_secret()))
+        .bind(self.key()?.encrypt_str(url, &Binding::server_admin_url(server.id)))
+        .execute(self.pool())
+        .await?;
+        self.server_by_name(name).await
+    }
+
+    async fn default_server(&self) -> Result<ServerRecord> {
+        sqlx::query_as(
+            "SELECT id, name::text, region, display_url, is_default FROM tenant_servers WHERE is_default",
+        )
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| CatalogError::NotFound("no default tenant server is registered".into()))
     }
 
     /// A server by name, or `NotFound`.

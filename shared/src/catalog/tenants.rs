@@ -2,7 +2,8 @@
 //! the names and (encrypted) password the provision will use, so a replay reuses them.
 
 use super::error::{CatalogError, Result};
-use super::Catalog;
+use super::jobs::fenced_by;
+use super::{Catalog, Fence};
 use crate::secrets::Binding;
 use crate::slug::TenantSlug;
 use crate::status::TenantStatus;
@@ -131,14 +132,25 @@ impl Catalog {
             .with_context(|| format!("decrypting the password of tenant {}", tenant.slug))?)
     }
 
-    /// Sets the status (a no-op if it already is).
-    pub async fn set_tenant_status(&self, tenant_id: Uuid, status: TenantStatus) -> Result<()> {
-        sqlx::query("UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1 AND status <> $2")
-            .bind(tenant_id)
-            .bind(status)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    /// Sets the status (a no-op if it already is). Fenced by the job doing it: `false` if
+    /// that job was taken over meanwhile.
+    pub async fn set_tenant_status(
+        &self,
+        tenant_id: Uuid,
+        status: TenantStatus,
+        fence: Option<Fence>,
+    ) -> Result<bool> {
+        let done = sqlx::query(&format!(
+            "UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1 AND {}",
+            fenced_by(3, 4)
+        ))
+        .bind(tenant_id)
+        .bind(status)
+        .bind(fence.map(|f| f.job_id))
+        .bind(fence.map(|f| f.epoch))
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Changes the given backup settings; `None` leaves one as it is. Returns the new row.
@@ -167,16 +179,25 @@ impl Catalog {
         self.tenant(slug).await
     }
 
-    /// Provisioned: `active` at `schema_version`.
-    pub async fn mark_tenant_active(&self, tenant_id: Uuid, schema_version: Option<i64>) -> Result<()> {
-        sqlx::query(
+    /// Provisioned: `active` at `schema_version`. Fenced by the provision job: `false` if
+    /// it was taken over meanwhile.
+    pub async fn mark_tenant_active(
+        &self,
+        tenant_id: Uuid,
+        schema_version: Option<i64>,
+        fence: Option<Fence>,
+    ) -> Result<bool> {
+        let done = sqlx::query(&format!(
             "UPDATE tenants SET status = 'active', schema_version = $2, updated_at = now()
-             WHERE id = $1 AND (status <> 'active' OR schema_version IS DISTINCT FROM $2)",
-        )
+             WHERE id = $1 AND {}",
+            fenced_by(3, 4)
+        ))
         .bind(tenant_id)
         .bind(schema_version)
+        .bind(fence.map(|f| f.job_id))
+        .bind(fence.map(|f| f.epoch))
         .execute(self.pool())
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 }

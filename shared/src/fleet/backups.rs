@@ -35,9 +35,13 @@ impl Fleet {
         self.enqueue(slug.clone(), JobSpec::Prune(NoFields {}), key).await
     }
 
-    /// Enqueues a prune of every active tenant.
+    /// Enqueues a prune of every active tenant, and of every deleted one (whose backups
+    /// expire with its retention).
     pub async fn prune_all(&self) -> Result<Vec<Enqueued>> {
-        let tenants = self.active_slugs().await?;
+        let mut tenants = self.active_slugs().await?;
+        for deleted in self.all_tenants(Some(TenantStatus::Deleted)).await? {
+            tenants.push(TenantSlug::parse(&deleted.slug).map_err(|e| FleetError::Other(e.into()))?);
+        }
         self.enqueue_for(tenants, JobSpec::Prune(NoFields {})).await
     }
 

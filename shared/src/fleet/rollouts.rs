@@ -5,10 +5,11 @@
 //! worker is left to.
 
 use super::{Fleet, FleetError, Result};
-use crate::catalog::{Catalog, JobRecord, RolloutRecord, RolloutTenant, TenantRecord};
+use crate::catalog::{Catalog, JobRecord, RolloutRecord, RolloutSettings, RolloutTenant, TenantRecord};
 use crate::migration_set::MigrationSet;
 use crate::slug::TenantSlug;
 use crate::status::{RolloutStatus, TenantStatus};
+use crate::tenant_migrations::Timeouts;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -22,7 +23,16 @@ pub struct RolloutOptions {
     pub canary: usize,
     pub max_failures: Option<i32>,
     pub dry_run: bool,
+    /// How long each tenant's migration waits for a lock (a tenant session holding one)
+    /// before that tenant fails and is retried; `None`: for ever.
+    pub lock_timeout: Option<Duration>,
+    /// Longest a migration statement may run; `None`: no limit.
+    pub statement_timeout: Option<Duration>,
 }
+
+/// A rollout's default lock timeout: long enough for ordinary traffic's short locks, short
+/// enough that a tenant session sitting on a lock costs a retry, not a server slot.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for RolloutOptions {
     fn default() -> Self {
@@ -32,6 +42,8 @@ impl Default for RolloutOptions {
             canary: 0,
             max_failures: None,
             dry_run: false,
+            lock_timeout: Some(DEFAULT_LOCK_TIMEOUT),
+            statement_timeout: None,
         }
     }
 }
@@ -97,9 +109,15 @@ impl Fleet {
             .create_rollout(
                 set,
                 &targets,
-                options.canary,
-                options.max_failures,
-                options.concurrency,
+                &RolloutSettings {
+                    canary: options.canary,
+                    max_failures: options.max_failures,
+                    server_concurrency: options.concurrency,
+                    timeouts: Timeouts {
+                        lock: options.lock_timeout,
+                        statement: options.statement_timeout,
+                    },
+                },
                 self.max_attempts,
             )
             .await?;

@@ -42,6 +42,14 @@ pub struct ReachableDatabase {
 }
 
 impl Fleet {
+    /// Points server `name` at a new admin URL (checked: it must be a Postgres URL).
+    pub async fn set_server_url(&self, name: &str, url: &secrecy::SecretString) -> Result<ServerRecord> {
+        use secrecy::ExposeSecret;
+        crate::postgres::connect_options(url.expose_secret())
+            .map_err(|_| super::FleetError::Invalid("--url is not a valid Postgres URL".into()))?;
+        Ok(self.catalog.set_server_url(name, url).await?)
+    }
+
     /// The report on server `name` (see the module docs).
     pub async fn check_server(&self, name: &str) -> Result<ServerReport> {
         let server = self.catalog.server_by_name(name).await?;

@@ -83,9 +83,12 @@ impl Fleet {
         if let Some(schedule) = &settings.backup_schedule {
             crate::schedule::parse(schedule).map_err(|e| FleetError::Invalid(format!("{e:#}")))?;
         }
-        if settings.retention_days.is_some_and(|d| d < 0) || settings.keep_min.is_some_and(|k| k < 0) {
+        if settings.retention_days.is_some_and(|d| d < 0) {
+            return Err(FleetError::Invalid("retention days must be 0 or more".into()));
+        }
+        if settings.keep_min.is_some_and(|k| k < 1) {
             return Err(FleetError::Invalid(
-                "retention days and keep-min must be 0 or more".into(),
+                "keep-min must be at least 1: the newest good backup is never pruned".into(),
             ));
         }
         self.catalog

@@ -8,13 +8,13 @@
 use super::{prune, Claimed, JobContext, Outcome};
 use crate::catalog::{BackupStats, JobRecord, TenantRecord};
 use crate::compress::{self, Compressed};
-use crate::error::JobError;
+use crate::error::{CancelReason, JobError};
 use crate::message::NoFields;
 use crate::pg_tools;
 use crate::slug::TenantSlug;
 use crate::store::Stored;
 use anyhow::{anyhow, Context};
-use chrono::Utc;
+use secrecy::SecretString;
 use std::process::Stdio;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -24,7 +24,7 @@ use uuid::Uuid;
 /// `backup`: the tenant (which must be active) into the store, then a prune.
 pub async fn run(ctx: &JobContext, job: &Claimed<NoFields>) -> Result<Outcome, JobError> {
     let tenant = super::active_tenant(ctx, &job.tenant, "backed up").await?;
-    let backup = backup_tenant(ctx, &job.job, &tenant).await?;
+    let backup = backup_tenant(ctx, &job.job, &tenant, None).await?;
     let mut details = backup.to_json();
     match prune::prune_tenant(ctx, &tenant).await {
         Ok(report) => details["prune"] = report.to_json(),
@@ -61,31 +61,44 @@ impl BackupDone {
     }
 }
 
-/// Backs up one tenant for `job` (also used by `delete` for its final backup).
+/// Backs up one tenant for `job` (also used by `delete` for its final backup, with the
+/// password it locked the tenant's role with as `login`).
 pub async fn backup_tenant(
     ctx: &JobContext,
     job: &JobRecord,
     tenant: &TenantRecord,
+    login: Option<&SecretString>,
 ) -> Result<BackupDone, JobError> {
     let slug = TenantSlug::parse(&tenant.slug).map_err(|e| JobError::Permanent(e.into()))?;
-    let prefix = ctx.store.tenant_prefix(&slug);
+    let prefix = ctx.store.tenant_prefix(&ctx.namespace, &slug);
     discard_own_leftovers(ctx, job.id, &prefix).await?;
 
-    let started_at = Utc::now();
+    // The catalog's time, not this worker's: backups are ordered and aged by it.
+    let started_at = ctx.catalog.now().await?;
     let started = Instant::now();
     let key = prefix.backup_key(started_at, job.id);
     prefix.check(&key).map_err(JobError::Permanent)?;
     let id = Uuid::now_v7();
-    ctx.catalog
-        .insert_backup(id, tenant.id, job.id, &key, started_at)
-        .await?;
+    match ctx
+        .catalog
+        .insert_backup(id, tenant.id, job.fence(), &key, started_at)
+        .await
+    {
+        Ok(_) => {}
+        Err(_) if !ctx.catalog.holds_lease(job.fence()).await? => {
+            return Err(JobError::Cancelled(CancelReason::LeaseLost))
+        }
+        Err(e) => return Err(e.into()),
+    }
 
-    match dump_to_store(ctx, tenant, &key).await {
+    match dump_to_store(ctx, tenant, &key, login).await {
         Ok((stored, compressed, pg_dump)) => {
             let duration_ms = started.elapsed().as_millis() as u64;
-            ctx.catalog
+            let recorded = ctx
+                .catalog
                 .finish_backup_succeeded(
                     id,
+                    job.fence(),
                     &BackupStats {
                         bytes: stored.bytes,
                         raw_bytes: compressed.raw_bytes,
@@ -95,6 +108,15 @@ pub async fn backup_tenant(
                     },
                 )
                 .await?;
+            if !recorded {
+                // Another worker owns the job now: this attempt's object is not recorded as
+                // good, and the new owner's attempt (or the next prune) deals with it.
+                warn!(
+                    key,
+                    "the job was taken over while its object was stored; not recording it"
+                );
+                return Err(JobError::Cancelled(CancelReason::LeaseLost));
+            }
             info!(
                 key,
                 bytes = stored.bytes,
@@ -143,15 +165,29 @@ async fn dump_to_store(
     ctx: &JobContext,
     tenant: &TenantRecord,
     key: &str,
+    login: Option<&SecretString>,
 ) -> Result<(Stored, Compressed, String), JobError> {
     let major = ctx.servers.server_major(tenant.server_id).await?;
     let pg_dump = pg_tools::find("pg_dump", major)
         .await
         .map_err(JobError::Permanent)?;
-    let env = ctx
-        .servers
-        .tenant_libpq_env(tenant, &tenant.database_name)
-        .await?;
+    let env = match login {
+        Some(password) => {
+            ctx.servers
+                .role_libpq_env(
+                    tenant.server_id,
+                    &tenant.role_name,
+                    password,
+                    &tenant.database_name,
+                )
+                .await?
+        }
+        None => {
+            ctx.servers
+                .tenant_libpq_env(tenant, &tenant.database_name)
+                .await?
+        }
+    };
     let mut cmd = tokio::process::Command::new(&pg_dump.path);
     // --no-owner/--no-privileges: plain SQL that `gunzip -c | psql` loads into any database
     // as any user (the objects then belong to whoever restores them).

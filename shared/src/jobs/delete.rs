@@ -1,54 +1,93 @@
 //! `delete`: a final backup, then the tenant's database and role are dropped and the tenant
-//! marked `deleted`. Its backups stay until retention prunes them. Safe to replay: a final
-//! backup already taken by this job is not taken again, and drops are `IF EXISTS`.
+//! marked `deleted`. Its backups stay until its retention prunes them.
+//!
+//! Nothing written after the final backup may be lost, and a live database must never drop
+//! out of pgfleet's care: the tenant is `deleting` while the job runs, its role gets a
+//! password only this attempt knows and its sessions are ended before the dump (so no
+//! write can follow it), and if the attempt fails before the database is dropped, the
+//! tenant is handed back — its password restored, `active` again — with the job's error.
+//! A database missing at delete time is an error, never "deleted with no backup". Safe to
+//! replay: a final backup already taken by this job is not taken again.
 
-use super::{backup, Claimed, JobContext, Outcome};
-use crate::error::{JobError, ServerSql};
+use super::{backup, provision, Claimed, JobContext, Outcome};
+use crate::catalog::TenantRecord;
+use crate::error::{CancelReason, JobError, ServerSql};
 use crate::message::NoFields;
-use crate::postgres::quote_ident;
+use crate::postgres::{quote_ident, quote_literal};
+use crate::secrets::{generate_password, scram_sha256_verifier};
 use crate::status::{BackupStatus, TenantStatus};
-use anyhow::anyhow;
-use tracing::info;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use tracing::{info, warn};
 
 /// `delete`: a final backup, then the tenant's database and role dropped.
 pub async fn run(ctx: &JobContext, claimed: &Claimed<NoFields>) -> Result<Outcome, JobError> {
-    let (job, slug) = (&claimed.job, &claimed.tenant);
+    let slug = &claimed.tenant;
     let tenant = ctx
         .catalog
         .tenant(slug)
         .await?
-        .ok_or_else(|| JobError::Permanent(anyhow!("no tenant {slug}")))?;
+        .ok_or_else(|| JobError::permanent(format!("no tenant {slug}")))?;
     if tenant.status == TenantStatus::Deleted {
         return Ok(Outcome::new("already deleted", serde_json::json!({})));
     }
     let admin = ctx.servers.admin_pool(tenant.server_id).await?;
-    ctx.catalog
-        .set_tenant_status(tenant.id, TenantStatus::Deleting)
-        .await?;
-
-    let database_exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&tenant.database_name)
-            .fetch_one(&admin)
-            .await
-            .doing("looking for the tenant database")?;
-    let already_backed_up = ctx
+    let database_exists = database_exists(&admin, &tenant.database_name).await?;
+    let final_backup = ctx
         .catalog
         .backups(tenant.id)
         .await?
         .into_iter()
-        .find(|b| b.job_id == Some(job.id) && b.status == BackupStatus::Succeeded);
-    let final_backup = match (already_backed_up, database_exists) {
-        (Some(b), _) => Some(serde_json::json!({ "backup_id": b.id, "key": b.key, "bytes": b.bytes })),
-        (None, true) => Some(backup::backup_tenant(ctx, job, &tenant).await?.to_json()),
-        (None, false) => None,
-    };
+        .find(|b| b.job_id == Some(claimed.job.id) && b.status == BackupStatus::Succeeded);
+    if !database_exists && final_backup.is_none() {
+        return Err(JobError::permanent(format!(
+            "tenant {slug}'s database {} does not exist on server {}; pgfleet does not mark a tenant deleted without a final backup. \
+             Restore the database from a backup (`pgfleet restore {slug} --into …`, then rename it) and run the delete again",
+            tenant.database_name, tenant.server
+        )));
+    }
+    if !ctx
+        .catalog
+        .set_tenant_status(tenant.id, TenantStatus::Deleting, Some(claimed.job.fence()))
+        .await?
+    {
+        return Err(JobError::Cancelled(CancelReason::LeaseLost));
+    }
+    let result = delete(ctx, claimed, &tenant, &admin, final_backup.map(|b| b.id)).await;
+    if let Err(e) = &result {
+        let still_there = database_exists
+            && self::database_exists(&admin, &tenant.database_name)
+                .await
+                .unwrap_or(false);
+        if still_there && !matches!(e, JobError::Cancelled(_)) {
+            hand_back(ctx, claimed, &tenant, &admin).await;
+        }
+    }
+    result
+}
 
+async fn delete(
+    ctx: &JobContext,
+    claimed: &Claimed<NoFields>,
+    tenant: &TenantRecord,
+    admin: &PgPool,
+    final_backup: Option<uuid::Uuid>,
+) -> Result<Outcome, JobError> {
+    // (No final backup and no database was refused before anything changed.)
+    let final_backup = match final_backup {
+        Some(id) => serde_json::json!({ "backup_id": id }),
+        None => {
+            let password = lock_out(admin, tenant).await?;
+            backup::backup_tenant(ctx, &claimed.job, tenant, Some(&password))
+                .await?
+                .to_json()
+        }
+    };
     sqlx::raw_sql(&format!(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
         quote_ident(&tenant.database_name)
     ))
-    .execute(&admin)
+    .execute(admin)
     .await
     .doing(format!("dropping database {}", tenant.database_name))?;
     // Databases the role still owns (e.g. restores made with `pgfleet restore`) would make
@@ -57,27 +96,88 @@ pub async fn run(ctx: &JobContext, claimed: &Claimed<NoFields>) -> Result<Outcom
         "SELECT d.datname::text FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE r.rolname = $1 ORDER BY 1",
     )
     .bind(&tenant.role_name)
-    .fetch_all(&admin)
+    .fetch_all(admin)
     .await
     .doing("looking for databases the tenant role owns")?;
     if !still_owned.is_empty() {
-        return Err(JobError::Permanent(anyhow!(
-            "the tenant's database was dropped, but its role {} still owns {}; drop those (or change their owner) and run `pgfleet tenant delete {slug}` again",
+        return Err(JobError::permanent(format!(
+            "the tenant's database was dropped, but its role {} still owns {}; drop those (or change their owner) and run `pgfleet tenant delete {}` again",
             tenant.role_name,
-            still_owned.join(", ")
+            still_owned.join(", "),
+            tenant.slug
         )));
     }
     sqlx::raw_sql(&format!("DROP ROLE IF EXISTS {}", quote_ident(&tenant.role_name)))
-        .execute(&admin)
+        .execute(admin)
         .await
         .doing(format!("dropping role {}", tenant.role_name))?;
     ctx.servers.flush_wal(tenant.server_id).await?;
-    ctx.catalog
-        .set_tenant_status(tenant.id, TenantStatus::Deleted)
-        .await?;
-    info!(tenant = %slug, "tenant deleted");
+    if !ctx
+        .catalog
+        .set_tenant_status(tenant.id, TenantStatus::Deleted, Some(claimed.job.fence()))
+        .await?
+    {
+        return Err(JobError::Cancelled(CancelReason::LeaseLost));
+    }
+    info!(tenant = %tenant.slug, "tenant deleted");
     Ok(Outcome::new(
         "deleted",
         serde_json::json!({ "final_backup": final_backup, "database": tenant.database_name, "role": tenant.role_name }),
     ))
+}
+
+/// Gives the tenant's role a password only this attempt knows and ends every session on its
+/// database, so nothing can be written after the final dump. Returns the password.
+async fn lock_out(admin: &PgPool, tenant: &TenantRecord) -> Result<secrecy::SecretString, JobError> {
+    let password = generate_password();
+    let verifier = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || scram_sha256_verifier(&password))
+            .await
+            .map_err(|e| JobError::Other(e.into()))?
+    };
+    sqlx::raw_sql(&format!(
+        "ALTER ROLE {} WITH PASSWORD {}",
+        quote_ident(&tenant.role_name),
+        quote_literal(verifier.expose_secret())
+    ))
+    .execute(admin)
+    .await
+    .doing(format!(
+        "locking role {} out for the final backup",
+        tenant.role_name
+    ))?;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(&tenant.database_name)
+        .execute(admin)
+        .await
+        .doing("ending the tenant's sessions")?;
+    Ok(password)
+}
+
+/// The delete failed with the database still there: the tenant goes back to `active` with
+/// its own password, so it keeps its backups, schedules and users until a delete succeeds.
+async fn hand_back(ctx: &JobContext, claimed: &Claimed<NoFields>, tenant: &TenantRecord, admin: &PgPool) {
+    if let Err(e) = provision::ensure_role(ctx, admin, tenant).await {
+        warn!(error = %e, "could not restore the tenant role's password after a failed delete; a provision of the tenant restores it");
+    }
+    match ctx
+        .catalog
+        .set_tenant_status(tenant.id, TenantStatus::Active, Some(claimed.job.fence()))
+        .await
+    {
+        Ok(true) => warn!(tenant = %tenant.slug, "delete failed; the tenant is active again"),
+        Ok(false) => {}
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "could not mark the tenant active again after a failed delete")
+        }
+    }
+}
+
+async fn database_exists(admin: &PgPool, database: &str) -> Result<bool, JobError> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(database)
+        .fetch_one(admin)
+        .await
+        .doing("looking for the tenant database")
 }

@@ -10,7 +10,7 @@ use crate::error::JobError;
 use crate::message::MigrateSpec;
 use crate::slug::TenantSlug;
 use crate::status::RolloutStatus;
-use crate::tenant_migrations::{self, Durability};
+use crate::tenant_migrations::{self, Durability, Timeouts};
 use anyhow::{anyhow, Context};
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
@@ -23,7 +23,7 @@ pub const DEFAULT_SERVER_CONCURRENCY: i32 = 8;
 /// `migrate`: the rollout's recorded set on the tenant, within the server's slot cap.
 pub async fn run(ctx: &JobContext, job: &Claimed<MigrateSpec>) -> Result<Outcome, JobError> {
     let rollout_id = job.spec.rollout;
-    let (tenant, _slot) = start(ctx, &job.tenant, rollout_id).await?;
+    let (tenant, timeouts, _slot) = start(ctx, &job.tenant, rollout_id).await?;
     let set = ctx.recorded_set(rollout_id).await?;
     let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
     // Tenant sessions commit asynchronously, but the last migration commits synchronously:
@@ -36,6 +36,7 @@ pub async fn run(ctx: &JobContext, job: &Claimed<MigrateSpec>) -> Result<Outcome
             tenant_id: tenant.id,
         },
         Durability::OnCommit,
+        timeouts,
     )
     .await?;
     let _ = sqlx::Connection::close(conn).await;
@@ -61,7 +62,7 @@ async fn start(
     ctx: &JobContext,
     slug: &TenantSlug,
     rollout_id: Uuid,
-) -> Result<(TenantRecord, ServerSlot), JobError> {
+) -> Result<(TenantRecord, Timeouts, ServerSlot), JobError> {
     let mut conn = ctx
         .catalog
         .pool()
@@ -85,6 +86,7 @@ async fn start(
         if let Some(key) = found.slot {
             return Ok((
                 tenant,
+                found.timeouts,
                 ServerSlot {
                     conn: Some(conn),
                     key,

@@ -5,8 +5,8 @@
 //! provision of an active tenant changes nothing.
 
 use super::{Claimed, JobContext, Outcome};
-use crate::catalog::{NewTenant, TenantRecord};
-use crate::error::{server_sql_error, JobError, ServerSql};
+use crate::catalog::{Fence, NewTenant, TenantRecord};
+use crate::error::{server_sql_error, CancelReason, JobError, ServerSql};
 use crate::message::ProvisionSpec;
 use crate::postgres::{quote_ident, quote_literal};
 use crate::secrets::{generate_password, scram_sha256_verifier, scram_verifier_matches};
@@ -25,14 +25,30 @@ const DUPLICATE_DATABASE: &str = "42P04";
 
 /// `provision`: the tenant's role, database and schema (see the module docs).
 pub async fn run(ctx: &JobContext, job: &Claimed<ProvisionSpec>) -> Result<Outcome, JobError> {
-    provision_tenant(ctx, &job.tenant, job.spec.region.as_deref()).await
+    provision(
+        ctx,
+        &job.tenant,
+        job.spec.region.as_deref(),
+        Some(job.job.fence()),
+    )
+    .await
 }
 
-/// Makes the tenant exist, active, at the newest migration set (see the module docs).
+/// Makes the tenant exist, active, at the newest migration set, outside any job (tests,
+/// tools); jobs go through `run`, whose final write is fenced by their lease.
 pub async fn provision_tenant(
     ctx: &JobContext,
     slug: &TenantSlug,
     region: Option<&str>,
+) -> Result<Outcome, JobError> {
+    provision(ctx, slug, region, None).await
+}
+
+async fn provision(
+    ctx: &JobContext,
+    slug: &TenantSlug,
+    region: Option<&str>,
+    fence: Option<Fence>,
 ) -> Result<Outcome, JobError> {
     let tenant = ensure_catalog_row(ctx, slug, region).await?;
     if matches!(tenant.status, TenantStatus::Deleted | TenantStatus::Deleting) {
@@ -60,6 +76,7 @@ pub async fn provision_tenant(
             tenant_id: tenant.id,
         },
         tenant_migrations::Durability::CallerFlushes,
+        tenant_migrations::Timeouts::default(),
     )
     .await?;
     drop(conn);
@@ -70,9 +87,13 @@ pub async fn provision_tenant(
     ctx.servers.flush_wal(tenant.server_id).await?;
 
     let was_active = tenant.status == TenantStatus::Active && tenant.schema_version == applied.schema_version;
-    ctx.catalog
-        .mark_tenant_active(tenant.id, applied.schema_version)
-        .await?;
+    if !ctx
+        .catalog
+        .mark_tenant_active(tenant.id, applied.schema_version, fence)
+        .await?
+    {
+        return Err(JobError::Cancelled(CancelReason::LeaseLost));
+    }
 
     let nothing_done =
         was_active && role_changed.is_none() && !database_created && applied.applied.is_empty();
@@ -158,7 +179,7 @@ struct RoleState {
 
 /// Makes the login role exist with the stored password and limits. Returns what changed
 /// (`None` when nothing did).
-async fn ensure_role(
+pub(crate) async fn ensure_role(
     ctx: &JobContext,
     admin: &PgPool,
     tenant: &TenantRecord,

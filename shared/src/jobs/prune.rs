@@ -1,20 +1,21 @@
-//! `prune`: deletes a tenant's backups older than its retention, but never its newest
-//! `keep_min` successful ones — so a run of failing backups can never prune the last good
-//! one. Two-phase per backup (`pruning`, delete the object, `pruned`), so a replay resumes.
-//! Objects under the tenant's prefix that the catalog doesn't know are reported and pruned
-//! by the same age rule; unfinished uploads of jobs that are no longer running are
-//! discarded. Nothing outside the tenant's prefix is ever listed or deleted.
+//! `prune`: deletes a tenant's backups older than its retention (by the catalog's clock),
+//! but never its newest `keep_min` (at least one) successful ones — so a run of failing
+//! backups can never prune the last good one. Two-phase per backup (`pruning`, delete the
+//! object, `pruned`), so a replay resumes. Only what this install recorded is deleted:
+//! objects under the tenant's prefix that the catalog doesn't know are reported and left
+//! alone; unfinished uploads of its jobs that are no longer running are discarded. Nothing
+//! outside the tenant's prefix is ever listed or deleted.
 
 use super::{Claimed, JobContext, Outcome};
 use crate::catalog::TenantRecord;
 use crate::error::JobError;
 use crate::message::NoFields;
 use crate::slug::TenantSlug;
-use crate::status::{BackupStatus, JobStatus};
+use crate::status::{BackupStatus, JobStatus, TenantStatus};
 use anyhow::{anyhow, Result};
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use std::collections::HashSet;
-use tracing::info;
+use tracing::{info, warn};
 
 /// `prune`: the tenant's backups past retention, never the newest keep-min good ones.
 pub async fn run(ctx: &JobContext, job: &Claimed<NoFields>) -> Result<Outcome, JobError> {
@@ -37,15 +38,17 @@ pub async fn run(ctx: &JobContext, job: &Claimed<NoFields>) -> Result<Outcome, J
 pub struct PruneReport {
     pub pruned: Vec<String>,
     pub kept: usize,
+    /// Objects under the prefix the catalog has no record of: reported, never deleted.
     pub unknown: Vec<String>,
-    pub unknown_pruned: Vec<String>,
+    /// Recorded keys outside the tenant's prefix: skipped.
+    pub skipped: Vec<String>,
     pub incomplete_discarded: Vec<String>,
     pub interrupted_marked_failed: u64,
 }
 
 impl PruneReport {
     pub fn is_empty(&self) -> bool {
-        self.pruned.is_empty() && self.unknown_pruned.is_empty() && self.incomplete_discarded.is_empty()
+        self.pruned.is_empty() && self.incomplete_discarded.is_empty()
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -53,17 +56,25 @@ impl PruneReport {
             "pruned": self.pruned,
             "kept": self.kept,
             "unknown_objects": self.unknown,
-            "unknown_pruned": self.unknown_pruned,
+            "skipped": self.skipped,
             "incomplete_discarded": self.incomplete_discarded,
             "interrupted_marked_failed": self.interrupted_marked_failed,
         })
     }
 }
 
+/// Prunes one tenant (see the module docs). Ages are the catalog's: a worker's clock
+/// never decides what is old.
 pub async fn prune_tenant(ctx: &JobContext, tenant: &TenantRecord) -> Result<PruneReport> {
     let slug = TenantSlug::parse(&tenant.slug)?;
-    let prefix = ctx.store.tenant_prefix(&slug);
-    let cutoff = Utc::now() - Duration::days(i64::from(tenant.retention_days));
+    let prefix = ctx.store.tenant_prefix(&ctx.namespace, &slug);
+    let cutoff = ctx.catalog.now().await? - Duration::days(i64::from(tenant.retention_days));
+    // A live tenant keeps at least one good backup whatever its settings; a deleted
+    // tenant's backups all expire with its retention (its final one included).
+    let keep_min = match tenant.status {
+        TenantStatus::Deleted => 0,
+        _ => tenant.keep_min.max(1) as usize,
+    };
     let mut report = PruneReport {
         interrupted_marked_failed: ctx.catalog.fail_interrupted_backups(tenant.id, None).await?,
         ..PruneReport::default()
@@ -76,12 +87,17 @@ pub async fn prune_tenant(ctx: &JobContext, tenant: &TenantRecord) -> Result<Pru
         let resume = backup.status == BackupStatus::Pruning;
         let expired = backup.status == BackupStatus::Succeeded && {
             good_seen += 1;
-            good_seen > tenant.keep_min as usize && backup.created_at < cutoff
+            good_seen > keep_min && backup.created_at < cutoff
         };
         if backup.status == BackupStatus::Succeeded && !expired {
             report.kept += 1;
         }
         if !(resume || expired) {
+            continue;
+        }
+        if let Err(e) = prefix.check(&backup.key) {
+            warn!(key = %backup.key, error = %e, "skipping a recorded backup outside the tenant's prefix");
+            report.skipped.push(backup.key.clone());
             continue;
         }
         if expired && !ctx.catalog.mark_backup_pruning(backup.id).await? {
@@ -93,40 +109,31 @@ pub async fn prune_tenant(ctx: &JobContext, tenant: &TenantRecord) -> Result<Pru
         report.pruned.push(backup.key.clone());
     }
 
-    // Objects the catalog has no good (or pruning) row for.
-    let known: HashSet<&str> = backups
-        .iter()
-        .filter(|b| {
-            matches!(
-                b.status,
-                BackupStatus::Succeeded | BackupStatus::Pruning | BackupStatus::Running
-            )
-        })
-        .map(|b| b.key.as_str())
-        .collect();
+    // Objects the catalog has no row for are reported, never deleted: this install did not
+    // write them (or lost their record), and only a human may decide about them.
+    let known: HashSet<&str> = backups.iter().map(|b| b.key.as_str()).collect();
     for object in ctx.store.list(&prefix).await? {
-        if known.contains(object.key.as_str()) || report.pruned.contains(&object.key) {
-            continue;
-        }
-        report.unknown.push(object.key.clone());
-        if object.last_modified < cutoff {
-            ctx.store.delete(&prefix, &object.key).await?;
-            info!(key = %object.key, "pruned an object unknown to the catalog");
-            report.unknown_pruned.push(object.key);
+        if !known.contains(object.key.as_str()) {
+            warn!(key = %object.key, "an object in the tenant's prefix has no record in the catalog; left alone");
+            report.unknown.push(object.key);
         }
     }
 
-    // Unfinished writes whose job is not running any more (its worker died).
+    // Unfinished writes of this install's jobs that are no longer running (a dead worker).
     let running_keys: HashSet<&str> = backups
         .iter()
         .filter(|b| b.status == BackupStatus::Running && b.job_status == Some(JobStatus::Running))
         .map(|b| b.key.as_str())
         .collect();
     for incomplete in ctx.store.list_incomplete(&prefix).await? {
-        let still_running = running_keys.contains(incomplete.key.as_str());
-        if !still_running {
-            ctx.store.discard_incomplete(&prefix, &incomplete).await?;
-            report.incomplete_discarded.push(incomplete.key);
+        if running_keys.contains(incomplete.key.as_str()) {
+            continue;
+        }
+        match ctx.store.discard_incomplete(&prefix, &incomplete).await {
+            Ok(()) => report.incomplete_discarded.push(incomplete.key),
+            Err(e) => {
+                warn!(key = %incomplete.key, error = %format!("{e:#}"), "could not discard an unfinished write")
+            }
         }
     }
     Ok(report)

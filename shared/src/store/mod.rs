@@ -3,11 +3,14 @@
 //! `Err` item (or an error from the store) aborts the write, and the object becomes visible
 //! under its final key only after the stream ended cleanly and its size was verified. So a
 //! failed or interrupted backup never leaves an object under a final key. Keys are built
-//! only by `TenantPrefix`, from a validated slug, and never leave the tenant's prefix.
+//! only by `TenantPrefix`, from the namespace and a validated slug
+//! (`<prefix>/<namespace>/<slug>/…`), and never leave the tenant's prefix — so installs
+//! sharing a bucket or folder never touch each other's objects.
 
 mod local;
 mod s3;
 
+use crate::config::Namespace;
 use crate::slug::TenantSlug;
 use anyhow::{bail, Result};
 use bytes::Bytes;
@@ -88,13 +91,16 @@ impl BackupStore {
         }
     }
 
-    pub fn tenant_prefix(&self, slug: &TenantSlug) -> TenantPrefix {
-        let base = self.base_prefix();
-        TenantPrefix(if base.is_empty() {
-            format!("{slug}/")
-        } else {
-            format!("{base}/{slug}/")
-        })
+    /// `<prefix>/<namespace>/<slug>/`: the part of the store one tenant of one install owns.
+    pub fn tenant_prefix(&self, namespace: &Namespace, slug: &TenantSlug) -> TenantPrefix {
+        let base = match self.base_prefix() {
+            "" => String::new(),
+            base => format!("{base}/"),
+        };
+        TenantPrefix {
+            current: format!("{base}{namespace}/{slug}/"),
+            legacy: format!("{base}{slug}/"),
+        }
     }
 
     /// Streams `chunks` to `key`; see the module docs for when the object appears.
@@ -143,36 +149,43 @@ impl BackupStore {
     }
 }
 
-/// `<prefix>/<slug>/`: the only part of the store a tenant's jobs read, write or delete.
+/// `<prefix>/<namespace>/<slug>/`: the only part of the store a tenant's jobs list, write or
+/// delete. Keys recorded before namespaces were part of the layout (`<prefix>/<slug>/…`)
+/// are still accepted for restoring and pruning what the catalog recorded, never listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantPrefix(String);
+pub struct TenantPrefix {
+    current: String,
+    legacy: String,
+}
 
 impl TenantPrefix {
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.current
     }
 
-    /// `<prefix>/<slug>/<YYYYMMDDTHHMMSSZ>-<job id>.sql.gz`
+    /// `<prefix>/<namespace>/<slug>/<YYYYMMDDTHHMMSSZ>-<job id>.sql.gz`
     pub fn backup_key(&self, started: DateTime<Utc>, job_id: Uuid) -> String {
-        format!("{}{}-{job_id}.sql.gz", self.0, started.format("%Y%m%dT%H%M%SZ"))
+        format!(
+            "{}{}-{job_id}.sql.gz",
+            self.current,
+            started.format("%Y%m%dT%H%M%SZ")
+        )
     }
 
     /// Refuses any key outside this prefix (or one that could climb out of it).
     pub fn check(&self, key: &str) -> Result<()> {
-        let rest = key.strip_prefix(&self.0);
-        match rest {
-            Some(name)
-                if !name.is_empty()
-                    && !name.contains('/')
-                    && !name.contains("..")
-                    && !name.contains('\\') =>
-            {
-                Ok(())
-            }
-            _ => bail!(
+        let inside = |prefix: &str| {
+            key.strip_prefix(prefix).is_some_and(|name| {
+                !name.is_empty() && !name.contains('/') && !name.contains("..") && !name.contains('\\')
+            })
+        };
+        if inside(&self.current) || inside(&self.legacy) {
+            Ok(())
+        } else {
+            bail!(
                 "refusing to touch {key:?}: it is outside the tenant's prefix {:?}",
-                self.0
-            ),
+                self.current
+            )
         }
     }
 }
@@ -182,15 +195,25 @@ mod tests {
 
     #[test]
     fn keys_stay_inside_the_tenant_prefix() {
-        let prefix = TenantPrefix("backups/acme/".into());
+        let prefix = TenantPrefix {
+            current: "backups/ns/acme/".into(),
+            legacy: "backups/acme/".into(),
+        };
         let at = DateTime::parse_from_rfc3339("2026-11-25T01:02:03Z")
             .unwrap()
             .with_timezone(&Utc);
         let id = Uuid::nil();
         let key = prefix.backup_key(at, id);
-        assert_eq!(key, format!("backups/acme/20261125T010203Z-{id}.sql.gz"));
+        assert_eq!(key, format!("backups/ns/acme/20261125T010203Z-{id}.sql.gz"));
         assert!(prefix.check(&key).is_ok());
+        assert!(
+            prefix.check("backups/acme/20261125T010203Z-x.sql.gz").is_ok(),
+            "a recorded key of the old layout"
+        );
         for bad in [
+            "backups/ns/other/x.sql.gz",
+            "backups/other-ns/acme/x.sql.gz",
+            "backups/ns/acme/nested/x.sql.gz",
             "backups/acme-other/x.sql.gz",
             "backups/acme/../other/x",
             "backups/acme/sub/x",

@@ -8,8 +8,9 @@
 
 use super::{ChunkReceiver, Incomplete, ObjectInfo, Stored};
 use anyhow::{bail, Context, Result};
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -53,8 +54,50 @@ pub struct S3Store {
     settings: S3Settings,
 }
 
-fn sdk_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("{}", DisplayErrorContext(e))
+/// One readable line for a failed S3 call: the operation, the store's error code and
+/// message and the HTTP status, or for a request that never got an answer, why.
+fn s3_error<E>(operation: &str, e: SdkError<E, HttpResponse>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let detail = match e.as_service_error() {
+        Some(service) => {
+            let code = service.code().unwrap_or("an error");
+            match service.message() {
+                Some(message) => format!("{code}: {message}"),
+                None => code.to_owned(),
+            }
+        }
+        None => match &e {
+            SdkError::TimeoutError(_) => "no answer in time".to_owned(),
+            SdkError::DispatchFailure(_) => format!("could not reach the store: {}", root_cause(&e)),
+            _ => root_cause(&e),
+        },
+    };
+    match status {
+        Some(status) => anyhow::anyhow!("S3 {operation} failed: {detail} (HTTP {status})"),
+        None => anyhow::anyhow!("S3 {operation} failed: {detail}"),
+    }
+}
+
+/// The innermost error's words (e.g. "Connection refused (os error 111)"), without the
+/// SDK's wrappers and their debug forms.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// Whether the store does not implement the operation (some S3-compatible servers and
+/// gateways lack the optional ones).
+fn not_implemented<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let code = e.as_service_error().and_then(|s| s.code());
+    matches!(status, Some(501) | Some(405))
+        || matches!(code, Some("NotImplemented") | Some("MethodNotAllowed"))
 }
 
 impl S3Store {
@@ -153,8 +196,7 @@ impl S3Store {
                     .body(ByteStream::from(buffer.freeze()))
                     .send()
                     .await
-                    .map_err(sdk_error)
-                    .with_context(|| format!("uploading {key}"))?;
+                    .map_err(|e| s3_error(&format!("PutObject of {key}"), e))?;
             }
             Some(mut u) => {
                 let result = async {
@@ -177,8 +219,7 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(sdk_error)
-            .with_context(|| format!("checking the uploaded {key}"))?
+            .map_err(|e| s3_error(&format!("HeadObject of {key}"), e))?
             .content_length()
             .unwrap_or(-1);
         if stored != total as i64 {
@@ -202,8 +243,7 @@ impl S3Store {
             .content_type("application/gzip")
             .send()
             .await
-            .map_err(sdk_error)
-            .with_context(|| format!("starting the multipart upload of {key}"))?;
+            .map_err(|e| s3_error(&format!("CreateMultipartUpload of {key}"), e))?;
         let upload_id = created
             .upload_id()
             .context("the store returned no upload id")?
@@ -227,8 +267,7 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(sdk_error)
-            .with_context(|| format!("downloading {key}"))?;
+            .map_err(|e| s3_error(&format!("GetObject of {key}"), e))?;
         Ok(Box::new(object.body.into_async_read()))
     }
 
@@ -242,9 +281,7 @@ impl S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page
-                .map_err(sdk_error)
-                .with_context(|| format!("listing {prefix}"))?;
+            let page = page.map_err(|e| s3_error(&format!("ListObjectsV2 under {prefix}"), e))?;
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
                 out.push(ObjectInfo {
@@ -264,32 +301,54 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(sdk_error)
-            .with_context(|| format!("deleting {key}"))?;
+            .map_err(|e| s3_error(&format!("DeleteObject of {key}"), e))?;
         Ok(())
     }
 
+    /// Unfinished multipart uploads under `prefix`, every page of them. A store without
+    /// `ListMultipartUploads` gets one warning and an empty list: the cleanup it serves is
+    /// housekeeping, and a backup must not fail for it.
     pub async fn list_incomplete(&self, prefix: &str) -> Result<Vec<Incomplete>> {
-        let listed = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .map_err(sdk_error)
-            .with_context(|| format!("listing unfinished uploads under {prefix}"))?;
-        Ok(listed
-            .uploads()
-            .iter()
-            .filter_map(|u| {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let mut out = Vec::new();
+        let (mut key_marker, mut upload_marker) = (None::<String>, None::<String>);
+        loop {
+            let listed = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(upload_marker.clone())
+                .send()
+                .await;
+            let listed = match listed {
+                Ok(listed) => listed,
+                Err(e) if not_implemented(&e) => {
+                    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(error = %s3_error("ListMultipartUploads", e),
+                            "the backup store does not list unfinished uploads; cleaning up interrupted uploads is skipped (set a lifecycle rule that aborts incomplete multipart uploads)");
+                    }
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(s3_error(&format!("ListMultipartUploads under {prefix}"), e)),
+            };
+            out.extend(listed.uploads().iter().filter_map(|u| {
                 Some(Incomplete {
                     key: u.key()?.to_owned(),
                     handle: u.upload_id()?.to_owned(),
                     started: u.initiated().map(to_chrono),
                 })
-            })
-            .collect())
+            }));
+            if listed.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = listed.next_key_marker().map(str::to_owned);
+            upload_marker = listed.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && upload_marker.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     pub async fn discard_incomplete(&self, incomplete: &Incomplete) -> Result<()> {
@@ -300,8 +359,7 @@ impl S3Store {
             .upload_id(&incomplete.handle)
             .send()
             .await
-            .map_err(sdk_error)
-            .with_context(|| format!("aborting the unfinished upload of {}", incomplete.key))?;
+            .map_err(|e| s3_error(&format!("AbortMultipartUpload of {}", incomplete.key), e))?;
         Ok(())
     }
 }
@@ -345,8 +403,7 @@ impl Multipart {
             let sent = request
                 .send()
                 .await
-                .map_err(sdk_error)
-                .with_context(|| format!("uploading part {number} of {key}"))?;
+                .map_err(|e| s3_error(&format!("UploadPart {number} of {key}"), e))?;
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(sent.e_tag().map(str::to_owned))
@@ -384,7 +441,7 @@ impl Multipart {
             // the object was assembled; the caller's HEAD check verifies its size.
             let succeeded = e.raw_response().is_some_and(|r| r.status().is_success());
             if !succeeded {
-                return Err(sdk_error(e)).with_context(|| format!("completing the upload of {}", self.key));
+                return Err(s3_error(&format!("CompleteMultipartUpload of {}", self.key), e));
             }
             tracing::debug!(key = %self.key, "completion answered 2xx with an unreadable body; verifying by HEAD");
         }

@@ -21,11 +21,21 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+/// How often a consuming worker checks that the catalog answers, and how long it waits.
+const CATALOG_CHECK_EVERY: Duration = Duration::from_secs(2);
+const CATALOG_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Failed checks in a row that make a worker stop consuming.
+const CATALOG_FAILURES_TO_PAUSE: u32 = 2;
+
 impl Worker {
     pub(super) async fn consume_until(self: Arc<Self>, shutdown: CancellationToken) {
         const MAX_BACKOFF: Duration = Duration::from_secs(30);
         let mut backoff = Duration::from_millis(500);
         while !shutdown.is_cancelled() {
+            // Deliveries are only taken while they can be claimed.
+            if !self.wait_for_catalog(&shutdown).await {
+                return;
+            }
             let mut connected = false;
             let result = self.clone().consume_session(&shutdown, &mut connected).await;
             if connected {
@@ -34,7 +44,8 @@ impl Worker {
             match result {
                 Ok(()) => return,
                 Err(e) => {
-                    error!(error = %format!("{e:#}"), retry_in = ?backoff, "broker connection lost; reconnecting");
+                    error!(error = %format!("{e:#}"), retry_in = ?backoff, "stopped consuming; reconnecting");
+                    self.health.set_not_ready(format!("not consuming: {e:#}"));
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -45,8 +56,38 @@ impl Worker {
         }
     }
 
+    /// Waits until the catalog answers; `false` on shutdown.
+    async fn wait_for_catalog(&self, shutdown: &CancellationToken) -> bool {
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match self.catalog_answers().await {
+                Ok(()) => return true,
+                Err(e) => {
+                    self.health
+                        .set_not_ready(format!("not consuming: the catalog is unreachable ({e})"));
+                    warn!(error = %e, retry_in = ?pause, "the catalog is unreachable; not consuming until it answers");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn catalog_answers(&self) -> Result<(), String> {
+        match tokio::time::timeout(CATALOG_CHECK_TIMEOUT, self.ctx.catalog.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!("no answer within {CATALOG_CHECK_TIMEOUT:?}")),
+        }
+    }
+
     /// One connection's life: declare topology, consume every job queue and the
-    /// unroutable queue, hand each delivery to a task. Returns `Ok` only on shutdown.
+    /// unroutable queue, hand each delivery to a task. Returns `Ok` only on shutdown; ends
+    /// with an error when the broker fails, a consumer ends, or the catalog stops answering
+    /// (closing the connection returns every unacked delivery to its queue).
     async fn consume_session(
         self: Arc<Self>,
         shutdown: &CancellationToken,
@@ -54,7 +95,7 @@ impl Worker {
     ) -> Result<()> {
         let ns = &self.ctx.namespace;
         let conn = queue::connect(&self.amqp_url, &format!("pgfleet worker {}", self.owner)).await?;
-        queue::declare_topology(&conn.create_channel().await?, ns).await?;
+        queue::declare_topology(&conn, ns).await?;
         let prefetch = u16::try_from(self.settings.concurrency).unwrap_or(u16::MAX);
         let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
         queues.push(ns.unroutable());
@@ -80,8 +121,18 @@ impl Worker {
             );
         }
         let mut deliveries = futures_util::stream::select_all(streams);
+        // Ends this session's deliveries that still wait for a slot or a claim.
+        let session = shutdown.child_token();
+        let _end_session = session.clone().drop_guard();
         *connected = true;
+        self.health.set_ready();
         info!("consuming");
+        let mut catalog_check = tokio::time::interval(CATALOG_CHECK_EVERY);
+        let mut catalog_failures = 0;
+        let conn = &conn;
+        let closing = |reason: &'static str| async move {
+            let _ = conn.close(0, reason.into()).await;
+        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -90,18 +141,29 @@ impl Worker {
                     let _ = conn.close(200, "worker shutting down".into()).await;
                     return Ok(());
                 }
+                _ = catalog_check.tick() => match self.catalog_answers().await {
+                    Ok(()) => catalog_failures = 0,
+                    Err(e) => {
+                        catalog_failures += 1;
+                        if catalog_failures >= CATALOG_FAILURES_TO_PAUSE {
+                            session.cancel();
+                            closing("the catalog is unreachable").await;
+                            bail!("the catalog is unreachable ({e}); unclaimed deliveries were returned to their queues");
+                        }
+                    }
+                },
                 next = deliveries.next() => match next {
                     Some((queue_name, Some(Ok(delivery)))) => {
                         let this = self.clone();
-                        let shutdown = shutdown.clone();
-                        self.tracker.spawn(async move { this.handle_delivery(queue_name, delivery, shutdown).await });
+                        let session = session.clone();
+                        self.tracker.spawn(async move { this.handle_delivery(queue_name, delivery, session).await });
                     }
                     Some((_, Some(Err(e)))) => {
-                        let _ = conn.close(0, "rebuilding the session".into()).await;
+                        closing("rebuilding the session").await;
                         return Err(e.into());
                     }
                     Some((queue_name, None)) => {
-                        let _ = conn.close(0, "rebuilding the session".into()).await;
+                        closing("rebuilding the session").await;
                         bail!("the consumer of {queue_name} ended (the broker cancelled it: queue deleted or its leader restarting)");
                     }
                     None => bail!("every consumer ended"),
@@ -110,13 +172,23 @@ impl Worker {
         }
     }
 
+    /// `session` ends when the delivery's connection does (shutdown, broker trouble, the
+    /// catalog unreachable): a delivery not acked by then is back in its queue.
     async fn handle_delivery(
         self: Arc<Self>,
         queue_name: String,
         delivery: Delivery,
-        shutdown: CancellationToken,
+        session: CancellationToken,
     ) {
         let routing_key = delivery.routing_key.as_str().to_owned();
+        let delivered_before = queue::previous_deliveries(&delivery.properties);
+        if delivered_before >= self.settings.delivery_limit {
+            let reason = format!(
+                "delivered {delivered_before} times without being acknowledged (PGFLEET_DELIVERY_LIMIT {}); a worker may crash on it",
+                self.settings.delivery_limit
+            );
+            return self.dead_letter(&delivery, &queue_name, &reason, None).await;
+        }
         if queue_name == self.ctx.namespace.unroutable() {
             let reason = format!(
                 "routing key {routing_key:?} is not a job kind; publish with the job's kind as routing key"
@@ -139,7 +211,7 @@ impl Worker {
         let new = NewJob::from_request(&request, fallback_key, self.settings.max_attempts);
 
         let slot = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = session.cancelled() => return,
             slot = tokio::time::timeout(self.settings.defer_after, self.slots.clone().acquire_owned()) => slot,
         };
         let slot = match slot {
@@ -155,7 +227,7 @@ impl Worker {
                 return;
             }
         };
-        let claim = match self.claim_patiently(&new, &shutdown).await {
+        let claim = match self.claim_patiently(&new, &session).await {
             Some(Ok(claim)) => claim,
             Some(Err(e)) => return nack_later(&delivery, &e).await,
             None => return,
@@ -210,28 +282,27 @@ impl Worker {
 
     /// Claims, retrying while the catalog is unreachable for up to `defer_after`. Holding
     /// the delivery that long is safe (far below the consumer timeout) and, unlike a quick
-    /// nack, doesn't spend the quorum queue's delivery limit during a catalog blip.
-    /// `None` on shutdown (the unacked delivery returns to the queue).
+    /// nack, doesn't spend the quorum queue's delivery limit during a catalog blip; a longer
+    /// outage ends the session, which returns the delivery. `None` when the session ended.
     async fn claim_patiently(
         &self,
         new: &NewJob,
-        shutdown: &CancellationToken,
+        session: &CancellationToken,
     ) -> Option<Result<ClaimOutcome>> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(500);
         loop {
-            match self
-                .ctx
-                .catalog
-                .claim_job(new, &self.owner, self.settings.lease)
-                .await
-            {
+            let claim = tokio::select! {
+                _ = session.cancelled() => return None,
+                claim = self.ctx.catalog.claim_job(new, &self.owner, self.settings.lease) => claim,
+            };
+            match claim {
                 Ok(claim) => return Some(Ok(claim)),
                 Err(e) if started.elapsed() >= self.settings.defer_after => return Some(Err(e.into())),
                 Err(e) => {
                     warn!(error = %format!("{e:#}"), retry_in = ?pause, "cannot claim the job in the catalog; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return None,
+                        _ = session.cancelled() => return None,
                         _ = tokio::time::sleep(pause) => {}
                     }
                     pause = (pause * 2).min(Duration::from_secs(10));

@@ -132,24 +132,38 @@ impl Worker {
     }
 }
 
+/// Renews the lease every third of its length, each call bounded (a black-holed catalog
+/// connection must not hang the renewal). When no renewal was confirmed for half the
+/// lease, the job is stopped — its `pg_dump`/`psql` killed, its upload aborted — while the
+/// lease is still ours, so no other worker's attempt ever runs beside it.
 async fn renew_lease(catalog: Catalog, id: uuid::Uuid, epoch: i64, lease: Duration, lost: CancellationToken) {
-    let mut last_renewed = Instant::now();
+    let mut last_confirmed = Instant::now();
+    let give_up_after = lease / 2;
+    let mut wait = lease / 3;
     loop {
-        tokio::time::sleep(lease / 3).await;
-        match catalog.renew_lease(id, epoch, lease).await {
-            Ok(true) => last_renewed = Instant::now(),
-            Ok(false) => {
+        tokio::time::sleep(wait).await;
+        let left = give_up_after.saturating_sub(last_confirmed.elapsed());
+        let renewed = tokio::time::timeout(left.min(lease / 4), catalog.renew_lease(id, epoch, lease)).await;
+        match renewed {
+            Ok(Ok(true)) => {
+                last_confirmed = Instant::now();
+                wait = lease / 3;
+                continue;
+            }
+            Ok(Ok(false)) => {
                 warn!("lease lost (reaped or handed back); stopping the job");
                 lost.cancel();
                 return;
             }
-            Err(e) if last_renewed.elapsed() >= lease => {
-                warn!(error = %format!("{e:#}"), "could not renew the lease before it expired; stopping the job");
-                lost.cancel();
-                return;
-            }
-            Err(e) => warn!(error = %format!("{e:#}"), "lease renewal failed; retrying"),
+            Ok(Err(e)) => warn!(error = %format!("{e:#}"), "lease renewal failed; retrying"),
+            Err(_) => warn!("lease renewal got no answer from the catalog; retrying"),
         }
+        if last_confirmed.elapsed() >= give_up_after {
+            warn!("could not confirm the lease for half its length; stopping the job before it could expire");
+            lost.cancel();
+            return;
+        }
+        wait = Duration::from_millis(250).min(give_up_after.saturating_sub(last_confirmed.elapsed()));
     }
 }
 

@@ -8,6 +8,7 @@
 //! - `sweep`: every worker, every few seconds — reaps expired leases (dead workers),
 //!   re-publishes due jobs whose message is missing, moves on rollouts nobody moved on.
 //! - `dead_letter`: copies what can't be processed to `<ns>.dead` with the reason.
+//! - `health`: what the readiness probe says (consuming every queue, catalog reachable).
 //!
 //! Shutdown stops consuming, lets running jobs finish within a grace period, then hands
 //! their leases back.
@@ -16,10 +17,12 @@ mod consume;
 mod dead_letter;
 pub mod disposition;
 mod execute;
+mod health;
 mod sweep;
 
 pub use disposition::{disposition, Disposition};
 pub use execute::backoff;
+pub use health::{serve as serve_health, WorkerHealth};
 
 use crate::config::WorkerSettings;
 use crate::jobs::JobContext;
@@ -45,6 +48,7 @@ pub struct Worker {
     tracker: TaskTracker,
     /// Cancelled when the shutdown grace period is over: running handlers stop and hand back.
     hand_back: CancellationToken,
+    health: Arc<WorkerHealth>,
 }
 
 impl Worker {
@@ -69,7 +73,13 @@ impl Worker {
             owner,
             tracker: TaskTracker::new(),
             hand_back: CancellationToken::new(),
+            health: Arc::default(),
         })
+    }
+
+    /// What this worker's readiness probe reports.
+    pub fn health(&self) -> Arc<WorkerHealth> {
+        self.health.clone()
     }
 
     /// Runs until `shutdown` is cancelled, then drains as described in the module docs.

@@ -1,7 +1,8 @@
 //! The sweep, run by every worker every few seconds (with jitter): reaps expired leases
 //! (their worker died), moves on rollouts whose last worker died before its follow-up, and
 //! re-publishes queued jobs that are due and have no (recent) message — retries, jobs whose
-//! producer lost the broker, deferred deliveries. Safe to run from every worker at once.
+//! producer lost the broker, deferred deliveries — and, once a minute, deletes history past
+//! its retention. Safe to run from every worker at once.
 
 use super::Worker;
 use crate::queue::Outgoing;
@@ -13,9 +14,13 @@ use tracing::{debug, error, info, warn};
 
 /// Due jobs re-published per sweep transaction.
 const DISPATCH_BATCH: i64 = 500;
+/// History rows deleted per statement, and how often a worker prunes history.
+const HISTORY_BATCH: i64 = 1_000;
+const HISTORY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Worker {
     pub(super) async fn sweep_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut last_history = std::time::Instant::now() - HISTORY_EVERY;
         loop {
             let jitter = rand::thread_rng().gen_range(0.8..1.2);
             tokio::select! {
@@ -25,6 +30,32 @@ impl Worker {
             if let Err(e) = self.sweep_once().await {
                 warn!(error = %format!("{e:#}"), "sweep failed; will try again");
             }
+            if last_history.elapsed() >= HISTORY_EVERY {
+                last_history = std::time::Instant::now();
+                if let Err(e) = self.prune_history().await {
+                    warn!(error = %format!("{e:#}"), "pruning old history failed; will try again");
+                }
+            }
+        }
+    }
+
+    /// Deletes history past `history_retention`, a batch at a time until none is left.
+    pub async fn prune_history(&self) -> Result<()> {
+        loop {
+            let pruned = self
+                .ctx
+                .catalog
+                .prune_history(self.settings.history_retention, HISTORY_BATCH)
+                .await?;
+            if pruned.is_empty() {
+                return Ok(());
+            }
+            info!(
+                rollouts = pruned.rollouts,
+                jobs = pruned.jobs,
+                dead_letters = pruned.dead_letters,
+                "pruned old history"
+            );
         }
     }
 
@@ -45,26 +76,29 @@ impl Worker {
             }
         }
         loop {
-            let batch = self
+            let due = self
                 .ctx
                 .catalog
                 .take_due_jobs(DISPATCH_BATCH, self.settings.redispatch_after)
                 .await?;
-            let count = batch.items.len();
+            let count = due.len();
             if count == 0 {
                 return Ok(());
             }
             let mut messages = Vec::with_capacity(count);
-            for item in &batch.items {
-                match item.job.request() {
+            for job in &due {
+                match job.request() {
                     Ok(request) => messages.push(Outgoing::job(&self.ctx.namespace, &request)),
                     Err(e) => {
-                        error!(job_id = %item.job.id, error = %format!("{e:#}"), "cannot dispatch job")
+                        error!(job_id = %job.id, error = %format!("{e:#}"), "cannot dispatch job")
                     }
                 }
             }
-            self.publisher.publish_all(messages).await?;
-            batch.commit().await?;
+            if let Err(e) = self.publisher.publish_all(messages).await {
+                let ids: Vec<uuid::Uuid> = due.iter().map(|j| j.id).collect();
+                self.ctx.catalog.mark_undispatched_many(&ids).await?;
+                return Err(e);
+            }
             debug!(count, "dispatched due jobs");
             if (count as i64) < DISPATCH_BATCH {
                 return Ok(());
