@@ -74,6 +74,9 @@ pub struct Config {
     pub backup_url: String,
     /// gzip level of backups (1 fastest … 9 smallest).
     pub backup_gzip_level: u32,
+    /// Longest one S3 request may take (connect, send, answer) before it is retried: a
+    /// store that stops answering fails the attempt instead of hanging the job.
+    pub s3_attempt_timeout: std::time::Duration,
 }
 
 /// How a worker process runs jobs.

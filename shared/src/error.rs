@@ -14,14 +14,32 @@ use crate::postgres::statement_is_at_fault;
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// Retrying will not help (invalid input, a conflict only a human can resolve).
-    #[error("{0:#}")]
+    #[error("{}", one_line(.0))]
     Permanent(anyhow::Error),
     /// Stopped because the worker is shutting down or lost its lease; not a failure.
     #[error("cancelled: {0}")]
     Cancelled(CancelReason),
     /// Anything else: worth another attempt after a backoff.
-    #[error("{0:#}")]
+    #[error("{}", one_line(.0))]
     Other(#[from] anyhow::Error),
+}
+
+/// An error and its causes on one line, each said once: a cause whose text the line already
+/// holds is skipped (sqlx shows a server error as "error returned from database: X" and
+/// then has X as its source; our errors that quote their source would repeat it too).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Why a running job was stopped before it ended.
@@ -116,5 +134,31 @@ impl From<crate::tenant_migrations::MigrationError> for JobError {
         } else {
             JobError::Other(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error returned from database: {0}")]
+    struct Wrapper(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("canceling statement due to lock timeout")]
+    struct Inner;
+
+    #[test]
+    fn a_cause_already_quoted_is_said_once() {
+        let e = anyhow::Error::new(Wrapper(Inner)).context("migration 2_x.sql failed");
+        assert_eq!(
+            one_line(&e),
+            "migration 2_x.sql failed: error returned from database: canceling statement due to lock timeout"
+        );
+        assert_eq!(
+            JobError::Other(e).to_string(),
+            "migration 2_x.sql failed: error returned from database: canceling statement due to lock timeout"
+        );
     }
 }

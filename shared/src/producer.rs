@@ -115,8 +115,10 @@ pub fn job_messages<'a>(
         .collect()
 }
 
-/// Publishes jobs recorded as dispatched; if the broker does not confirm them, marks them
-/// undispatched so a worker's sweep publishes them. Returns whether they were published.
+/// Publishes jobs recorded as dispatched (unconfirmed) and records the broker's confirm; if
+/// the broker does not confirm them, marks them undispatched so a worker's sweep publishes
+/// them. Returns whether they were published. (Dying in between leaves them unconfirmed: the
+/// sweep re-publishes them after the confirm deadline.)
 pub async fn publish_dispatched(
     catalog: &Catalog,
     publisher: &Publisher,
@@ -126,7 +128,11 @@ pub async fn publish_dispatched(
         .publish_all(job_messages(publisher, jobs.iter().copied()))
         .await
     {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+            catalog.confirm_dispatched(&ids).await?;
+            Ok(true)
+        }
         Err(e) => {
             warn!(error = %format!("{e:#}"), jobs = jobs.len(), "jobs recorded but not published; a worker's sweep will dispatch them");
             let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();

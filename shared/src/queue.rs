@@ -18,6 +18,10 @@ use tokio::sync::Mutex;
 /// broker under a disk or memory alarm blocks publishers instead of refusing them).
 const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A dispatch recorded but never confirmed this long is presumed lost with its publisher (a
+/// process killed between recording and the broker's confirm) and published again.
+pub const UNCONFIRMED_DISPATCH_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Heartbeat used when the URL does not set one: a dead broker or network is noticed in
 /// about twice this, rather than the broker's default of a minute or more.
 const DEFAULT_HEARTBEAT_SECS: u16 = 10;

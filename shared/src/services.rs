@@ -47,7 +47,14 @@ impl Services {
         migrations: MigrationSet,
         faults: FaultPoints,
     ) -> Result<JobContext> {
-        let store = BackupStore::open(&config.backup_url, S3Settings::default()).await?;
+        let store = BackupStore::open(
+            &config.backup_url,
+            S3Settings {
+                attempt_timeout: config.s3_attempt_timeout,
+                ..S3Settings::default()
+            },
+        )
+        .await?;
         Ok(JobContext {
             catalog: self.catalog.clone(),
             servers: self.servers.clone(),

@@ -770,3 +770,51 @@ async fn history_past_its_retention_is_pruned_and_metrics_do_not_scan_it() {
     drop(api);
     env.cleanup().await;
 }
+
+/// Found by the chaos suite: a worker SIGKILLed between recording a sweep's dispatch and
+/// the broker's confirm left the job `queued`, recorded as dispatched, with no message
+/// anywhere — until the re-publish interval, which doubles per dispatch (10 min on the
+/// second, hours later on). An unconfirmed dispatch is published again after the confirm
+/// deadline.
+#[tokio::test]
+async fn a_job_whose_publisher_died_before_the_confirm_is_published_again() {
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    cli_ok(&env, &["tenant", "create", "orphaned"]);
+    // The message never reached the broker (its publisher died first): no message, and the
+    // row as the dying publisher left it, on its third dispatch, 61 s ago.
+    let ns = pgfleet_shared::Namespace::parse(&env.namespace).unwrap();
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .queue_purge(
+            ns.kind_queue(pgfleet_shared::JobKind::Provision).as_str().into(),
+            lapin::options::QueuePurgeOptions::default(),
+        )
+        .await
+        .unwrap();
+    let updated = sqlx::query(
+        "UPDATE jobs SET dispatched_at = now() - interval '61 seconds', dispatch_count = 3,
+                dispatch_confirmed = false
+          WHERE kind = 'provision' AND tenant = 'orphaned' AND status = 'queued'",
+    )
+    .execute(catalog.pool())
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(updated, 1);
+    let _worker = env.spawn_worker("w", &[], &[]).await;
+    env.wait_tenant_active(&catalog, "orphaned", Duration::from_secs(20))
+        .await;
+    // A confirmed dispatch is left alone for its re-publish interval (the message is queued).
+    let confirmed: bool = sqlx::query_scalar(
+        "SELECT dispatch_confirmed FROM jobs WHERE kind = 'provision' AND tenant = 'orphaned'",
+    )
+    .fetch_one(catalog.pool())
+    .await
+    .unwrap();
+    assert!(confirmed, "the sweep's re-publish was confirmed");
+    env.cleanup().await;
+}

@@ -97,6 +97,7 @@ impl TestEnv {
             tenant_connection_limit: 10,
             backup_url: self.backup_url.clone(),
             backup_gzip_level: 3,
+            s3_attempt_timeout: Duration::from_secs(120),
         }
     }
 

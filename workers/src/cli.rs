@@ -65,6 +65,9 @@ pub struct GlobalArgs {
     /// gzip level of backups: 1 (fastest) … 9 (smallest).
     #[arg(long, global = true, env = "PGFLEET_BACKUP_GZIP_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub backup_gzip_level: u32,
+    /// Longest one S3 request may take before it is retried (a part of up to 8 MiB at first).
+    #[arg(long, global = true, env = "PGFLEET_S3_ATTEMPT_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub s3_attempt_timeout: std::time::Duration,
     /// Attempts before a job is dead (recorded on each job when it is created).
     #[arg(long, global = true, env = "PGFLEET_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: i32,
@@ -276,6 +279,7 @@ impl GlobalArgs {
             tenant_connection_limit: self.tenant_connection_limit,
             backup_url: self.backup_url.clone(),
             backup_gzip_level: self.backup_gzip_level,
+            s3_attempt_timeout: self.s3_attempt_timeout,
         })
     }
 

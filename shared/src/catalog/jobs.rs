@@ -176,11 +176,14 @@ pub enum ClaimOutcome {
     Exhausted(JobRecord),
 }
 
-/// Whether new jobs' messages are being published now (recorded as dispatched) or are left
-/// for whoever publishes them next (a worker's sweep, a rollout's caller).
+/// Where new jobs' messages are: delivered already (a claim recording the job of the message
+/// in hand), about to be published by the caller (recorded as dispatched but unconfirmed until
+/// `confirm_dispatched`), or left for whoever publishes them next (a worker's sweep, a
+/// rollout's caller).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Dispatch {
-    Now,
+    Delivered,
+    Publishing,
     Later,
 }
 
@@ -189,9 +192,10 @@ pub(super) enum Dispatch {
 /// first job of a key wins (`on_conflict`: `DO NOTHING`, or a `DO UPDATE`); the recorded
 /// rows are returned with `returning`.
 pub(super) fn insert_jobs_sql(rows: &str, dispatch: Dispatch, on_conflict: &str, returning: bool) -> String {
-    let (dispatched_at, dispatch_count) = match dispatch {
-        Dispatch::Now => ("now()", "1"),
-        Dispatch::Later => ("NULL::timestamptz", "0"),
+    let (dispatched_at, dispatch_count, confirmed) = match dispatch {
+        Dispatch::Delivered => ("now()", "1", "true"),
+        Dispatch::Publishing => ("now()", "1", "false"),
+        Dispatch::Later => ("NULL::timestamptz", "0", "true"),
     };
     let returning = if returning {
         format!("RETURNING {JOB_COLUMNS}")
@@ -199,8 +203,9 @@ pub(super) fn insert_jobs_sql(rows: &str, dispatch: Dispatch, on_conflict: &str,
         String::new()
     };
     format!(
-        "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count)
-         SELECT id, key, kind, tenant, payload, max_attempts, {dispatched_at}, {dispatch_count}
+        "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at, dispatch_count,
+                           dispatch_confirmed)
+         SELECT id, key, kind, tenant, payload, max_attempts, {dispatched_at}, {dispatch_count}, {confirmed}
            FROM ({rows}) AS new_jobs (id, key, kind, tenant, payload, max_attempts)
          ON CONFLICT (idempotency_key) {on_conflict}
          {returning}"
@@ -264,7 +269,7 @@ impl Catalog {
         let attempts: Vec<i32> = news.iter().map(|n| n.max_attempts).collect();
         let created: Vec<JobRecord> = sqlx::query_as(&insert_jobs_sql(
             "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int[])",
-            Dispatch::Now,
+            Dispatch::Publishing,
             "DO NOTHING",
             true,
         ))
@@ -329,7 +334,12 @@ impl Catalog {
         let mut tx = self.pool().begin().await?;
         if !new.recorded {
             bind_new_job(
-                sqlx::query(&insert_jobs_sql(ONE_JOB, Dispatch::Now, "DO NOTHING", false)),
+                sqlx::query(&insert_jobs_sql(
+                    ONE_JOB,
+                    Dispatch::Delivered,
+                    "DO NOTHING",
+                    false,
+                )),
                 new,
             )
             .execute(&mut *tx)
@@ -527,17 +537,26 @@ impl Catalog {
     }
 
     /// Takes up to `limit` queued jobs that are due and not (recently) published, recording
-    /// them as dispatched in one short statement; the caller publishes them afterwards (no
-    /// transaction waits on the broker) and hands back the ones it could not publish with
-    /// `mark_undispatched_many`. The re-publish interval doubles per dispatch so a long
-    /// queue is not flooded with copies.
-    pub async fn take_due_jobs(&self, limit: i64, redispatch_after: Duration) -> Result<Vec<JobRecord>> {
+    /// them as dispatched, unconfirmed, in one short statement; the caller publishes them
+    /// afterwards (no transaction waits on the broker), confirms them with
+    /// `confirm_dispatched` and hands back the ones it could not publish with
+    /// `mark_undispatched_many`. The re-publish interval of a confirmed message doubles per
+    /// dispatch so a long queue is not flooded with copies; a dispatch never confirmed (its
+    /// publisher died in between) is taken again after `unconfirmed_after`.
+    pub async fn take_due_jobs(
+        &self,
+        limit: i64,
+        redispatch_after: Duration,
+        unconfirmed_after: Duration,
+    ) -> Result<Vec<JobRecord>> {
         Ok(sqlx::query_as(&format!(
-            "UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1, updated_at = now()
+            "UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1, dispatch_confirmed = false,
+                    updated_at = now()
               WHERE id IN (
                 SELECT id FROM jobs
                  WHERE status = 'queued' AND run_after <= now()
                    AND (dispatched_at IS NULL
+                        OR (NOT dispatch_confirmed AND dispatched_at < now() - make_interval(secs => $3))
                         OR dispatched_at < now() - make_interval(secs => $2 * power(2, least(greatest(dispatch_count - 1, 0), 6))))
                  ORDER BY run_after
                  LIMIT $1
@@ -546,8 +565,20 @@ impl Catalog {
         ))
         .bind(limit)
         .bind(secs(redispatch_after))
+        .bind(secs(unconfirmed_after))
         .fetch_all(self.pool())
         .await?)
+    }
+
+    /// The broker confirmed these jobs' messages: they are queued there.
+    pub async fn confirm_dispatched(&self, ids: &[Uuid]) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET dispatch_confirmed = true WHERE id = ANY($1) AND NOT dispatch_confirmed",
+        )
+        .bind(ids)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     /// One job by id.

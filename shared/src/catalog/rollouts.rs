@@ -420,7 +420,8 @@ impl Catalog {
     /// Messages of these jobs were confirmed by the broker.
     pub async fn mark_dispatched(&self, ids: &[Uuid]) -> Result<()> {
         sqlx::query(
-            "UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1 WHERE id = ANY($1)",
+            "UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1, dispatch_confirmed = true
+              WHERE id = ANY($1)",
         )
         .bind(ids)
         .execute(self.pool())

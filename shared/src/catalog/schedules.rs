@@ -65,7 +65,8 @@ impl Catalog {
 
     /// Records a backup (or a deleted tenant's prune) job for each due slot not handled yet (by this or another
     /// scheduler) and advances the tenants past it. Returns only the jobs created here, which
-    /// the caller publishes; they are recorded as dispatched, see `mark_undispatched_many`.
+    /// the caller publishes; they are recorded as dispatched (unconfirmed), see
+    /// `confirm_dispatched` and `mark_undispatched_many`.
     pub async fn enqueue_scheduled_backups(
         &self,
         due: &[DueBackup],
@@ -109,7 +110,7 @@ impl Catalog {
              {}",
             insert_jobs_sql(
                 "SELECT job_id, key, kind, slug, payload, $7::int FROM advanced",
-                Dispatch::Now,
+                Dispatch::Publishing,
                 "DO NOTHING",
                 true,
             )

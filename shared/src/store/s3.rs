@@ -29,6 +29,9 @@ pub struct S3Settings {
     /// Parts uploading at once; with the part being filled, bounds memory to
     /// `(parts_in_flight + 1) × part_size`.
     pub parts_in_flight: usize,
+    /// Bound on one request (each retry gets its own): without it a server that stops
+    /// answering mid-request hangs the job for good.
+    pub attempt_timeout: std::time::Duration,
 }
 
 impl Default for S3Settings {
@@ -36,6 +39,7 @@ impl Default for S3Settings {
         Self {
             part_size: 8 * 1024 * 1024,
             parts_in_flight: 2,
+            attempt_timeout: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -108,7 +112,13 @@ impl S3Store {
         let endpoint = shared.endpoint_url().map(str::to_owned);
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .operation_attempt_timeout(settings.attempt_timeout)
+                    .build(),
+            );
         if endpoint.is_some() {
             config = config.force_path_style(true);
             if shared.region().is_none() {

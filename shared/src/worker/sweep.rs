@@ -79,7 +79,11 @@ impl Worker {
             let due = self
                 .ctx
                 .catalog
-                .take_due_jobs(DISPATCH_BATCH, self.settings.redispatch_after)
+                .take_due_jobs(
+                    DISPATCH_BATCH,
+                    self.settings.redispatch_after,
+                    crate::queue::UNCONFIRMED_DISPATCH_AFTER,
+                )
                 .await?;
             let count = due.len();
             if count == 0 {
@@ -94,11 +98,12 @@ impl Worker {
                     }
                 }
             }
+            let ids: Vec<uuid::Uuid> = due.iter().map(|j| j.id).collect();
             if let Err(e) = self.publisher.publish_all(messages).await {
-                let ids: Vec<uuid::Uuid> = due.iter().map(|j| j.id).collect();
                 self.ctx.catalog.mark_undispatched_many(&ids).await?;
                 return Err(e);
             }
+            self.ctx.catalog.confirm_dispatched(&ids).await?;
             debug!(count, "dispatched due jobs");
             if (count as i64) < DISPATCH_BATCH {
                 return Ok(());
