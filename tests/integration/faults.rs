@@ -818,3 +818,120 @@ async fn a_job_whose_publisher_died_before_the_confirm_is_published_again() {
     assert!(confirmed, "the sweep's re-publish was confirmed");
     env.cleanup().await;
 }
+
+/// Files under the local store's folder for `slug`, relative to the store root.
+fn stored_keys(env: &TestEnv, slug: &str) -> Vec<String> {
+    let root = env.dir.join("backups");
+    let dir = root.join(&env.namespace).join(slug);
+    let mut keys: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| format!("{}/{slug}/{}", env.namespace, e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn a_backup_run_again_after_its_upload_or_its_outcome_was_lost_stores_one_object() {
+    let env = TestEnv::new();
+    let _worker = env.spawn_worker("w", &[], &[]).await;
+    cli_ok(&env, &["tenant", "create", "once", "--wait"]);
+    let out = cli_ok(&env, &["backup", "once", "--wait", "--json"]);
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let job_id = uuid::Uuid::parse_str(job["id"].as_str().unwrap()).unwrap();
+    let catalog = env.catalog().await;
+    let first: Vec<String> = stored_keys(&env, "once");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let requeue = |job_id| {
+        sqlx::query("UPDATE jobs SET status = 'queued', finished_at = NULL, outcome = NULL, dispatched_at = NULL WHERE id = $1")
+            .bind(job_id)
+            .execute(catalog.pool())
+    };
+
+    // 1. The backup was stored and recorded, then the worker died before the job's outcome:
+    // the re-run reports that backup and stores nothing more.
+    requeue(job_id).await.unwrap();
+    let again = env
+        .wait_job(
+            &catalog,
+            job["key"].as_str().unwrap(),
+            "succeeded",
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(again.attempts, 2, "{again:?}");
+    assert_eq!(stored_keys(&env, "once"), first, "a second object was stored");
+    let good: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM backups WHERE job_id = $1 AND status = 'succeeded'")
+            .bind(job_id)
+            .fetch_one(catalog.pool())
+            .await
+            .unwrap();
+    assert_eq!(good, 1);
+
+    // 2. The object was complete but the worker died before recording it (row still
+    // `running`): the re-run discards that object and stores a new one.
+    sqlx::query("UPDATE backups SET status = 'running', finished_at = NULL WHERE job_id = $1")
+        .bind(job_id)
+        .execute(catalog.pool())
+        .await
+        .unwrap();
+    requeue(job_id).await.unwrap();
+    let third = env
+        .wait_job(
+            &catalog,
+            job["key"].as_str().unwrap(),
+            "succeeded",
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(third.attempts, 3, "{third:?}");
+    let now = stored_keys(&env, "once");
+    assert_eq!(now.len(), 1, "the unrecorded object was left: {now:?}");
+    // (Within the same second the new attempt's key is the old one, its row re-used.)
+    let good: Vec<(String, String)> =
+        sqlx::query_as("SELECT key, sha256 FROM backups WHERE job_id = $1 AND status = 'succeeded'")
+            .bind(job_id)
+            .fetch_all(catalog.pool())
+            .await
+            .unwrap();
+    assert_eq!(good.len(), 1, "{good:?}");
+    assert_eq!(good[0].0, now[0]);
+    let bytes = std::fs::read(env.dir.join("backups").join(&now[0])).unwrap();
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(good[0].1, sha, "the stored object is not the recorded one");
+
+    // 3. A failed attempt's object that nobody discarded (its job gave up): the next prune
+    // removes it and says so.
+    let leftover = format!(
+        "{}/once/20000101T000000Z-{}.sql.gz",
+        env.namespace,
+        uuid::Uuid::now_v7()
+    );
+    std::fs::write(env.dir.join("backups").join(&leftover), b"partial").unwrap();
+    sqlx::query(
+        "INSERT INTO backups (id, tenant_id, job_id, key, status, error, created_at, finished_at)
+         SELECT $1, id, NULL, $2, 'failed', 'interrupted', now(), now() FROM tenants WHERE slug = 'once'",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(&leftover)
+    .execute(catalog.pool())
+    .await
+    .unwrap();
+    let out = cli_ok(&env, &["prune", "once", "--wait", "--json"]);
+    let prune: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        prune["outcome"]["details"]["failed_discarded"],
+        serde_json::json!([leftover]),
+        "{prune}"
+    );
+    assert_eq!(stored_keys(&env, "once"), now);
+    env.cleanup().await;
+}

@@ -134,16 +134,38 @@ impl Catalog {
         Ok(done.rows_affected())
     }
 
-    /// This job's own earlier attempts that never finished.
-    pub async fn fail_own_running_backups(&self, job_id: Uuid) -> Result<()> {
+    /// This job's own earlier attempts that never finished (their keys, to discard what they
+    /// stored).
+    pub async fn own_running_backups(&self, job_id: Uuid) -> Result<Vec<(Uuid, String)>> {
+        Ok(
+            sqlx::query_as("SELECT id, key FROM backups WHERE job_id = $1 AND status = 'running'")
+                .bind(job_id)
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// Fails one of this job's earlier attempts once its object is gone.
+    pub async fn fail_own_running_backup(&self, id: Uuid) -> Result<()> {
         sqlx::query(
             "UPDATE backups SET status = 'failed', error = 'interrupted (an earlier attempt of this job)', finished_at = now()
-             WHERE job_id = $1 AND status = 'running'",
+             WHERE id = $1 AND status = 'running'",
         )
-        .bind(job_id)
+        .bind(id)
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// The good backup an earlier attempt of this job stored and recorded, if any: the job's
+    /// own outcome was lost after it (a killed worker), and a re-run must not store another.
+    pub async fn succeeded_backup_of_job(&self, job_id: Uuid) -> Result<Option<BackupRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "{SELECT_BACKUP} WHERE b.job_id = $1 AND b.status = 'succeeded' ORDER BY b.created_at DESC LIMIT 1"
+        ))
+        .bind(job_id)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     /// Newest first.

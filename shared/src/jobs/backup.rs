@@ -24,7 +24,15 @@ use uuid::Uuid;
 /// `backup`: the tenant (which must be active) into the store, then a prune.
 pub async fn run(ctx: &JobContext, job: &Claimed<NoFields>) -> Result<Outcome, JobError> {
     let tenant = super::active_tenant(ctx, &job.tenant, "backed up").await?;
-    let backup = backup_tenant(ctx, &job.job, &tenant, None).await?;
+    // Not for delete's final backup: a delete handed back after a failure and retried must
+    // dump what the tenant wrote since.
+    let backup = match ctx.catalog.succeeded_backup_of_job(job.job.id).await? {
+        Some(done) => {
+            info!(key = %done.key, "an earlier attempt of this job stored and recorded the backup");
+            BackupDone::recorded(done)
+        }
+        None => backup_tenant(ctx, &job.job, &tenant, None).await?,
+    };
     let mut details = backup.to_json();
     match prune::prune_tenant(ctx, &tenant).await {
         Ok(report) => details["prune"] = report.to_json(),
@@ -48,6 +56,21 @@ pub struct BackupDone {
 }
 
 impl BackupDone {
+    /// A backup already recorded as good (by an earlier attempt of the same job).
+    fn recorded(backup: crate::catalog::BackupRecord) -> Self {
+        Self {
+            id: backup.id,
+            key: backup.key,
+            stored: Stored {
+                bytes: backup.bytes.unwrap_or(0) as u64,
+                sha256: backup.sha256.unwrap_or_default(),
+            },
+            raw_bytes: backup.raw_bytes.unwrap_or(0) as u64,
+            duration_ms: backup.duration_ms.unwrap_or(0) as u64,
+            pg_dump: backup.pg_dump.unwrap_or_default(),
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "backup_id": self.id,
@@ -78,18 +101,18 @@ pub async fn backup_tenant(
     let started = Instant::now();
     let key = prefix.backup_key(started_at, job.id);
     prefix.check(&key).map_err(JobError::Permanent)?;
-    let id = Uuid::now_v7();
-    match ctx
+    // A retry within the same second reuses its failed row (the key is the same): its id.
+    let id = match ctx
         .catalog
-        .insert_backup(id, tenant.id, job.fence(), &key, started_at)
+        .insert_backup(Uuid::now_v7(), tenant.id, job.fence(), &key, started_at)
         .await
     {
-        Ok(_) => {}
+        Ok(id) => id,
         Err(_) if !ctx.catalog.holds_lease(job.fence()).await? => {
             return Err(JobError::Cancelled(CancelReason::LeaseLost))
         }
         Err(e) => return Err(e.into()),
-    }
+    };
 
     match dump_to_store(ctx, tenant, &key, login).await {
         Ok((stored, compressed, pg_dump)) => {
@@ -110,11 +133,19 @@ pub async fn backup_tenant(
                 .await?;
             if !recorded {
                 // Another worker owns the job now: this attempt's object is not recorded as
-                // good, and the new owner's attempt (or the next prune) deals with it.
+                // good. Remove it (the new owner may have looked for leftovers already); if
+                // that fails too, the next prune removes it by its failed row.
                 warn!(
                     key,
-                    "the job was taken over while its object was stored; not recording it"
+                    "the job was taken over while its object was stored; discarding it"
                 );
+                if let Err(e) = ctx.store.delete(&prefix, &key).await {
+                    warn!(key, error = %format!("{e:#}"), "could not discard the unrecorded object");
+                }
+                let _ = ctx
+                    .catalog
+                    .finish_backup_failed(id, "taken over by another worker")
+                    .await;
                 return Err(JobError::Cancelled(CancelReason::LeaseLost));
             }
             info!(
@@ -157,7 +188,12 @@ async fn discard_own_leftovers(
             ctx.store.discard_incomplete(prefix, &incomplete).await?;
         }
     }
-    ctx.catalog.fail_own_running_backups(job_id).await?;
+    // An earlier attempt may also have completed its object and died before recording it.
+    for (id, key) in ctx.catalog.own_running_backups(job_id).await? {
+        info!(%key, "discarding the unrecorded object of an earlier attempt");
+        ctx.store.delete(prefix, &key).await?;
+        ctx.catalog.fail_own_running_backup(id).await?;
+    }
     Ok(())
 }
 

@@ -3,7 +3,9 @@
 //! backups can never prune the last good one. Two-phase per backup (`pruning`, delete the
 //! object, `pruned`), so a replay resumes. Only what this install recorded is deleted:
 //! objects under the tenant's prefix that the catalog doesn't know are reported and left
-//! alone; unfinished uploads of its jobs that are no longer running are discarded. Nothing
+//! alone; unfinished uploads of its jobs that are no longer running, and objects a failed
+//! attempt completed but never recorded as good (a worker killed between the upload and
+//! the row), are discarded. Nothing
 //! outside the tenant's prefix is ever listed or deleted.
 
 use super::{Claimed, JobContext, Outcome};
@@ -43,12 +45,14 @@ pub struct PruneReport {
     /// Recorded keys outside the tenant's prefix: skipped.
     pub skipped: Vec<String>,
     pub incomplete_discarded: Vec<String>,
+    /// Objects whose row says the attempt failed (never recorded as good): deleted.
+    pub failed_discarded: Vec<String>,
     pub interrupted_marked_failed: u64,
 }
 
 impl PruneReport {
     pub fn is_empty(&self) -> bool {
-        self.pruned.is_empty() && self.incomplete_discarded.is_empty()
+        self.pruned.is_empty() && self.incomplete_discarded.is_empty() && self.failed_discarded.is_empty()
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -58,6 +62,7 @@ impl PruneReport {
             "unknown_objects": self.unknown,
             "skipped": self.skipped,
             "incomplete_discarded": self.incomplete_discarded,
+            "failed_discarded": self.failed_discarded,
             "interrupted_marked_failed": self.interrupted_marked_failed,
         })
     }
@@ -112,8 +117,18 @@ pub async fn prune_tenant(ctx: &JobContext, tenant: &TenantRecord) -> Result<Pru
     // Objects the catalog has no row for are reported, never deleted: this install did not
     // write them (or lost their record), and only a human may decide about them.
     let known: HashSet<&str> = backups.iter().map(|b| b.key.as_str()).collect();
+    // Keys of failed attempts (rows read after `fail_interrupted_backups` above).
+    let failed: HashSet<&str> = backups
+        .iter()
+        .filter(|b| b.status == BackupStatus::Failed)
+        .map(|b| b.key.as_str())
+        .collect();
     for object in ctx.store.list(&prefix).await? {
-        if !known.contains(object.key.as_str()) {
+        if failed.contains(object.key.as_str()) {
+            ctx.store.delete(&prefix, &object.key).await?;
+            info!(key = %object.key, "discarded the object of a failed attempt");
+            report.failed_discarded.push(object.key);
+        } else if !known.contains(object.key.as_str()) {
             warn!(key = %object.key, "an object in the tenant's prefix has no record in the catalog; left alone");
             report.unknown.push(object.key);
         }
