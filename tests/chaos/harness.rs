@@ -409,8 +409,8 @@ pub async fn check(
     for kind in pgfleet_shared::JobKind::ALL {
         let queue = ns.kind_queue(*kind);
         loop {
-            let (_, consumers) = queue_counts(&queue).await;
-            if consumers as usize >= 1 {
+            let consumers = try_queue_counts(&queue).await.map_or(0, |(_, c)| c);
+            if consumers >= 1 {
                 break;
             }
             if Instant::now() > deadline {
@@ -450,13 +450,42 @@ pub async fn signups(env: &TestEnv, slugs: &[String]) {
     env.publish_raw_many("provision", &bodies).await;
 }
 
-/// Runs a pgfleet CLI command off the runtime (it blocks); panics unless it succeeds.
+/// Longest one CLI command of a scenario may take (they enqueue; none waits for jobs).
+const CLI_LIMIT: Duration = Duration::from_secs(120);
+
+/// Longest a scenario may take, faults, waits and checks included: a stuck scenario fails
+/// with this message instead of holding CI (its worker processes are killed on the way out).
+pub const SCENARIO_LIMIT: Duration = Duration::from_secs(900);
+
+/// Runs one scenario: alone (they restart shared services), within `SCENARIO_LIMIT` times
+/// the scale.
+pub async fn scenario(name: &str, body: impl std::future::Future<Output = ()>) {
+    let _serial = SERIAL.lock().await;
+    let limit = SCENARIO_LIMIT * scale() as u32;
+    if tokio::time::timeout(limit, body).await.is_err() {
+        panic!("chaos scenario {name:?} did not finish within {limit:?}");
+    }
+}
+
+/// Runs a pgfleet CLI command; panics unless it succeeds within `CLI_LIMIT`.
 pub async fn cli(env: &TestEnv, args: &[&str]) -> String {
+    cli_with(env, args, &[]).await
+}
+
+/// `cli` with extra environment (e.g. the jobs' attempt budget, which producers set).
+pub async fn cli_with(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> String {
     let mut cmd = env.pgfleet();
     cmd.args(args);
+    // The same attempt budget as the workers give the jobs they record.
+    for (k, v) in WORKER_ENV.iter().chain(vars) {
+        cmd.env(k, v);
+    }
     let shown = format!("{args:?}");
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    let out = tokio::time::timeout(CLI_LIMIT, cmd.output())
         .await
+        .unwrap_or_else(|_| panic!("pgfleet {shown} did not end within {CLI_LIMIT:?}"))
         .unwrap();
     assert!(
         out.status.success(),

@@ -935,3 +935,43 @@ async fn a_backup_run_again_after_its_upload_or_its_outcome_was_lost_stores_one_
     assert_eq!(stored_keys(&env, "once"), now);
     env.cleanup().await;
 }
+
+/// A broker that takes a connection and then never answers (booting, a node without its
+/// queues' leaders) must not hold a worker forever: its first connection here is accepted
+/// and left silent for the whole test, later ones are forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_broker_never_answers_the_first_connection_consumes_on_the_next() {
+    let env = TestEnv::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let held = silent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let mut held = held.lock().unwrap();
+            if held.is_empty() {
+                held.push(inbound); // accepted, never answered, never closed
+                continue;
+            }
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect("127.0.0.1:5672").await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    let amqp = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    // Waits up to 60 s for "consuming".
+    let worker = env.spawn_worker("w", &[], &[("PGFLEET_AMQP_URL", &amqp)]).await;
+    assert_eq!(
+        silent.lock().unwrap().len(),
+        1,
+        "the silent connection was never tried"
+    );
+    assert!(
+        worker.log().contains("did not complete the session setup"),
+        "{}",
+        worker.log()
+    );
+    cli_ok(&env, &["tenant", "create", "patient", "--wait"]);
+    env.cleanup().await;
+}

@@ -602,6 +602,13 @@ pub async fn queue_depth(queue: &str) -> u32 {
 
 /// (messages ready, consumers) of `queue`.
 pub async fn queue_counts(queue: &str) -> (u32, u32) {
+    try_queue_counts(queue)
+        .await
+        .unwrap_or_else(|| panic!("queue {queue} does not exist"))
+}
+
+/// (messages ready, consumers) of `queue`, or `None` if it doesn't exist (right now).
+pub async fn try_queue_counts(queue: &str) -> Option<(u32, u32)> {
     let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
         .await
         .unwrap();
@@ -615,10 +622,9 @@ pub async fn queue_counts(queue: &str) -> (u32, u32) {
             },
             lapin::types::FieldTable::default(),
         )
-        .await
-        .unwrap();
+        .await;
     let _ = conn.close(200, "bye".into()).await;
-    (declared.message_count(), declared.consumer_count())
+    declared.ok().map(|d| (d.message_count(), d.consumer_count()))
 }
 
 /// A connection as the tenant's own role, through the URL `pgfleet tenant url` prints.

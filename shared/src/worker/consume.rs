@@ -24,6 +24,9 @@ use tracing::{debug, error, info, warn};
 /// How often a consuming worker checks that the catalog answers, and how long it waits.
 const CATALOG_CHECK_EVERY: Duration = Duration::from_secs(2);
 const CATALOG_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest the broker may take to set a consuming session up before it is retried.
+const SESSION_SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Failed checks in a row that make a worker stop consuming.
 const CATALOG_FAILURES_TO_PAUSE: u32 = 2;
 
@@ -93,33 +96,44 @@ impl Worker {
         shutdown: &CancellationToken,
         connected: &mut bool,
     ) -> Result<()> {
-        let ns = &self.ctx.namespace;
-        let conn = queue::connect(&self.amqp_url, &format!("pgfleet worker {}", self.owner)).await?;
-        queue::declare_topology(&conn, ns).await?;
-        let prefetch = u16::try_from(self.settings.concurrency).unwrap_or(u16::MAX);
-        let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
-        queues.push(ns.unroutable());
-        let mut streams = Vec::new();
-        for queue_name in queues {
-            let channel = conn.create_channel().await?;
-            channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-            let consumer = channel
-                .basic_consume(
-                    queue_name.as_str().into(),
-                    format!("{}/{queue_name}", self.owner).into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            // A stream that ends says so (`None`), instead of silently leaving the merge.
-            let ended = queue_name.clone();
-            streams.push(
-                consumer
-                    .map(move |d| (queue_name.clone(), Some(d)))
-                    .chain(futures_util::stream::once(async move { (ended, None) }))
-                    .boxed(),
-            );
-        }
+        // A broker that takes the connection but never answers (booting, a queue without a
+        // leader) must not hold the worker here: the setup is bounded and retried.
+        let setup = async {
+            let ns = &self.ctx.namespace;
+            let conn = queue::connect(&self.amqp_url, &format!("pgfleet worker {}", self.owner)).await?;
+            queue::declare_topology(&conn, ns).await?;
+            let prefetch = u16::try_from(self.settings.concurrency).unwrap_or(u16::MAX);
+            let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
+            queues.push(ns.unroutable());
+            let mut streams = Vec::new();
+            for queue_name in queues {
+                let channel = conn.create_channel().await?;
+                channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+                let consumer = channel
+                    .basic_consume(
+                        queue_name.as_str().into(),
+                        format!("{}/{queue_name}", self.owner).into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+                // A stream that ends says so (`None`), instead of silently leaving the merge.
+                let ended = queue_name.clone();
+                streams.push(
+                    consumer
+                        .map(move |d| (queue_name.clone(), Some(d)))
+                        .chain(futures_util::stream::once(async move { (ended, None) }))
+                        .boxed(),
+                );
+            }
+            Ok::<_, anyhow::Error>((conn, streams))
+        };
+        let (conn, streams) = match tokio::time::timeout(SESSION_SETUP_TIMEOUT, setup).await {
+            Ok(session) => session?,
+            Err(_) => anyhow::bail!(
+                "RabbitMQ did not complete the session setup (connect, declare, consume) within {SESSION_SETUP_TIMEOUT:?}"
+            ),
+        };
         let mut deliveries = futures_util::stream::select_all(streams);
         // Ends this session's deliveries that still wait for a slot or a claim.
         let session = shutdown.child_token();
