@@ -2,6 +2,7 @@
 //! `PGFLEET_*` environment twins; tests build it directly. URLs that may carry a password
 //! are `SecretString`s, so `Debug` never prints them.
 
+use crate::message::JobKind;
 use anyhow::{bail, Result};
 use secrecy::SecretString;
 use std::path::PathBuf;
@@ -82,8 +83,11 @@ pub struct Config {
 /// How a worker process runs jobs.
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
-    /// Jobs run at once by this process (also the AMQP prefetch).
+    /// The base of `kind_slots`' defaults (`PGFLEET_CONCURRENCY`).
     pub concurrency: usize,
+    /// Job slots per kind: each kind has a pool of its own, and its queue's prefetch
+    /// matches it, so long jobs of one kind never hold the slots another kind needs.
+    pub kind_slots: KindSlots,
     /// How long a claim is valid without renewal; renewed every third of it.
     pub lease: Duration,
     /// Attempts before a job is dead.
@@ -110,6 +114,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             concurrency: 8,
+            kind_slots: KindSlots::defaults(8),
             lease: Duration::from_secs(30),
             max_attempts: 5,
             backoff_base: Duration::from_secs(2),
@@ -124,9 +129,99 @@ impl Default for WorkerSettings {
     }
 }
 
+/// Job slots of one worker, per kind. Defaults, from `PGFLEET_CONCURRENCY` (C): provision,
+/// backup and migrate C each; restore, delete and prune C/4 (at least 1) — they are rare,
+/// and a restore loads a whole database. A kind's pool is its own: a worker whose backup
+/// slots are all busy still takes a signup at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KindSlots(std::collections::BTreeMap<JobKind, usize>);
+
+impl KindSlots {
+    pub fn defaults(concurrency: usize) -> Self {
+        let c = concurrency.max(1);
+        Self(
+            JobKind::ALL
+                .iter()
+                .map(|&kind| {
+                    let n = match kind {
+                        JobKind::Provision | JobKind::Backup | JobKind::Migrate => c,
+                        JobKind::Restore | JobKind::Delete | JobKind::Prune => (c / 4).max(1),
+                    };
+                    (kind, n)
+                })
+                .collect(),
+        )
+    }
+
+    /// The defaults for `concurrency`, with `overrides` (`backup=2,provision=16`) applied.
+    pub fn parse(concurrency: usize, overrides: &str) -> Result<Self> {
+        let mut slots = Self::defaults(concurrency);
+        for part in overrides.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((kind, n)) = part.split_once('=') else {
+                bail!("PGFLEET_KIND_CONCURRENCY: {part:?} is not KIND=N (e.g. backup=2,provision=16)");
+            };
+            let Some(kind) = JobKind::parse(kind.trim()) else {
+                bail!(
+                    "PGFLEET_KIND_CONCURRENCY: unknown job kind {:?}; kinds are {}",
+                    kind.trim(),
+                    JobKind::choices()
+                );
+            };
+            match n.trim().parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => {
+                    slots.0.insert(kind, n);
+                }
+                _ => bail!(
+                    "PGFLEET_KIND_CONCURRENCY: {kind}={} must be a number of slots from 1 to 1000",
+                    n.trim()
+                ),
+            }
+        }
+        Ok(slots)
+    }
+
+    pub fn get(&self, kind: JobKind) -> usize {
+        self.0.get(&kind).copied().unwrap_or(1)
+    }
+
+    /// Jobs this worker may run at once, all kinds together.
+    pub fn total(&self) -> usize {
+        self.0.values().sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (JobKind, usize)> + '_ {
+        self.0.iter().map(|(k, n)| (*k, *n))
+    }
+}
+
+impl std::fmt::Display for KindSlots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_slots_defaults_and_overrides() {
+        let slots = KindSlots::defaults(8);
+        assert_eq!(slots.get(JobKind::Provision), 8);
+        assert_eq!(slots.get(JobKind::Backup), 8);
+        assert_eq!(slots.get(JobKind::Restore), 2);
+        assert_eq!(KindSlots::defaults(1).get(JobKind::Prune), 1);
+        let slots = KindSlots::parse(8, " backup=2, provision=16 ").unwrap();
+        assert_eq!(slots.get(JobKind::Backup), 2);
+        assert_eq!(slots.get(JobKind::Provision), 16);
+        assert_eq!(slots.get(JobKind::Migrate), 8);
+        assert_eq!(slots.total(), 2 + 16 + 8 + 2 + 2 + 2);
+        for bad in ["backup", "backups=2", "backup=0", "backup=x"] {
+            let err = KindSlots::parse(8, bad).unwrap_err().to_string();
+            assert!(err.contains("PGFLEET_KIND_CONCURRENCY"), "{err}");
+        }
+    }
 
     #[test]
     fn namespace_validation() {

@@ -45,7 +45,7 @@ pub mod tenant_migrations;
 pub mod views;
 pub mod worker;
 
-pub use config::{Config, Namespace, WorkerSettings};
+pub use config::{Config, KindSlots, Namespace, WorkerSettings};
 pub use error::JobError;
 pub use message::{JobKind, JobRequest, JobSpec};
 pub use slug::TenantSlug;

@@ -11,6 +11,7 @@ mod fleet;
 mod provision;
 mod rollouts;
 mod runtime;
+mod scale;
 mod scheduler;
 mod security;
 mod support;

@@ -6,7 +6,7 @@ use pgfleet_shared::config::{DEFAULT_AMQP_URL, DEFAULT_BACKUP_URL, DEFAULT_CATAL
 use pgfleet_shared::scheduler::SchedulerSettings;
 use pgfleet_shared::secrets::{KeySource, Keyring};
 use pgfleet_shared::status::JobStatus;
-use pgfleet_shared::{Config, Namespace, TenantSlug, WorkerSettings};
+use pgfleet_shared::{Config, KindSlots, Namespace, TenantSlug, WorkerSettings};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -201,9 +201,14 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
-    /// Jobs this process runs at once.
+    /// Job slots per kind, from which the defaults of `--kind-concurrency` follow:
+    /// provision, backup and migrate this many each, restore, delete and prune a quarter.
     #[arg(long, env = "PGFLEET_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
+    /// Slots of particular kinds, e.g. `backup=2,provision=16`. Each kind has a pool of its
+    /// own (and its queue's prefetch matches it): a signup never waits for a backup's slot.
+    #[arg(long, env = "PGFLEET_KIND_CONCURRENCY", default_value = "")]
+    pub kind_concurrency: String,
     /// Seconds a job's lease lasts without renewal (renewed every third of it).
     #[arg(long, env = "PGFLEET_LEASE_SECS", default_value_t = 30)]
     pub lease_secs: u64,
@@ -315,9 +320,10 @@ impl GlobalArgs {
 }
 
 impl WorkerArgs {
-    pub fn settings(&self, g: &GlobalArgs) -> WorkerSettings {
-        WorkerSettings {
+    pub fn settings(&self, g: &GlobalArgs) -> anyhow::Result<WorkerSettings> {
+        Ok(WorkerSettings {
             concurrency: self.concurrency.max(1),
+            kind_slots: KindSlots::parse(self.concurrency, &self.kind_concurrency)?,
             lease: Duration::from_secs(self.lease_secs.max(3)),
             max_attempts: g.max_attempts(),
             backoff_base: Duration::from_millis(self.backoff_ms),
@@ -327,7 +333,7 @@ impl WorkerArgs {
             delivery_limit: self.delivery_limit.max(1),
             history_retention: self.history_retention.max(Duration::from_secs(60)),
             ..WorkerSettings::default()
-        }
+        })
     }
 }
 

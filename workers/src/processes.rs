@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 pub async fn worker(g: &GlobalArgs, args: &WorkerArgs) -> Result<ExitCode> {
     let config = g.config()?;
-    let settings = args.settings(g);
+    let settings = args.settings(g)?;
     let services = Services::open(&config, g.keyring(false)?, pool_size(&settings, 0)).await?;
     let worker = services.worker(&config, &settings).await?;
     let shutdown = shutdown_on_signal();
@@ -53,7 +53,7 @@ pub async fn up(
     scheduler_args: &SchedulerArgs,
 ) -> Result<ExitCode> {
     let config = g.config()?;
-    let settings = worker_args.settings(g);
+    let settings = worker_args.settings(g)?;
     let services = Services::open(&config, g.keyring(true)?, pool_size(&settings, 8)).await?;
     let worker = services.worker(&config, &settings).await?;
     let (token, metrics_token) = tokens(api_args, Some(&g.data_dir.join("api.token")))?;
@@ -91,9 +91,10 @@ pub async fn up(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Catalog connections: one per job slot, a few for the runtime, `extra` for the rest.
+/// Catalog connections, opened as needed: one per job slot, a few for the runtime, `extra`
+/// for the rest.
 fn pool_size(settings: &pgfleet_shared::WorkerSettings, extra: u32) -> u32 {
-    (settings.concurrency as u32 + 4 + extra).min(60)
+    (settings.kind_slots.total() as u32 + 4 + extra).min(60)
 }
 
 /// The API token (generated into `generate_in` by `up`) and the metrics token.

@@ -102,11 +102,18 @@ impl Worker {
             let ns = &self.ctx.namespace;
             let conn = queue::connect(&self.amqp_url, &format!("pgfleet worker {}", self.owner)).await?;
             queue::declare_topology(&conn, ns).await?;
-            let prefetch = u16::try_from(self.settings.concurrency).unwrap_or(u16::MAX);
+
             let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
             queues.push(ns.unroutable());
             let mut streams = Vec::new();
             for queue_name in queues {
+                // Each queue's prefetch is its kind's pool: no delivery sits unacked waiting
+                // for a slot another kind's jobs hold (the unroutable queue: a few).
+                let slots = JobKind::ALL
+                    .iter()
+                    .find(|k| ns.kind_queue(**k) == queue_name)
+                    .map_or(4, |k| self.settings.kind_slots.get(*k));
+                let prefetch = u16::try_from(slots).unwrap_or(u16::MAX);
                 let channel = conn.create_channel().await?;
                 channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
                 let consumer = channel
@@ -226,7 +233,7 @@ impl Worker {
 
         let slot = tokio::select! {
             _ = session.cancelled() => return,
-            slot = tokio::time::timeout(self.settings.defer_after, self.slots.clone().acquire_owned()) => slot,
+            slot = tokio::time::timeout(self.settings.defer_after, self.slots_of(new.kind).acquire_owned()) => slot,
         };
         let slot = match slot {
             Ok(Ok(slot)) => slot,

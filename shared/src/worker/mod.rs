@@ -44,7 +44,8 @@ pub struct Worker {
     amqp_url: SecretString,
     publisher: Arc<Publisher>,
     owner: String,
-    slots: Arc<Semaphore>,
+    /// Job slots, a pool per kind (`WorkerSettings::kind_slots`).
+    slots: std::collections::BTreeMap<crate::message::JobKind, Arc<Semaphore>>,
     tracker: TaskTracker,
     /// Cancelled when the shutdown grace period is over: running handlers stop and hand back.
     hand_back: CancellationToken,
@@ -65,7 +66,11 @@ impl Worker {
             format!("pgfleet worker {owner} (publisher)"),
         ));
         Arc::new(Self {
-            slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            slots: settings
+                .kind_slots
+                .iter()
+                .map(|(kind, n)| (kind, Arc::new(Semaphore::new(n.max(1)))))
+                .collect(),
             ctx,
             settings,
             amqp_url,
@@ -77,6 +82,14 @@ impl Worker {
         })
     }
 
+    /// The slot pool of `kind`.
+    fn slots_of(&self, kind: crate::message::JobKind) -> Arc<Semaphore> {
+        self.slots
+            .get(&kind)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Semaphore::new(1)))
+    }
+
     /// What this worker's readiness probe reports.
     pub fn health(&self) -> Arc<WorkerHealth> {
         self.health.clone()
@@ -84,12 +97,17 @@ impl Worker {
 
     /// Runs until `shutdown` is cancelled, then drains as described in the module docs.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
-        info!(owner = %self.owner, concurrency = self.settings.concurrency, namespace = %self.ctx.namespace, "worker starting");
+        info!(owner = %self.owner, slots = %self.settings.kind_slots, namespace = %self.ctx.namespace, "worker starting");
         let sweeper = tokio::spawn(self.clone().sweep_loop(shutdown.clone()));
         self.clone().consume_until(shutdown).await;
 
         self.tracker.close();
-        let running = self.settings.concurrency - self.slots.available_permits();
+        let running: usize = self
+            .settings
+            .kind_slots
+            .iter()
+            .map(|(kind, n)| n - self.slots_of(kind).available_permits())
+            .sum();
         if running > 0 {
             info!(running, grace = ?self.settings.shutdown_grace, "shutting down: waiting for running jobs");
         }
