@@ -7,6 +7,7 @@
 #   BASELINE_REV   git revision of the baseline (default 57bd9d5, before #12)
 #   BASELINE_BIN   use this baseline `pgfleet` binary instead of building BASELINE_REV
 #   PGFLEET_BENCH_ADMIN_URL  server that holds the two scratch catalogs (default local Postgres)
+#   CARGO_TARGET_DIR         where the release builds go (default ./target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,16 +24,17 @@ admin="${PGFLEET_BENCH_ADMIN_URL:-postgres://postgres@127.0.0.1:5432}"
 bindir="$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)"
 psql=("$bindir/psql" -X -q -v ON_ERROR_STOP=1)
 
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release -q -p pgfleet-workers
-current="$PWD/target/release/pgfleet"
+current="$target_dir/release/pgfleet"
 baseline="${BASELINE_BIN:-}"
 if [ -z "$baseline" ]; then
   rev="${BASELINE_REV:-57bd9d5}"
   src="$PWD/target/bench-baseline-src"
   if [ ! -d "$src" ]; then git worktree add --detach "$src" "$rev" >/dev/null; fi
   git -C "$src" checkout -q --detach "$rev"
-  cargo build --release -q -p pgfleet-workers --manifest-path "$src/Cargo.toml" --target-dir "$PWD/target/bench-baseline"
-  baseline="$PWD/target/bench-baseline/release/pgfleet"
+  cargo build --release -q -p pgfleet-workers --manifest-path "$src/Cargo.toml" --target-dir "$target_dir/bench-baseline"
+  baseline="$target_dir/bench-baseline/release/pgfleet"
 fi
 
 base_db=pgfleet_bench_metrics_baseline

@@ -118,12 +118,14 @@ impl Services {
         max_attempts: i32,
         token: Option<ApiToken>,
         metrics_token: Option<ApiToken>,
+        metrics_per_tenant: bool,
         worker: Option<Arc<crate::worker::WorkerHealth>>,
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
             fleet: self.fleet(config, max_attempts),
             token,
             metrics_token,
+            metrics_per_tenant,
             worker,
         })
     }

@@ -370,7 +370,7 @@ async fn jobs_enqueued_over_http_are_tracked_to_succeeded() {
 }
 
 /// The value of the one sample named `series` (name and labels, exactly).
-fn sample(metrics: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|line| {
         let value = line.strip_prefix(series)?.strip_prefix(' ')?;
         Some(if value == "+Inf" {
@@ -452,8 +452,16 @@ async fn metrics_expose_fleet_series_that_move_with_jobs() {
         sample(&after_provision, r#"pgfleet_tenants{status="active"}"#),
         Some(1.0)
     );
-    let age = r#"pgfleet_tenant_last_backup_age_seconds{tenant="metered"}"#;
+    let age = r#"pgfleet_backup_oldest_age_seconds{tenant="metered"}"#;
     assert_eq!(sample(&after_provision, age), Some(f64::INFINITY));
+    assert_eq!(
+        sample(&after_provision, "pgfleet_backup_never_tenants"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&after_provision, r#"pgfleet_backup_age_tenants{le="3600"}"#),
+        Some(0.0)
+    );
 
     // A backup: the age becomes a real, small number.
     let (_, accepted) = post_json(&client, &format!("{base}/v1/tenants/metered/backups"), &json!({})).await;
@@ -462,6 +470,11 @@ async fn metrics_expose_fleet_series_that_move_with_jobs() {
     let after_backup = scrape().await;
     let seconds = sample(&after_backup, age).unwrap();
     assert!((0.0..60.0).contains(&seconds), "backup age {seconds}");
+    assert_eq!(sample(&after_backup, "pgfleet_backup_never_tenants"), Some(0.0));
+    assert_eq!(
+        sample(&after_backup, r#"pgfleet_backup_age_tenants{le="3600"}"#),
+        Some(1.0)
+    );
     assert_eq!(
         sample(&after_backup, r#"pgfleet_jobs{kind="backup",status="succeeded"}"#),
         Some(1.0)

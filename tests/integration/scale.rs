@@ -55,3 +55,103 @@ async fn a_worker_whose_backup_slots_are_all_busy_still_provisions_at_once() {
         .await;
     env.cleanup().await;
 }
+
+/// Series lines (not comments) of a scrape.
+fn series(metrics: &str) -> Vec<&str> {
+    metrics.lines().filter(|l| !l.starts_with('#')).collect()
+}
+
+/// `/metrics` has as many series with 20 tenants as with 520: backup ages are a distribution
+/// (tenants per age bucket, never backed up, due, overdue) plus the 10 oldest; one series
+/// per tenant only with `--metrics-per-tenant`.
+#[tokio::test]
+async fn metrics_series_do_not_grow_with_the_number_of_tenants() {
+    use crate::api::sample;
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    let (_api, base) = env.spawn_api("api").await;
+    let scrape = |base: String| async move {
+        http(None)
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    fake_tenants(&catalog, "few", 20, "0 0 * * *").await;
+    let few = scrape(base.clone()).await;
+    fake_tenants(&catalog, "many", 500, "0 0 * * *").await;
+    // Some have a scheduled backup due: 5 for 7 hours (overdue), 3 for one hour.
+    for (n, hours) in [(5, 7), (3, 1)] {
+        sqlx::query(
+            "UPDATE tenants SET backup_due_since = now() - make_interval(hours => $2)
+              WHERE id IN (SELECT id FROM tenants WHERE backup_due_since IS NULL AND slug LIKE 'many-%' LIMIT $1)",
+        )
+        .bind(n as i64)
+        .bind(hours)
+        .execute(catalog.pool())
+        .await
+        .unwrap();
+    }
+    let many = scrape(base.clone()).await;
+    assert_eq!(series(&few).len(), series(&many).len(), "{many}");
+    assert_eq!(
+        sample(&many, r#"pgfleet_backup_age_tenants{le="+Inf"}"#),
+        Some(520.0)
+    );
+    assert_eq!(sample(&many, "pgfleet_backup_never_tenants"), Some(520.0));
+    assert_eq!(sample(&many, "pgfleet_backup_due_tenants"), Some(8.0));
+    assert_eq!(sample(&many, "pgfleet_backup_overdue_tenants"), Some(5.0));
+    assert_eq!(
+        many.lines()
+            .filter(|l| l.starts_with("pgfleet_backup_oldest_age_seconds{"))
+            .count(),
+        10
+    );
+    assert!(!many.contains("pgfleet_tenant_last_backup_age_seconds{"));
+
+    // A backup taken after the slot fulfils it: the trigger clears `due`, sets the age.
+    let tenant: uuid::Uuid = sqlx::query_scalar(
+        "SELECT id FROM tenants WHERE backup_due_since < now() - interval '6 hours' LIMIT 1",
+    )
+    .fetch_one(catalog.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO backups (id, tenant_id, key, status, created_at, finished_at) VALUES ($1, $2, $3, 'succeeded', now(), now())",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(tenant)
+    .bind(format!("fake/{tenant}.sql.gz"))
+    .execute(catalog.pool())
+    .await
+    .unwrap();
+    let after = scrape(base.clone()).await;
+    assert_eq!(sample(&after, "pgfleet_backup_overdue_tenants"), Some(4.0));
+    assert_eq!(sample(&after, "pgfleet_backup_never_tenants"), Some(519.0));
+    assert_eq!(
+        sample(&after, r#"pgfleet_backup_age_tenants{le="3600"}"#),
+        Some(1.0)
+    );
+
+    // Per tenant on request.
+    let per_tenant_api = env
+        .spawn_process(
+            "api-per-tenant",
+            &["serve", "--listen", "127.0.0.1:0", "--metrics-per-tenant"],
+            &[("PGFLEET_API_TOKEN", API_TOKEN)],
+            "listening on http://",
+        )
+        .await;
+    let per_tenant = scrape(api_base_url(&per_tenant_api.log())).await;
+    assert_eq!(
+        per_tenant
+            .lines()
+            .filter(|l| l.starts_with("pgfleet_tenant_last_backup_age_seconds{"))
+            .count(),
+        520
+    );
+    env.cleanup().await;
+}

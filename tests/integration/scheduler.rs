@@ -79,6 +79,14 @@ async fn two_replicas_enqueue_each_slot_once_and_catch_up_once() {
     assert_eq!(keys.into_iter().collect::<BTreeSet<_>>(), expected);
     // Confirmed by the broker: every job is a message in the backup queue.
     assert_eq!(queue_depth(&format!("{}.backup", env.namespace)).await, 75);
+    // No backup ran: each tenant's backup is due since the first slot it was owed
+    // (`pgfleet_backup_due_tenants` / `_overdue_tenants`).
+    let due: Vec<Option<chrono::DateTime<Utc>>> =
+        sqlx::query_scalar("SELECT DISTINCT backup_due_since FROM tenants")
+            .fetch_all(catalog.pool())
+            .await
+            .unwrap();
+    assert_eq!(due, vec![Some(h0)]);
 
     // Down for five slots: one catch-up backup per tenant, for the newest slot.
     let late = h0 + Span::hours(7) + Span::minutes(5);

@@ -251,6 +251,10 @@ pub struct ServeArgs {
     /// open: it lists every tenant's slug with its backup age, and job and queue figures.
     #[arg(long, env = "PGFLEET_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// `/metrics` also exports `pgfleet_tenant_last_backup_age_seconds{tenant}`, one series
+    /// per active tenant (by default only the distribution and the 10 oldest).
+    #[arg(long, env = "PGFLEET_METRICS_PER_TENANT")]
+    pub metrics_per_tenant: bool,
     /// Serve without a token. Development only: anyone who reaches the port controls the fleet.
     #[arg(long)]
     pub insecure_dev: bool,

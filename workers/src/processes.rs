@@ -32,7 +32,14 @@ pub async fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode> {
     let (token, metrics_token) = tokens(args, None)?;
     let listener = listen(args.listen).await?;
     let services = Services::open_with(&config, g.optional_keyring()?, 10).await?;
-    let state = services.api_state(&config, g.max_attempts(), token, metrics_token, None);
+    let state = services.api_state(
+        &config,
+        g.max_attempts(),
+        token,
+        metrics_token,
+        args.metrics_per_tenant,
+        None,
+    );
     pgfleet_shared::api::serve(listener, state, shutdown_on_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -63,6 +70,7 @@ pub async fn up(
         g.max_attempts(),
         token,
         metrics_token,
+        api_args.metrics_per_tenant,
         Some(worker.health()),
     );
     let scheduler = services.scheduler(&config, scheduler_args.settings(g));

@@ -13,6 +13,19 @@ use std::fmt::Write;
 use std::sync::Arc;
 use tracing::warn;
 
+/// Upper bounds (seconds) of `pgfleet_backup_age_tenants`: 1 h, 6 h, 12 h, 1 d, 2 d, 3 d,
+/// 7 d, 30 d.
+const BACKUP_AGE_BOUNDS: [f64; 8] = [
+    3600.0, 21600.0, 43200.0, 86400.0, 172800.0, 259200.0, 604800.0, 2592000.0,
+];
+
+/// A scheduled backup due this long without a good one counts as overdue: longer than a
+/// spread window plus a backlog, short enough to page someone the same night.
+const BACKUP_OVERDUE_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// How many of the oldest tenants `pgfleet_backup_oldest_age_seconds` names.
+const OLDEST_SHOWN: i64 = 10;
+
 pub(super) async fn render(State(state): State<Arc<ApiState>>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
     let catalog_up = match catalog_series(&state, &mut out).await {
@@ -145,19 +158,71 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
         let _ = writeln!(s, "pgfleet_tenants{{status=\"{status}\"}} {n}");
     }
 
+    // Backup ages as a distribution, whatever the fleet's size; one series per tenant only
+    // when asked for (`--metrics-per-tenant`).
+    let ages = catalog
+        .backup_age_summary(&BACKUP_AGE_BOUNDS, BACKUP_OVERDUE_AFTER)
+        .await?;
     family(
         &mut s,
-        "pgfleet_tenant_last_backup_age_seconds",
+        "pgfleet_backup_age_tenants",
         "gauge",
-        "Seconds since each active tenant's newest good backup finished (+Inf: never backed up).",
+        "Active tenants whose newest good backup finished at most `le` seconds ago (cumulative; +Inf: all active tenants, never backed up included).",
     );
-    for (slug, age) in catalog.backup_ages().await? {
+    for (bound, n) in &ages.at_most {
+        let _ = writeln!(s, "pgfleet_backup_age_tenants{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(s, "pgfleet_backup_age_tenants{{le=\"+Inf\"}} {}", ages.active);
+    family(
+        &mut s,
+        "pgfleet_backup_never_tenants",
+        "gauge",
+        "Active tenants without any good backup.",
+    );
+    let _ = writeln!(s, "pgfleet_backup_never_tenants {}", ages.never);
+    family(
+        &mut s,
+        "pgfleet_backup_due_tenants",
+        "gauge",
+        "Active tenants whose scheduled backup has not produced a good backup yet.",
+    );
+    let _ = writeln!(s, "pgfleet_backup_due_tenants {}", ages.due);
+    family(
+        &mut s,
+        "pgfleet_backup_overdue_tenants",
+        "gauge",
+        "Active tenants whose scheduled backup has been due for more than 6 hours without a good backup.",
+    );
+    let _ = writeln!(s, "pgfleet_backup_overdue_tenants {}", ages.overdue);
+    family(
+        &mut s,
+        "pgfleet_backup_oldest_age_seconds",
+        "gauge",
+        "The active tenants with the oldest newest good backup (at most 10), seconds since it finished (+Inf: never).",
+    );
+    for (slug, age) in catalog.oldest_backups(OLDEST_SHOWN).await? {
         let _ = writeln!(
             s,
-            "pgfleet_tenant_last_backup_age_seconds{{tenant=\"{}\"}} {}",
+            "pgfleet_backup_oldest_age_seconds{{tenant=\"{}\"}} {}",
             label(&slug),
             number(age.unwrap_or(f64::INFINITY))
         );
+    }
+    if state.metrics_per_tenant {
+        family(
+            &mut s,
+            "pgfleet_tenant_last_backup_age_seconds",
+            "gauge",
+            "Seconds since each active tenant's newest good backup finished (+Inf: never backed up).",
+        );
+        for (slug, age) in catalog.backup_ages().await? {
+            let _ = writeln!(
+                s,
+                "pgfleet_tenant_last_backup_age_seconds{{tenant=\"{}\"}} {}",
+                label(&slug),
+                number(age.unwrap_or(f64::INFINITY))
+            );
+        }
     }
 
     family(

@@ -45,6 +45,9 @@ pub struct ApiState {
     pub token: Option<ApiToken>,
     /// `/metrics` needs this bearer token when set (it lists every tenant's slug).
     pub metrics_token: Option<ApiToken>,
+    /// `/metrics` also exports one backup-age series per active tenant (off by default: at
+    /// 100k tenants that is 100k series per scrape and replica).
+    pub metrics_per_tenant: bool,
     /// The worker of the same process (`pgfleet up`): `/readyz` reports it too.
     pub worker: Option<Arc<crate::worker::WorkerHealth>>,
 }

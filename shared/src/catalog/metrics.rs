@@ -70,13 +70,65 @@ impl Catalog {
     }
 
     /// Each active tenant with the seconds since its newest good backup finished (`None`:
-    /// never backed up).
+    /// never backed up). One row per tenant: only for `--metrics-per-tenant`.
     pub async fn backup_ages(&self) -> Result<Vec<(String, Option<f64>)>> {
         Ok(sqlx::query_as(
-            "SELECT t.slug::text, extract(epoch FROM now() - max(b.finished_at))::float8
-               FROM tenants t LEFT JOIN backups b ON b.tenant_id = t.id AND b.status = 'succeeded'
-              WHERE t.status = 'active' GROUP BY t.slug ORDER BY t.slug",
+            "SELECT slug::text, extract(epoch FROM now() - last_good_backup_at)::float8
+               FROM tenants WHERE status = 'active' ORDER BY slug",
         )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Active tenants by the age of their newest good backup: for each bound (seconds), how
+    /// many are at most that old (cumulative); plus those never backed up, those with a
+    /// scheduled backup due, and those due for longer than `overdue_after`. Reads `tenants`
+    /// only (`last_good_backup_at`, `backup_due_since`, kept by the catalog).
+    pub async fn backup_age_summary(
+        &self,
+        bounds: &[f64],
+        overdue_after: std::time::Duration,
+    ) -> Result<BackupAgeSummary> {
+        let counted: Vec<String> = bounds
+            .iter()
+            .map(|b| {
+                format!("count(*) FILTER (WHERE now() - last_good_backup_at <= make_interval(secs => {b}))")
+            })
+            .collect();
+        let row: (Vec<i64>, i64, i64, i64, i64) = sqlx::query_as(&format!(
+            "SELECT ARRAY[{}]::bigint[],
+                    count(*) FILTER (WHERE last_good_backup_at IS NULL),
+                    count(*) FILTER (WHERE backup_due_since IS NOT NULL),
+                    count(*) FILTER (WHERE backup_due_since < now() - make_interval(secs => $1)),
+                    count(*)
+               FROM tenants WHERE status = 'active'",
+            if counted.is_empty() {
+                "NULL::bigint".to_owned()
+            } else {
+                counted.join(", ")
+            }
+        ))
+        .bind(overdue_after.as_secs_f64())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(BackupAgeSummary {
+            at_most: bounds.iter().copied().zip(row.0).collect(),
+            never: row.1,
+            due: row.2,
+            overdue: row.3,
+            active: row.4,
+        })
+    }
+
+    /// The `n` active tenants whose newest good backup is oldest (never backed up first),
+    /// with its age in seconds (`None`: never).
+    pub async fn oldest_backups(&self, n: i64) -> Result<Vec<(String, Option<f64>)>> {
+        Ok(sqlx::query_as(
+            "SELECT slug::text, extract(epoch FROM now() - last_good_backup_at)::float8
+               FROM tenants WHERE status = 'active'
+              ORDER BY last_good_backup_at NULLS FIRST, slug LIMIT $1",
+        )
+        .bind(n)
         .fetch_all(self.pool())
         .await?)
     }
@@ -93,4 +145,15 @@ impl Catalog {
         sqlx::query("SELECT 1").execute(self.pool()).await?;
         Ok(())
     }
+}
+
+/// Active tenants by backup age (`Catalog::backup_age_summary`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupAgeSummary {
+    /// (bound in seconds, tenants whose newest good backup is at most that old).
+    pub at_most: Vec<(f64, i64)>,
+    pub never: i64,
+    pub due: i64,
+    pub overdue: i64,
+    pub active: i64,
 }

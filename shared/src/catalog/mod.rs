@@ -20,7 +20,7 @@ pub use backups::{BackupRecord, BackupStats};
 pub use error::CatalogError;
 pub use history::HistoryPruned;
 pub use jobs::{producer_key, ClaimOutcome, Fence, JobRecord, NewJob, PRODUCER_KEY_PREFIX};
-pub use metrics::{DurationHistogram, DURATION_BUCKETS};
+pub use metrics::{BackupAgeSummary, DurationHistogram, DURATION_BUCKETS};
 pub use rollouts::{RolloutRecord, RolloutSettings, RolloutTenant, TenantMigrationStart, SKIPPED};
 pub use schedules::{scheduled_backup_key, scheduled_prune_key, DueBackup, ScheduledTenant};
 pub use secrets::RotationReport;

@@ -102,7 +102,10 @@ impl Catalog {
                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[])
                     AS d(tenant_id, slot, job_id, key, kind, payload)),
              advanced AS (
-                UPDATE tenants t SET backup_scheduled_through = d.slot
+                UPDATE tenants t SET backup_scheduled_through = d.slot,
+                       backup_due_since = CASE WHEN d.kind = 'backup'
+                                               THEN coalesce(t.backup_due_since, d.slot)
+                                               ELSE t.backup_due_since END
                   FROM due d
                  WHERE t.id = d.tenant_id AND t.status IN ('active', 'deleted')
                    AND coalesce(t.backup_scheduled_through, t.created_at) < d.slot
