@@ -139,7 +139,7 @@ async fn workers_and_producers_work_over_amqps() {
         .wait_tenant_active(&catalog, "over-tls", Duration::from_secs(30))
         .await;
     assert_eq!(tenant.schema_version, Some(1));
-    let job = catalog.jobs(None, Some("over-tls"), 10).await.unwrap();
+    let job = catalog.jobs(None, Some("over-tls"), None, 10).await.unwrap();
     assert_eq!(job.len(), 1);
     assert!(job[0].started_at.is_some());
 

@@ -222,7 +222,7 @@ async fn bad_input_gets_a_json_400_and_records_nothing() {
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
 
     // Nothing was recorded or created.
-    assert!(catalog.jobs(None, None, 100).await.unwrap().is_empty());
+    assert!(catalog.jobs(None, None, None, 100).await.unwrap().is_empty());
     assert!(catalog.tenants().await.unwrap().is_empty());
     assert!(env.tenant_databases().await.is_empty());
     env.cleanup().await;

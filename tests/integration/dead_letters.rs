@@ -82,7 +82,7 @@ async fn poison_messages_are_dead_lettered_with_a_reason_and_the_worker_goes_on(
         env.tenant_databases().await,
         [format!("{}_survivor", env.namespace)]
     );
-    assert_eq!(catalog.jobs(None, None, 100).await.unwrap().len(), 1);
+    assert_eq!(catalog.jobs(None, None, None, 100).await.unwrap().len(), 1);
     let mut admin = admin().await;
     let postgres_exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'postgres')")

@@ -74,7 +74,7 @@ async fn python_and_node_signups_become_active_tenants() {
         .await;
     let jobs = services
         .catalog
-        .jobs(None, Some("from-python"), 10)
+        .jobs(None, Some("from-python"), None, 10)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1, "{jobs:?}");

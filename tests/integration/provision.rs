@@ -140,7 +140,7 @@ async fn repeated_signups_and_replayed_handlers_provision_once() {
         .await;
     // Give the two duplicate deliveries time to be seen (and recognised) by the worker.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let jobs = catalog.jobs(None, Some("dup-co"), 100).await.unwrap();
+    let jobs = catalog.jobs(None, Some("dup-co"), None, 100).await.unwrap();
     assert_eq!(jobs.len(), 1, "one job for three deliveries: {jobs:?}");
     assert_eq!(jobs[0].id, job.id);
     assert_eq!(jobs[0].attempts, 1);

@@ -238,7 +238,7 @@ async fn workers_with_different_local_folders_apply_the_recorded_set() {
     let catalog = env.catalog().await;
     let mut workers = std::collections::HashSet::new();
     for job in catalog
-        .jobs(Some(JobStatus::Succeeded), None, 1000)
+        .jobs(Some(JobStatus::Succeeded), None, None, 1000)
         .await
         .unwrap()
         .iter()

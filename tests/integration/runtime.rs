@@ -111,7 +111,7 @@ async fn two_workers_share_fifty_signups_and_provision_each_once() {
         )
         .await;
     }
-    let jobs = catalog.jobs(None, None, 1000).await.unwrap();
+    let jobs = catalog.jobs(None, None, None, 1000).await.unwrap();
     assert_eq!(jobs.len(), 50);
     let mut workers = HashSet::new();
     for job in &jobs {

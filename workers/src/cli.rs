@@ -480,6 +480,13 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List {
+        /// At most this many (by slug); with more left, the next page's `--cursor` is
+        /// printed to stderr. Without it: every tenant.
+        #[arg(long)]
+        limit: Option<i64>,
+        /// Start after the page that printed this cursor.
+        #[arg(long)]
+        cursor: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -524,8 +531,13 @@ pub enum JobsCommand {
         /// Only jobs of this tenant.
         #[arg(long)]
         tenant: Option<TenantSlug>,
+        /// At most this many, newest first; with more left, the next page's `--cursor` is
+        /// printed to stderr.
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// Start after the page that printed this cursor.
+        #[arg(long)]
+        cursor: Option<String>,
         #[arg(long)]
         json: bool,
     },

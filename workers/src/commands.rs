@@ -9,7 +9,9 @@ use crate::cli::{
 use crate::output;
 use anyhow::Result;
 use pgfleet_shared::catalog::JobRecord;
-use pgfleet_shared::fleet::{Fleet, JobFilter, RolloutOptions, TenantSettings};
+use pgfleet_shared::fleet::{
+    cursor, Fleet, JobFilter, RolloutOptions, TenantFilter, TenantSettings, MAX_PAGE,
+};
 use pgfleet_shared::producer::Enqueued;
 use pgfleet_shared::secrets::SecretKey;
 use pgfleet_shared::services::Services;
@@ -42,14 +44,23 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
             status,
             tenant,
             limit,
+            cursor,
             json,
         }) => {
             let filter = JobFilter {
                 status: *status,
                 tenant: tenant.clone(),
-                limit: *limit,
+                after: cursor.as_deref().map(cursor::parse_job_cursor).transpose()?,
+                limit: (*limit).clamp(1, MAX_PAGE),
             };
-            output::print_jobs(&fleet(g).await?.jobs(&filter).await?, *json);
+            let jobs = fleet(g).await?.jobs(&filter).await?;
+            output::print_jobs(&jobs, *json);
+            if let (true, Some(last)) = (jobs.len() as i64 == filter.limit, jobs.last()) {
+                eprintln!(
+                    "next page: --cursor {}",
+                    cursor::job_cursor(last.created_at, last.id)
+                );
+            }
         }
         Command::Jobs(JobsCommand::Show { id, json }) => {
             output::print_job(&fleet(g).await?.job(*id).await?, *json)
@@ -175,7 +186,23 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
             };
             output::print_tenant(&fleet.set_tenant(slug, &settings).await?, *json);
         }
-        TenantCommand::List { json } => output::print_tenants(&fleet.all_tenants(None).await?, *json),
+        TenantCommand::List {
+            limit: None,
+            cursor: None,
+            json,
+        } => output::print_tenants(&fleet.all_tenants(None).await?, *json),
+        TenantCommand::List { limit, cursor, json } => {
+            let filter = TenantFilter {
+                status: None,
+                after: cursor.as_deref().map(cursor::parse_tenant_cursor).transpose()?,
+                limit: limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE),
+            };
+            let tenants = fleet.tenants(&filter).await?;
+            output::print_tenants(&tenants, *json);
+            if let (true, Some(last)) = (tenants.len() as i64 == filter.limit, tenants.last()) {
+                eprintln!("next page: --cursor {}", cursor::tenant_cursor(&last.slug));
+            }
+        }
         TenantCommand::Show { slug, json } => output::print_tenant(&fleet.tenant(slug).await?, *json),
         TenantCommand::Url { slug } => println!("{}", fleet.tenant_url(slug).await?.expose_secret()),
     }

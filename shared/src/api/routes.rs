@@ -4,7 +4,7 @@
 use super::error::{ApiError, ApiResult};
 use super::extract::{idempotency_key, parse_id, parse_opt, parse_slug, ApiQuery, JsonBody};
 use super::ApiState;
-use crate::fleet::{JobFilter, RolloutOptions, TenantFilter};
+use crate::fleet::{cursor, JobFilter, RolloutOptions, TenantFilter};
 use crate::producer::Enqueued;
 use crate::views;
 use axum::extract::{Path, State};
@@ -58,35 +58,49 @@ pub(super) async fn create_tenant(
 #[derive(Deserialize)]
 pub(super) struct TenantQuery {
     status: Option<String>,
-    /// Only tenants whose slug sorts after this one (the previous page's last).
+    /// The `cursor` of the previous page's `Link: <…>; rel="next"`.
+    cursor: Option<String>,
+    /// Only tenants whose slug sorts after this one (older form of `cursor`).
     after: Option<String>,
     limit: Option<i64>,
 }
 
-/// A page of tenants by slug; a full page carries `Link: <…>; rel="next"`.
+/// A page of tenants by slug; a full page carries `Link: <…?cursor=…>; rel="next"`.
 pub(super) async fn list_tenants(
     State(state): State<Arc<ApiState>>,
     ApiQuery(query): ApiQuery<TenantQuery>,
 ) -> ApiResult {
+    let after = match (&query.cursor, &query.after) {
+        (Some(cursor), _) => Some(cursor::parse_tenant_cursor(cursor)?),
+        (None, Some(after)) => Some(parse_slug(after)?),
+        (None, None) => None,
+    };
     let filter = TenantFilter {
         status: parse_opt(query.status.as_deref())?,
-        after: query.after.as_deref().map(parse_slug).transpose()?,
+        after,
         limit: query.limit.unwrap_or(PAGE).clamp(1, crate::fleet::MAX_PAGE),
     };
     let tenants = state.fleet.tenants(&filter).await?;
     let mut response = Json(tenants.iter().map(views::tenant).collect::<Vec<_>>()).into_response();
-    if tenants.len() as i64 == filter.limit {
-        let last = &tenants[tenants.len() - 1].slug;
+    if let (true, Some(last)) = (tenants.len() as i64 == filter.limit, tenants.last()) {
         let status = filter.status.map(|s| format!("&status={s}")).unwrap_or_default();
-        let next = format!(
-            "</v1/tenants?limit={}&after={last}{status}>; rel=\"next\"",
-            filter.limit
+        let query = format!("limit={}{status}", filter.limit);
+        next_link(
+            &mut response,
+            "/v1/tenants",
+            &query,
+            &cursor::tenant_cursor(&last.slug),
         );
-        if let Ok(v) = HeaderValue::from_str(&next) {
-            response.headers_mut().insert(header::LINK, v);
-        }
     }
     Ok(response)
+}
+
+/// `Link: <path?query&cursor=…>; rel="next"`.
+fn next_link(response: &mut Response, path: &str, query: &str, cursor: &str) {
+    let next = format!("<{path}?{query}&cursor={cursor}>; rel=\"next\"");
+    if let Ok(v) = HeaderValue::from_str(&next) {
+        response.headers_mut().insert(header::LINK, v);
+    }
 }
 
 pub(super) async fn show_tenant(State(state): State<Arc<ApiState>>, Path(slug): Path<String>) -> ApiResult {
@@ -175,9 +189,12 @@ pub(super) async fn show_rollout(State(state): State<Arc<ApiState>>, Path(id): P
 pub(super) struct JobQuery {
     status: Option<String>,
     tenant: Option<String>,
+    /// The `cursor` of the previous page's `Link: <…>; rel="next"`.
+    cursor: Option<String>,
     limit: Option<i64>,
 }
 
+/// A page of jobs, newest first; a full page carries `Link: <…?cursor=…>; rel="next"`.
 pub(super) async fn list_jobs(
     State(state): State<Arc<ApiState>>,
     ApiQuery(query): ApiQuery<JobQuery>,
@@ -185,10 +202,31 @@ pub(super) async fn list_jobs(
     let filter = JobFilter {
         status: parse_opt(query.status.as_deref())?,
         tenant: query.tenant.as_deref().map(parse_slug).transpose()?,
-        limit: query.limit.unwrap_or(PAGE),
+        after: query
+            .cursor
+            .as_deref()
+            .map(cursor::parse_job_cursor)
+            .transpose()?,
+        limit: query.limit.unwrap_or(PAGE).clamp(1, crate::fleet::MAX_PAGE),
     };
     let jobs = state.fleet.jobs(&filter).await?;
-    Ok(Json(jobs.iter().map(views::job).collect::<Vec<_>>()).into_response())
+    let mut response = Json(jobs.iter().map(views::job).collect::<Vec<_>>()).into_response();
+    if let (true, Some(last)) = (jobs.len() as i64 == filter.limit, jobs.last()) {
+        let mut query = format!("limit={}", filter.limit);
+        if let Some(status) = filter.status {
+            query.push_str(&format!("&status={status}"));
+        }
+        if let Some(tenant) = &filter.tenant {
+            query.push_str(&format!("&tenant={tenant}"));
+        }
+        next_link(
+            &mut response,
+            "/v1/jobs",
+            &query,
+            &cursor::job_cursor(last.created_at, last.id),
+        );
+    }
+    Ok(response)
 }
 
 pub(super) async fn show_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {

@@ -611,16 +611,20 @@ impl Catalog {
         &self,
         status: Option<JobStatus>,
         tenant: Option<&str>,
+        after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<JobRecord>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs
              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR tenant = $2::citext)
+               AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
              ORDER BY created_at DESC, id DESC LIMIT $3"
         ))
         .bind(status)
         .bind(tenant)
         .bind(limit)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
         .fetch_all(self.pool())
         .await?)
     }

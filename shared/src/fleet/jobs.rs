@@ -12,6 +12,9 @@ use uuid::Uuid;
 pub struct JobFilter {
     pub status: Option<JobStatus>,
     pub tenant: Option<TenantSlug>,
+    /// Only jobs after this one in the listing's order (newest first): the previous page's
+    /// last, from `cursor::parse_job_cursor`.
+    pub after: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
     pub limit: i64,
 }
 
@@ -22,7 +25,8 @@ impl Fleet {
             .jobs(
                 filter.status,
                 filter.tenant.as_ref().map(TenantSlug::as_str),
-                filter.limit.clamp(1, 1000),
+                filter.after,
+                filter.limit.clamp(1, super::MAX_PAGE),
             )
             .await?)
     }

@@ -6,6 +6,7 @@
 //! (`workers/`) and the API (`api/`) only parse, call and render.
 
 mod backups;
+pub mod cursor;
 mod jobs;
 pub mod rollouts;
 mod servers;
