@@ -975,3 +975,52 @@ async fn a_worker_whose_broker_never_answers_the_first_connection_consumes_on_th
     cli_ok(&env, &["tenant", "create", "patient", "--wait"]);
     env.cleanup().await;
 }
+
+/// A delete whose every attempt's worker was killed after it locked the tenant out ends
+/// `dead` at its next claim without its handler's failure path ever running: the tenant is
+/// handed back — `active`, its own password working — not left `deleting` and locked out.
+#[tokio::test]
+async fn a_delete_that_gave_up_after_its_workers_died_hands_the_tenant_back() {
+    let env = TestEnv::new();
+    let _worker = env.spawn_worker("w", &[], &[]).await;
+    cli_ok(&env, &["tenant", "create", "given-up", "--wait"]);
+    let catalog = env.catalog().await;
+    let tenant = env
+        .wait_tenant_active(&catalog, "given-up", Duration::from_secs(10))
+        .await;
+    // What the last killed attempt left: the role's password replaced, the tenant
+    // `deleting`, the job queued with no attempt left.
+    sqlx::raw_sql(&format!(
+        "ALTER ROLE \"{}\" PASSWORD 'only-the-dead-attempt-knew'",
+        tenant.role_name
+    ))
+    .execute(&mut admin().await)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE tenants SET status = 'deleting' WHERE slug = 'given-up'")
+        .execute(catalog.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, status, attempts, max_attempts, error)
+         VALUES ($1, 'key:delete-given-up', 'delete', 'given-up', '{\"kind\": \"delete\"}', 'queued', 5, 5,
+                 'interrupted: its worker stopped')",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .execute(catalog.pool())
+    .await
+    .unwrap();
+    // The sweep publishes it; the claim finds no attempt left.
+    let job = env
+        .wait_job(&catalog, "delete-given-up", "dead", Duration::from_secs(60))
+        .await;
+    assert!(job.error.unwrap().contains("gave up"));
+    let tenant = env
+        .wait_tenant_active(&catalog, "given-up", Duration::from_secs(30))
+        .await;
+    assert_eq!(tenant.status.as_str(), "active");
+    let mut conn = tenant_conn(&env, "given-up").await;
+    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(one, 1);
+    env.cleanup().await;
+}

@@ -10,7 +10,7 @@
 //! replay: a final backup already taken by this job is not taken again.
 
 use super::{backup, provision, Claimed, JobContext, Outcome};
-use crate::catalog::TenantRecord;
+use crate::catalog::{JobRecord, TenantRecord};
 use crate::error::{CancelReason, JobError, ServerSql};
 use crate::message::NoFields;
 use crate::postgres::{quote_ident, quote_literal};
@@ -172,6 +172,33 @@ async fn hand_back(ctx: &JobContext, claimed: &Claimed<NoFields>, tenant: &Tenan
             warn!(error = %format!("{e:#}"), "could not mark the tenant active again after a failed delete")
         }
     }
+}
+
+/// A delete job gave up without its handler running to the end (every attempt's worker
+/// was killed, so the failure path never ran): a tenant it left `deleting` with its database
+/// still there is handed back — its own password restored, `active` again. Called where the
+/// job turns `dead` at a claim.
+pub async fn give_up(ctx: &JobContext, job: &JobRecord) -> anyhow::Result<()> {
+    let slug = crate::slug::TenantSlug::parse(&job.tenant)?;
+    let Some(tenant) = ctx.catalog.tenant(&slug).await? else {
+        return Ok(());
+    };
+    if tenant.status != TenantStatus::Deleting {
+        return Ok(());
+    }
+    let admin = ctx.servers.admin_pool(tenant.server_id).await?;
+    if !database_exists(&admin, &tenant.database_name).await? {
+        return Ok(()); // dropped: only the final step (marking it deleted) was lost
+    }
+    provision::ensure_role(ctx, &admin, &tenant).await?;
+    if ctx
+        .catalog
+        .set_tenant_status(tenant.id, TenantStatus::Active, None)
+        .await?
+    {
+        warn!(tenant = %tenant.slug, job_id = %job.id, "the delete gave up; the tenant is active again");
+    }
+    Ok(())
 }
 
 async fn database_exists(admin: &PgPool, database: &str) -> Result<bool, JobError> {
