@@ -445,6 +445,11 @@ async fn max_failures_halts_the_rollout_and_skips_what_had_not_started() {
     assert_eq!(rollout["status"], "halted");
     assert_eq!(rollout["failed"], 2, "{rollout}");
     assert_eq!(rollout["skipped"], (FLEET - 2) as i64, "{rollout}");
+    // Progress comes from counters the catalog keeps: they agree with the per-tenant rows.
+    assert_eq!(rollout["tenants"], FLEET as i64, "{rollout}");
+    assert_eq!(rollout["succeeded"], 0, "{rollout}");
+    assert_eq!(rollout["remaining"], 0, "{rollout}");
+    assert_eq!(rollout["per_tenant"].as_array().unwrap().len(), FLEET);
     assert!(rollout["halted_reason"]
         .as_str()
         .unwrap()

@@ -549,8 +549,11 @@ impl Catalog {
         redispatch_after: Duration,
         unconfirmed_after: Duration,
     ) -> Result<Vec<JobRecord>> {
+        // Published in the order they became due, then as recorded (a rollout's jobs: by
+        // tenant slug), so a backlog is worked off first come, first served.
         Ok(sqlx::query_as(&format!(
-            "UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1, dispatch_confirmed = false,
+            "WITH taken AS (
+              UPDATE jobs SET dispatched_at = now(), dispatch_count = dispatch_count + 1, dispatch_confirmed = false,
                     updated_at = now()
               WHERE id IN (
                 SELECT id FROM jobs
@@ -558,10 +561,11 @@ impl Catalog {
                    AND (dispatched_at IS NULL
                         OR (NOT dispatch_confirmed AND dispatched_at < now() - make_interval(secs => $3))
                         OR dispatched_at < now() - make_interval(secs => $2 * power(2, least(greatest(dispatch_count - 1, 0), 6))))
-                 ORDER BY run_after
+                 ORDER BY run_after, created_at, tenant
                  LIMIT $1
                  FOR UPDATE SKIP LOCKED)
-              RETURNING {JOB_COLUMNS}"
+              RETURNING {JOB_COLUMNS})
+             SELECT * FROM taken ORDER BY run_after, created_at, tenant"
         ))
         .bind(limit)
         .bind(secs(redispatch_after))

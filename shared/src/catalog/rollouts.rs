@@ -49,15 +49,20 @@ pub struct RolloutTenant {
     pub schema_version: Option<i64>,
 }
 
+/// A rollout with its progress, from the counters the catalog keeps per rollout (migration
+/// `…_rollout_counts.sql`): O(1) in the rollout's size.
 const SELECT_ROLLOUT: &str = "SELECT r.id, r.target_version, r.canary, r.max_failures, r.server_concurrency, r.status, r.halted_reason,
         r.created_at, r.finished_at,
-        count(rt.tenant_id) AS tenants,
-        count(*) FILTER (WHERE j.status = 'succeeded') AS succeeded,
-        count(*) FILTER (WHERE j.status IN ('failed', 'dead') AND j.error NOT LIKE 'skipped:%') AS failed,
-        count(*) FILTER (WHERE j.status = 'failed' AND j.error LIKE 'skipped:%') AS skipped,
-        count(*) FILTER (WHERE j.id IS NULL OR j.status IN ('queued', 'running')) AS remaining,
-        count(*) FILTER (WHERE j.status IN ('queued', 'running')) AS active
-   FROM rollouts r LEFT JOIN rollout_tenants rt ON rt.rollout_id = r.id LEFT JOIN jobs j ON j.id = rt.job_id";
+        coalesce(c.tenants, 0) AS tenants, coalesce(c.succeeded, 0) AS succeeded, coalesce(c.failed, 0) AS failed,
+        coalesce(c.skipped, 0) AS skipped, coalesce(c.remaining, 0) AS remaining, coalesce(c.active, 0) AS active
+   FROM rollouts r LEFT JOIN LATERAL (
+        SELECT sum(n)::bigint AS tenants,
+               (sum(n) FILTER (WHERE outcome = 'succeeded'))::bigint AS succeeded,
+               (sum(n) FILTER (WHERE outcome = 'failed'))::bigint AS failed,
+               (sum(n) FILTER (WHERE outcome = 'skipped'))::bigint AS skipped,
+               (sum(n) FILTER (WHERE outcome IN ('none', 'active')))::bigint AS remaining,
+               (sum(n) FILTER (WHERE outcome = 'active'))::bigint AS active
+          FROM rollout_counts WHERE rollout_id = r.id) c ON true";
 
 /// The advisory-lock class of a tenant server's migration slots, for the tenant row `t`:
 /// the server id's first 4 bytes as an int.
@@ -222,16 +227,16 @@ impl Catalog {
         if status != Some(RolloutStatus::Running) {
             return Ok(Vec::new());
         }
-        let r: RolloutRecord = sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1 GROUP BY r.id"))
+        let r: RolloutRecord = sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1"))
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
         let (canary_total, canary_ok, canary_failed, main_started): (i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE rt.phase = 'canary'),
-                    count(*) FILTER (WHERE rt.phase = 'canary' AND j.status = 'succeeded'),
-                    count(*) FILTER (WHERE rt.phase = 'canary' AND j.status IN ('failed', 'dead')),
-                    count(rt.job_id) FILTER (WHERE rt.phase = 'main')
-               FROM rollout_tenants rt LEFT JOIN jobs j ON j.id = rt.job_id WHERE rt.rollout_id = $1",
+            "SELECT coalesce(sum(n) FILTER (WHERE phase = 'canary'), 0)::bigint,
+                    coalesce(sum(n) FILTER (WHERE phase = 'canary' AND outcome = 'succeeded'), 0)::bigint,
+                    coalesce(sum(n) FILTER (WHERE phase = 'canary' AND outcome IN ('failed', 'skipped')), 0)::bigint,
+                    coalesce(sum(n) FILTER (WHERE phase = 'main' AND outcome <> 'none'), 0)::bigint
+               FROM rollout_counts WHERE rollout_id = $1",
         )
         .bind(id)
         .fetch_one(&mut *tx)
@@ -365,22 +370,20 @@ impl Catalog {
 
     /// One rollout with its counts.
     pub async fn rollout(&self, id: Uuid) -> Result<Option<RolloutRecord>> {
-        Ok(
-            sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1 GROUP BY r.id"))
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?,
-        )
+        Ok(sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
     }
 
     /// Rollouts, newest first.
     pub async fn rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>> {
-        Ok(sqlx::query_as(&format!(
-            "{SELECT_ROLLOUT} GROUP BY r.id ORDER BY r.created_at DESC LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?)
+        Ok(
+            sqlx::query_as(&format!("{SELECT_ROLLOUT} ORDER BY r.created_at DESC LIMIT $1"))
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?,
+        )
     }
 
     /// A rollout's tenants, by phase and slug.
@@ -462,7 +465,7 @@ async fn create_phase_jobs(
          linked AS (
             UPDATE rollout_tenants rt SET job_id = c.id FROM created c, tenants t
              WHERE rt.rollout_id = $1 AND t.id = rt.tenant_id AND t.slug = c.tenant::citext)
-         SELECT {cols} FROM created",
+         SELECT {cols} FROM created ORDER BY tenant",
         cols = super::jobs::JOB_COLUMNS,
         insert = super::jobs::insert_jobs_sql(
             "SELECT gen_random_uuid(), 'migrate:' || $1 || ':' || slug, $3::text, slug, $4::jsonb, $5::int FROM phase",
