@@ -42,24 +42,28 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 
-"$pgfleet" tenant list >/dev/null # creates and migrates the catalog, registers the server
+# A worker's start creates and migrates the catalog and registers the default server.
+PGFLEET_LOG=info "$pgfleet" worker 2>/tmp/benchscale-worker.log &
+worker_pid=$!
+for _ in $(seq 1 600); do grep -q "consuming" /tmp/benchscale-worker.log && break; sleep 0.1; done
+kill "$worker_pid"; wait "$worker_pid" 2>/dev/null || true
 fill_tenants() { # from, to
   "${psql[@]}" "$admin/$db" -c "
     INSERT INTO tenants (slug, status, server_id, database_name, role_name, password_ciphertext, connection_limit, backup_schedule)
     SELECT 'tenant-' || lpad(g::text, 7, '0'), 'active', s.id, 'benchscale_t' || g, 'benchscale_t' || g, '\\x00'::bytea, 10, '0 0 * * *'
-      FROM generate_series($1, $2) g, (SELECT id FROM servers WHERE name = 'default') s;
+      FROM generate_series($1, $2) g, (SELECT id FROM tenant_servers WHERE name = 'default') s;
     ANALYZE tenants;"
 }
 
 ms() { # command...: wall time in ms
   local start end
-  start=$(date +%s%N); "$@" >/dev/null; end=$(date +%s%N)
+  start=$(date +%s%N); "$@" >/dev/null 2>&1; end=$(date +%s%N)
   echo $(( (end - start) / 1000000 ))
 }
 curl_ms() { curl -sf -o /dev/null -H "Authorization: Bearer $PGFLEET_API_TOKEN" -w '%{time_total}' "$1" | awk '{printf "%d", $1 * 1000}'; }
 series() { curl -sf "http://127.0.0.1:$port/metrics" | grep -vc '^#'; }
 
-"$pgfleet" serve --listen 127.0.0.1:0 2>"/tmp/benchscale-api.log" &
+PGFLEET_LOG=info "$pgfleet" serve --listen 127.0.0.1:0 2>"/tmp/benchscale-api.log" &
 api_pid=$!
 for _ in $(seq 1 300); do grep -q "listening on http://" /tmp/benchscale-api.log && break; sleep 0.1; done
 port="$(grep -o 'listening on http://[0-9.]*:[0-9]*' /tmp/benchscale-api.log | head -1 | sed 's/.*://')"
@@ -96,3 +100,9 @@ curl -sf -o /dev/null "http://127.0.0.1:$port/metrics"
 printf '%-58s %8s\n' "GET /metrics" "$(curl_ms "http://127.0.0.1:$port/metrics")"
 printf '%-58s %8s\n' "/metrics series at $((tenants / 10)) / $tenants tenants" "$small_series / $(series)"
 printf '%-58s %8s\n' "CLI backup --all ($tenants jobs recorded + published)" "$(ms "$pgfleet" backup --all)"
+"${psql[@]}" -At "$admin/$db" -c "
+  SELECT format('%-58s %8s', 'catalog: tenants table + indexes (' || (SELECT count(*) FROM tenants) || ' rows)', pg_size_pretty(pg_total_relation_size('tenants')))
+  UNION ALL
+  SELECT format('%-58s %8s', 'catalog: jobs table + indexes (' || (SELECT count(*) FROM jobs) || ' rows)', pg_size_pretty(pg_total_relation_size('jobs')))
+  UNION ALL
+  SELECT format('%-58s %8s', 'catalog database', pg_size_pretty(pg_database_size(current_database())))"
