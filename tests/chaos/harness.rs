@@ -455,7 +455,7 @@ const CLI_LIMIT: Duration = Duration::from_secs(120);
 
 /// Longest a scenario may take, faults, waits and checks included: a stuck scenario fails
 /// with this message instead of holding CI (its worker processes are killed on the way out).
-pub const SCENARIO_LIMIT: Duration = Duration::from_secs(900);
+pub const SCENARIO_LIMIT: Duration = Duration::from_secs(360);
 
 /// Runs one scenario: alone (they restart shared services), within `SCENARIO_LIMIT` times
 /// the scale.
