@@ -180,8 +180,9 @@ impl KindSlots {
         Ok(slots)
     }
 
+    /// Every kind has an entry (`defaults` makes them all; overrides only replace).
     pub fn get(&self, kind: JobKind) -> usize {
-        self.0.get(&kind).copied().unwrap_or(1)
+        self.0[&kind]
     }
 
     /// Jobs this worker may run at once, all kinds together.

@@ -55,11 +55,8 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
             };
             let jobs = fleet(g).await?.jobs(&filter).await?;
             output::print_jobs(&jobs, *json);
-            if let (true, Some(last)) = (jobs.len() as i64 == filter.limit, jobs.last()) {
-                eprintln!(
-                    "next page: --cursor {}",
-                    cursor::job_cursor(last.created_at, last.id)
-                );
+            if let Some(next) = cursor::next_job_page(&jobs, filter.limit) {
+                eprintln!("next page: --cursor {next}");
             }
         }
         Command::Jobs(JobsCommand::Show { id, json }) => {
@@ -199,8 +196,8 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
             };
             let tenants = fleet.tenants(&filter).await?;
             output::print_tenants(&tenants, *json);
-            if let (true, Some(last)) = (tenants.len() as i64 == filter.limit, tenants.last()) {
-                eprintln!("next page: --cursor {}", cursor::tenant_cursor(&last.slug));
+            if let Some(next) = cursor::next_tenant_page(&tenants, filter.limit) {
+                eprintln!("next page: --cursor {next}");
             }
         }
         TenantCommand::Show { slug, json } => output::print_tenant(&fleet.tenant(slug).await?, *json),

@@ -42,20 +42,18 @@ pub(super) async fn render(State(state): State<Arc<ApiState>>) -> Response {
             0
         }
     };
-    family(
+    gauge(
         &mut out,
         "pgfleet_catalog_up",
-        "gauge",
         "1 if the catalog answered this scrape.",
+        catalog_up,
     );
-    let _ = writeln!(out, "pgfleet_catalog_up {catalog_up}");
-    family(
+    gauge(
         &mut out,
         "pgfleet_broker_up",
-        "gauge",
         "1 if RabbitMQ answered this scrape.",
+        broker_up,
     );
-    let _ = writeln!(out, "pgfleet_broker_up {broker_up}");
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
@@ -65,6 +63,12 @@ pub(super) async fn render(State(state): State<Arc<ApiState>>) -> Response {
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A gauge family with its one unlabelled sample.
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// A label value, escaped as the exposition format requires.
@@ -173,27 +177,24 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
         let _ = writeln!(s, "pgfleet_backup_age_tenants{{le=\"{bound}\"}} {n}");
     }
     let _ = writeln!(s, "pgfleet_backup_age_tenants{{le=\"+Inf\"}} {}", ages.active);
-    family(
+    gauge(
         &mut s,
         "pgfleet_backup_never_tenants",
-        "gauge",
         "Active tenants without any good backup.",
+        ages.never,
     );
-    let _ = writeln!(s, "pgfleet_backup_never_tenants {}", ages.never);
-    family(
+    gauge(
         &mut s,
         "pgfleet_backup_due_tenants",
-        "gauge",
         "Active tenants whose scheduled backup has not produced a good backup yet.",
+        ages.due,
     );
-    let _ = writeln!(s, "pgfleet_backup_due_tenants {}", ages.due);
-    family(
+    gauge(
         &mut s,
         "pgfleet_backup_overdue_tenants",
-        "gauge",
         "Active tenants whose scheduled backup has been due for more than 6 hours without a good backup.",
+        ages.overdue,
     );
-    let _ = writeln!(s, "pgfleet_backup_overdue_tenants {}", ages.overdue);
     family(
         &mut s,
         "pgfleet_backup_oldest_age_seconds",
@@ -225,13 +226,12 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
         }
     }
 
-    family(
+    gauge(
         &mut s,
         "pgfleet_dead_letters",
-        "gauge",
         "Messages dead-lettered with a reason recorded in the catalog.",
+        catalog.dead_letter_count().await?,
     );
-    let _ = writeln!(s, "pgfleet_dead_letters {}", catalog.dead_letter_count().await?);
 
     out.push_str(&s);
     Ok(())

@@ -82,15 +82,10 @@ pub(super) async fn list_tenants(
     };
     let tenants = state.fleet.tenants(&filter).await?;
     let mut response = Json(tenants.iter().map(views::tenant).collect::<Vec<_>>()).into_response();
-    if let (true, Some(last)) = (tenants.len() as i64 == filter.limit, tenants.last()) {
+    if let Some(next) = cursor::next_tenant_page(&tenants, filter.limit) {
         let status = filter.status.map(|s| format!("&status={s}")).unwrap_or_default();
         let query = format!("limit={}{status}", filter.limit);
-        next_link(
-            &mut response,
-            "/v1/tenants",
-            &query,
-            &cursor::tenant_cursor(&last.slug),
-        );
+        next_link(&mut response, "/v1/tenants", &query, &next);
     }
     Ok(response)
 }
@@ -211,7 +206,7 @@ pub(super) async fn list_jobs(
     };
     let jobs = state.fleet.jobs(&filter).await?;
     let mut response = Json(jobs.iter().map(views::job).collect::<Vec<_>>()).into_response();
-    if let (true, Some(last)) = (jobs.len() as i64 == filter.limit, jobs.last()) {
+    if let Some(next) = cursor::next_job_page(&jobs, filter.limit) {
         let mut query = format!("limit={}", filter.limit);
         if let Some(status) = filter.status {
             query.push_str(&format!("&status={status}"));
@@ -219,12 +214,7 @@ pub(super) async fn list_jobs(
         if let Some(tenant) = &filter.tenant {
             query.push_str(&format!("&tenant={tenant}"));
         }
-        next_link(
-            &mut response,
-            "/v1/jobs",
-            &query,
-            &cursor::job_cursor(last.created_at, last.id),
-        );
+        next_link(&mut response, "/v1/jobs", &query, &next);
     }
     Ok(response)
 }

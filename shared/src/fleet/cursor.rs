@@ -6,6 +6,7 @@
 //! (base64url of a tagged string) is ours to change.
 
 use super::FleetError;
+use crate::catalog::{JobRecord, TenantRecord};
 use crate::slug::TenantSlug;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -13,13 +14,25 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// Where a page of tenants ends.
-pub fn tenant_cursor(last: &str) -> String {
+fn tenant_cursor(last: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("t1:{last}"))
 }
 
 /// Where a page of jobs ends.
-pub fn job_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
+fn job_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("j1:{}:{id}", created_at.timestamp_micros()))
+}
+
+/// The cursor of the page after `page` of tenants, if `page` is full (`limit` rows).
+pub fn next_tenant_page(page: &[TenantRecord], limit: i64) -> Option<String> {
+    let last = page.last().filter(|_| page.len() as i64 == limit)?;
+    Some(tenant_cursor(&last.slug))
+}
+
+/// The cursor of the page after `page` of jobs, if `page` is full (`limit` rows).
+pub fn next_job_page(page: &[JobRecord], limit: i64) -> Option<String> {
+    let last = page.last().filter(|_| page.len() as i64 == limit)?;
+    Some(job_cursor(last.created_at, last.id))
 }
 
 fn decode(cursor: &str, tag: &str) -> Result<String, FleetError> {

@@ -103,16 +103,15 @@ impl Worker {
             let conn = queue::connect(&self.amqp_url, &format!("pgfleet worker {}", self.owner)).await?;
             queue::declare_topology(&conn, ns).await?;
 
-            let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| ns.kind_queue(*k)).collect();
-            queues.push(ns.unroutable());
+            // Each queue's prefetch is its kind's pool: no delivery sits unacked waiting for
+            // a slot another kind's jobs hold (the unroutable queue: a few).
+            let mut queues: Vec<(String, usize)> = JobKind::ALL
+                .iter()
+                .map(|k| (ns.kind_queue(*k), self.settings.kind_slots.get(*k)))
+                .collect();
+            queues.push((ns.unroutable(), 4));
             let mut streams = Vec::new();
-            for queue_name in queues {
-                // Each queue's prefetch is its kind's pool: no delivery sits unacked waiting
-                // for a slot another kind's jobs hold (the unroutable queue: a few).
-                let slots = JobKind::ALL
-                    .iter()
-                    .find(|k| ns.kind_queue(**k) == queue_name)
-                    .map_or(4, |k| self.settings.kind_slots.get(*k));
+            for (queue_name, slots) in queues {
                 let prefetch = u16::try_from(slots).unwrap_or(u16::MAX);
                 let channel = conn.create_channel().await?;
                 channel.basic_qos(prefetch, BasicQosOptions::default()).await?;

@@ -82,12 +82,9 @@ impl Worker {
         })
     }
 
-    /// The slot pool of `kind`.
+    /// The slot pool of `kind` (`KindSlots` has one for every kind).
     fn slots_of(&self, kind: crate::message::JobKind) -> Arc<Semaphore> {
-        self.slots
-            .get(&kind)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(Semaphore::new(1)))
+        self.slots[&kind].clone()
     }
 
     /// What this worker's readiness probe reports.
