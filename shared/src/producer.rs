@@ -61,32 +61,21 @@ impl Producer {
     pub async fn enqueue_many(&self, requests: &[JobRequest]) -> Result<Vec<Enqueued>, EnqueueError> {
         const BATCH: usize = 2_000;
         let mut out = Vec::with_capacity(requests.len());
-        for chunk in requests.chunks(BATCH) {
-            let news: Vec<NewJob> = chunk
-                .iter()
-                .map(|r| NewJob::from_request(r, None, self.max_attempts))
-                .collect();
-            let recorded = self.catalog.insert_jobs(&news).await?;
-            if let Some((new, _)) = news
-                .iter()
-                .zip(&recorded)
-                .find(|(new, (job, created))| !created && !new.matches(job))
-            {
-                let key = new
-                    .key
-                    .strip_prefix(crate::catalog::PRODUCER_KEY_PREFIX)
-                    .unwrap_or(&new.key);
-                return Err(EnqueueError::KeyReused(key.to_owned()));
-            }
-            // An existing job that is still queued is published again in case its message
-            // was lost; the claim makes the duplicate harmless.
-            let to_publish: Vec<&JobRecord> = recorded
-                .iter()
-                .filter(|(job, created)| *created || job.status == JobStatus::Queued)
-                .map(|(job, _)| job)
-                .collect();
-            let published = publish_dispatched(&self.catalog, &self.publisher, &to_publish).await?;
-            out.extend(recorded.into_iter().map(|(job, created)| {
+        let mut batches = requests.chunks(BATCH);
+        // Batch i is published while batch i + 1 is recorded (the catalog and the broker
+        // work at the same time); a batch is only ever published after it is recorded.
+        let mut in_flight: Vec<(JobRecord, bool)> = Vec::new();
+        loop {
+            let next = batches.next();
+            let record = async {
+                match next {
+                    Some(chunk) => self.record(chunk).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (recorded, published) = tokio::join!(record, self.publish_recorded(&in_flight));
+            let published = published?;
+            out.extend(in_flight.drain(..).map(|(job, created)| {
                 let sent = published && (created || job.status == JobStatus::Queued);
                 Enqueued {
                     job,
@@ -94,8 +83,47 @@ impl Producer {
                     published: sent,
                 }
             }));
+            match recorded? {
+                Some(recorded) => in_flight = recorded,
+                None => return Ok(out),
+            }
         }
-        Ok(out)
+    }
+
+    /// Records one batch of requests; a key already used for a different request is refused.
+    async fn record(&self, requests: &[JobRequest]) -> Result<Vec<(JobRecord, bool)>, EnqueueError> {
+        let news: Vec<NewJob> = requests
+            .iter()
+            .map(|r| NewJob::from_request(r, None, self.max_attempts))
+            .collect();
+        let recorded = self.catalog.insert_jobs(&news).await?;
+        if let Some((new, _)) = news
+            .iter()
+            .zip(&recorded)
+            .find(|(new, (job, created))| !created && !new.matches(job))
+        {
+            let key = new
+                .key
+                .strip_prefix(crate::catalog::PRODUCER_KEY_PREFIX)
+                .unwrap_or(&new.key);
+            return Err(EnqueueError::KeyReused(key.to_owned()));
+        }
+        Ok(recorded)
+    }
+
+    /// Publishes a recorded batch's new jobs, and its existing ones still queued (their
+    /// message may have been lost; the claim makes a duplicate harmless). Whether the
+    /// broker confirmed them.
+    async fn publish_recorded(&self, recorded: &[(JobRecord, bool)]) -> Result<bool, EnqueueError> {
+        let to_publish: Vec<&JobRecord> = recorded
+            .iter()
+            .filter(|(job, created)| *created || job.status == JobStatus::Queued)
+            .map(|(job, _)| job)
+            .collect();
+        if to_publish.is_empty() {
+            return Ok(false);
+        }
+        Ok(publish_dispatched(&self.catalog, &self.publisher, &to_publish).await?)
     }
 
     /// Publishes jobs already recorded (e.g. a rollout's); on failure they stay for the sweep.

@@ -20,17 +20,13 @@ pub fn parse(expression: &str) -> Result<Option<croner::Cron>> {
     })
 }
 
-/// The newest slot of `cron` at or before `now - offset`, if it is after `through`: the one
-/// backup owed. Slots missed during downtime collapse into this one.
-pub fn due_slot(
-    cron: &croner::Cron,
-    through: DateTime<Utc>,
-    now: DateTime<Utc>,
-    offset: Duration,
-) -> Option<DateTime<Utc>> {
+/// The newest slot of `cron` at or before `now - offset`. A tenant owes a backup for it if
+/// it is after the newest slot the tenant's backups were enqueued for: slots missed during
+/// downtime collapse into this one. (Independent of the tenant, so a tick works it out once
+/// per schedule and offset.)
+pub fn newest_slot(cron: &croner::Cron, now: DateTime<Utc>, offset: Duration) -> Option<DateTime<Utc>> {
     let shifted = now - chrono::Duration::from_std(offset).ok()?;
-    let slot = cron.find_previous_occurrence(&shifted, true).ok()?;
-    (slot > through).then_some(slot)
+    cron.find_previous_occurrence(&shifted, true).ok()
 }
 
 /// Where in a `spread` window a tenant's backups start: fixed per tenant (a hash of the
@@ -58,6 +54,15 @@ mod tests {
         assert!(parse("off").unwrap().is_none());
         assert!(parse("61 0 * * *").is_err());
         assert!(parse("nightly").is_err());
+    }
+
+    fn due_slot(
+        cron: &croner::Cron,
+        through: DateTime<Utc>,
+        now: DateTime<Utc>,
+        offset: Duration,
+    ) -> Option<DateTime<Utc>> {
+        newest_slot(cron, now, offset).filter(|slot| *slot > through)
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `pgfleet scheduler`: enqueues each active tenant's backups on its own cron schedule (UTC).
 //!
 //! A tick reads every active tenant's schedule and the newest slot already handled, works
-//! out in memory which tenants owe a backup (`schedule::due_slot`), and records those jobs in
+//! out in memory which tenants owe a backup (`schedule::newest_slot`), and records those jobs in
 //! batches — one statement per batch both advances the tenants and inserts the jobs, so
 //! replicas never enqueue a slot twice — then publishes each batch with confirms. A job the
 //! broker did not confirm is left to the workers' sweep, never lost.
@@ -90,6 +90,11 @@ pub struct TickReport {
     pub published: usize,
     /// Tenants whose stored schedule does not parse (skipped, logged).
     pub invalid: usize,
+    /// Reading the schedules and working out what is due.
+    pub evaluating: Duration,
+    /// Recording the due jobs and publishing them (one batch published while the next is
+    /// recorded), until the last batch is confirmed.
+    pub enqueueing: Duration,
 }
 
 pub struct Scheduler {
@@ -121,28 +126,57 @@ impl Scheduler {
         let mut report = TickReport::default();
         let due = self.due_at(now, &mut report).await?;
         report.due = due.len();
-        for batch in due.chunks(BATCH) {
-            let jobs = self
-                .catalog
-                .enqueue_scheduled_backups(batch, self.settings.max_attempts)
-                .await?;
-            report.enqueued += jobs.len();
-            let recorded: Vec<&JobRecord> = jobs.iter().collect();
-            if publish_dispatched(&self.catalog, &self.publisher, &recorded).await? {
-                report.published += jobs.len();
+        report.evaluating = started.elapsed();
+        // Batch i is published (and its confirm recorded) while batch i + 1 is recorded: the
+        // catalog and the broker work at the same time instead of taking turns.
+        let mut batches = due.chunks(BATCH);
+        let mut in_flight: Vec<JobRecord> = Vec::new();
+        loop {
+            let next = batches.next();
+            let record = async {
+                match next {
+                    Some(batch) => {
+                        self.catalog
+                            .enqueue_scheduled_backups(batch, self.settings.max_attempts)
+                            .await
+                    }
+                    None => Ok(Vec::new()),
+                }
+            };
+            let (recorded, published) = tokio::join!(record, self.publish(&in_flight));
+            if published? {
+                report.published += in_flight.len();
+            }
+            in_flight = recorded?;
+            report.enqueued += in_flight.len();
+            if next.is_none() {
+                break;
             }
         }
+        report.enqueueing = started.elapsed() - report.evaluating;
         if report.enqueued > 0 || report.invalid > 0 {
             info!(at = %now, due = report.due, enqueued = report.enqueued, published = report.published,
-                  invalid = report.invalid, elapsed_ms = started.elapsed().as_millis() as u64, "scheduled backups enqueued");
+                  invalid = report.invalid, evaluating_ms = report.evaluating.as_millis() as u64,
+                  elapsed_ms = started.elapsed().as_millis() as u64, "scheduled backups enqueued");
         }
         Ok(report)
+    }
+
+    /// Publishes recorded jobs; whether the broker confirmed them (if not, the sweep will).
+    async fn publish(&self, jobs: &[JobRecord]) -> Result<bool> {
+        if jobs.is_empty() {
+            return Ok(false);
+        }
+        let jobs: Vec<&JobRecord> = jobs.iter().collect();
+        publish_dispatched(&self.catalog, &self.publisher, &jobs).await
     }
 
     async fn due_at(&self, now: DateTime<Utc>, report: &mut TickReport) -> Result<Vec<DueBackup>> {
         let tenants = self.catalog.scheduled_tenants().await?;
         // A fleet shares a handful of schedules: parse each once per tick. `Ok(None)`: off.
         let mut parsed: HashMap<String, Result<Option<croner::Cron>, ()>> = HashMap::new();
+        // …and a handful of (schedule, spread offset) pairs: find each one's newest slot once.
+        let mut newest_slot: HashMap<(String, Duration), Option<DateTime<Utc>>> = HashMap::new();
         let mut due = Vec::new();
         for t in tenants {
             let cron = parsed.entry(t.backup_schedule.clone()).or_insert_with(|| {
@@ -159,7 +193,10 @@ impl Scheduler {
                 }
             };
             let offset = schedule::spread_offset(&t.slug, self.settings.spread);
-            if let Some(slot) = schedule::due_slot(cron, t.scheduled_through, now, offset) {
+            let slot = *newest_slot
+                .entry((t.backup_schedule.clone(), offset))
+                .or_insert_with(|| schedule::newest_slot(cron, now, offset));
+            if let Some(slot) = slot.filter(|slot| *slot > t.scheduled_through) {
                 due.push(DueBackup {
                     tenant_id: t.id,
                     slug: t.slug,
