@@ -271,3 +271,123 @@ async fn cursors_page_through_ten_thousand_rows_while_rows_are_added() {
     assert!(err.contains("invalid cursor"), "{err}");
     env.cleanup().await;
 }
+
+/// The counters behind `/metrics` and `rollouts show` stay exact when single statements move
+/// thousands of jobs at once (a rollout phase recorded in one statement, bulk status moves,
+/// an upsert that revives finished jobs, history pruning): they are kept per statement, from
+/// the statement's transition tables, and must add up to what a recount finds.
+#[tokio::test]
+async fn counters_stay_exact_when_one_statement_moves_thousands_of_jobs() {
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    fake_tenants(&catalog, "bulk", 3000, "off").await;
+    let rollout = uuid::Uuid::now_v7();
+    let statements = [
+        format!("INSERT INTO rollouts (id, target_version, canary, server_concurrency) VALUES ('{rollout}', 7, 10, 4)"),
+        // Every tenant joins in one statement; the first 10 (slug order) are the canary.
+        format!(
+            "INSERT INTO rollout_tenants (rollout_id, tenant_id, phase)
+             SELECT '{rollout}', id, CASE WHEN row_number() OVER (ORDER BY slug) <= 10 THEN 'canary' ELSE 'main' END
+               FROM tenants WHERE slug LIKE 'bulk-%'"
+        ),
+        // The phase's jobs recorded and attached in one statement.
+        format!(
+            "WITH j AS (
+               INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts)
+               SELECT gen_random_uuid(), 'migrate:{rollout}:' || t.slug, 'migrate', t.slug,
+                      jsonb_build_object('kind', 'migrate', 'rollout', '{rollout}'), 3
+                 FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id
+                WHERE rt.rollout_id = '{rollout}'
+               RETURNING id, tenant)
+             UPDATE rollout_tenants rt SET job_id = j.id FROM j JOIN tenants t ON t.slug = j.tenant
+              WHERE rt.tenant_id = t.id AND rt.rollout_id = '{rollout}'"
+        ),
+        // Scheduled backups of every tenant, one statement.
+        "INSERT INTO jobs (id, idempotency_key, kind, tenant, max_attempts)
+         SELECT gen_random_uuid(), 'backup:' || slug, 'backup', slug, 3 FROM tenants WHERE slug LIKE 'bulk-%'"
+            .to_owned(),
+        "UPDATE jobs SET status = 'running', attempts = 1, started_at = now() - interval '2 seconds'
+          WHERE tenant LIKE 'bulk-%' AND hashtext(id::text) % 3 <> 0"
+            .to_owned(),
+        "UPDATE jobs SET status = 'succeeded', finished_at = now()
+          WHERE tenant LIKE 'bulk-%' AND status = 'running' AND hashtext(id::text) % 2 = 0"
+            .to_owned(),
+        "UPDATE jobs SET status = 'failed', error = 'skipped: tenant is not active', finished_at = now()
+          WHERE tenant LIKE 'bulk-%' AND status = 'running' AND hashtext(id::text) % 5 = 1"
+            .to_owned(),
+        "UPDATE jobs SET status = 'failed', error = 'relation \"users\" already exists', finished_at = now()
+          WHERE tenant LIKE 'bulk-%' AND status = 'running' AND kind = 'migrate' AND hashtext(id::text) % 7 = 1"
+            .to_owned(),
+        // Lease renewals move nothing.
+        "UPDATE jobs SET lease_expires_at = now() + interval '1 minute' WHERE status = 'running'".to_owned(),
+        // A producer upsert that re-queues 500 finished or running backups.
+        "INSERT INTO jobs (id, idempotency_key, kind, tenant, max_attempts)
+         SELECT gen_random_uuid(), 'backup:' || slug, 'backup', slug, 3 FROM tenants
+          WHERE slug LIKE 'bulk-%' AND slug < 'bulk-1450'
+         ON CONFLICT (idempotency_key) DO UPDATE SET status = 'queued', error = NULL, finished_at = NULL"
+            .to_owned(),
+        // Canary tenants moved to the main phase; history pruning removes finished backups.
+        format!("UPDATE rollout_tenants SET phase = 'main' WHERE rollout_id = '{rollout}' AND phase = 'canary'"),
+        "DELETE FROM jobs WHERE kind = 'backup' AND status = 'succeeded'".to_owned(),
+    ];
+    for sql in &statements {
+        sqlx::raw_sql(sql).execute(catalog.pool()).await.unwrap();
+    }
+
+    // What /metrics reads (pgfleet_jobs) against a recount.
+    let mut counted: Vec<(String, String, i64)> = catalog
+        .job_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, _, n)| *n != 0)
+        .collect();
+    counted.sort();
+    let recount: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT kind, status, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(catalog.pool())
+    .await
+    .unwrap();
+    assert_eq!(counted, recount);
+    assert!(recount.len() >= 6, "the workload moved jobs through every status: {recount:?}");
+
+    // The duration histogram's +Inf bucket: every job that finished (pruned ones included).
+    let finished_ever: i64 = sqlx::query_scalar(
+        "SELECT sum(n)::int8 FROM job_duration_counts WHERE le = 'Infinity'",
+    )
+    .fetch_one(catalog.pool())
+    .await
+    .unwrap();
+    assert!(finished_ever > 2000, "{finished_ever}");
+
+    // What `rollouts show` reads against a recount of the rollout's tenants and their jobs.
+    let shown = catalog.rollout(rollout).await.unwrap().unwrap();
+    let (tenants, succeeded, failed, skipped, remaining): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE o = 'succeeded'), count(*) FILTER (WHERE o = 'failed'),
+                count(*) FILTER (WHERE o = 'skipped'), count(*) FILTER (WHERE o IN ('none', 'active'))
+           FROM (SELECT pgfleet_rollout_outcome(j.status, j.error) AS o
+                   FROM rollout_tenants rt LEFT JOIN jobs j ON j.id = rt.job_id
+                  WHERE rt.rollout_id = $1) x",
+    )
+    .bind(rollout)
+    .fetch_one(catalog.pool())
+    .await
+    .unwrap();
+    assert_eq!(tenants, 3000);
+    assert!(succeeded > 0 && failed > 0 && skipped > 0 && remaining > 0);
+    assert_eq!(
+        (shown.tenants, shown.succeeded, shown.failed, shown.skipped, shown.remaining),
+        (tenants, succeeded, failed, skipped, remaining)
+    );
+    let canary: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(n), 0)::int8 FROM rollout_counts WHERE rollout_id = $1 AND phase = 'canary'",
+    )
+    .bind(rollout)
+    .fetch_one(catalog.pool())
+    .await
+    .unwrap();
+    assert_eq!(canary, 0, "the canary tenants moved to the main phase");
+    env.cleanup().await;
+}
