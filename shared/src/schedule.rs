@@ -1,7 +1,7 @@
 //! Backup schedules: standard 5-field cron expressions, evaluated in UTC, or `off`.
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -26,7 +26,11 @@ pub fn parse(expression: &str) -> Result<Option<croner::Cron>> {
 /// per schedule and offset.)
 pub fn newest_slot(cron: &croner::Cron, now: DateTime<Utc>, offset: Duration) -> Option<DateTime<Utc>> {
     let shifted = now - chrono::Duration::from_std(offset).ok()?;
-    cron.find_previous_occurrence(&shifted, true).ok()
+    // croner keeps the sub-second part of the time it searches from (00:00:00.4735 at
+    // 00:27:09.4735): a slot must be the same instant at every tick, or each tick finds
+    // every tenant's slot "newer" than the one it recorded and advances them all again.
+    let slot = cron.find_previous_occurrence(&shifted, true).ok()?;
+    slot.with_nanosecond(0)
 }
 
 /// Where in a `spread` window a tenant's backups start: fixed per tenant (a hash of the
@@ -78,6 +82,16 @@ mod tests {
         let ten = Duration::from_secs(600);
         assert_eq!(due_slot(&cron, t(4, 0), t(5, 9), ten), None);
         assert_eq!(due_slot(&cron, t(4, 0), t(5, 10), ten), Some(t(5, 0)));
+    }
+
+    #[test]
+    fn a_slot_is_the_same_instant_whenever_it_is_looked_for() {
+        let cron = parse("0 * * * *").unwrap().unwrap();
+        let at =
+            |ms| Utc.with_ymd_and_hms(2026, 1, 1, 0, 27, 9).unwrap() + chrono::Duration::milliseconds(ms);
+        let slot = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(newest_slot(&cron, at(473), Duration::ZERO), Some(slot));
+        assert_eq!(newest_slot(&cron, at(999), Duration::from_secs(7)), Some(slot));
     }
 
     #[test]

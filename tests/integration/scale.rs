@@ -343,22 +343,23 @@ async fn counters_stay_exact_when_one_statement_moves_thousands_of_jobs() {
         .filter(|(_, _, n)| *n != 0)
         .collect();
     counted.sort();
-    let recount: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT kind, status, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2",
-    )
-    .fetch_all(catalog.pool())
-    .await
-    .unwrap();
+    let recount: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT kind, status, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2")
+            .fetch_all(catalog.pool())
+            .await
+            .unwrap();
     assert_eq!(counted, recount);
-    assert!(recount.len() >= 6, "the workload moved jobs through every status: {recount:?}");
+    assert!(
+        recount.len() >= 6,
+        "the workload moved jobs through every status: {recount:?}"
+    );
 
     // The duration histogram's +Inf bucket: every job that finished (pruned ones included).
-    let finished_ever: i64 = sqlx::query_scalar(
-        "SELECT sum(n)::int8 FROM job_duration_counts WHERE le = 'Infinity'",
-    )
-    .fetch_one(catalog.pool())
-    .await
-    .unwrap();
+    let finished_ever: i64 =
+        sqlx::query_scalar("SELECT sum(n)::int8 FROM job_duration_counts WHERE le = 'Infinity'")
+            .fetch_one(catalog.pool())
+            .await
+            .unwrap();
     assert!(finished_ever > 2000, "{finished_ever}");
 
     // What `rollouts show` reads against a recount of the rollout's tenants and their jobs.
@@ -378,7 +379,13 @@ async fn counters_stay_exact_when_one_statement_moves_thousands_of_jobs() {
     assert_eq!(tenants, 3000);
     assert!(succeeded > 0 && failed > 0 && skipped > 0 && remaining > 0);
     assert_eq!(
-        (shown.tenants, shown.succeeded, shown.failed, shown.skipped, shown.remaining),
+        (
+            shown.tenants,
+            shown.succeeded,
+            shown.failed,
+            shown.skipped,
+            shown.remaining
+        ),
         (tenants, succeeded, failed, skipped, remaining)
     );
     let canary: i64 = sqlx::query_scalar(

@@ -145,16 +145,18 @@ async fn spread_places_each_tenant_in_the_window_and_off_means_off() {
 async fn the_scheduler_process_enqueues_a_due_backup() {
     let env = TestEnv::new();
     let catalog = env.catalog().await;
-    let slugs = fake_tenants(&catalog, "standalone", 3, "0 * * * *").await;
+    let slugs = fake_tenants(&catalog, "standalone", 12, "0 * * * *").await;
     // As if the last slot handled was two hours ago: this hour's slot is owed now.
     sqlx::query("UPDATE tenants SET backup_scheduled_through = now() - interval '2 hours'")
         .execute(catalog.pool())
         .await
         .unwrap();
+    // Ticks an hour apart, 5 jobs per tick: the 12 due backups take three ticks, which
+    // follow each other at once because the first two left backups due.
     let scheduler = env
         .spawn_process(
             "scheduler",
-            &["scheduler", "--schedule-interval", "1s"],
+            &["scheduler", "--schedule-interval", "1h", "--max-per-tick", "5"],
             &[],
             "scheduler running",
         )
@@ -167,18 +169,79 @@ async fn the_scheduler_process_enqueues_a_due_backup() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(keys.len(), 3, "{keys:?}");
-    for (key, slug) in keys.iter().zip(&slugs) {
+    assert_eq!(keys.len(), 12, "{keys:?}\n{}", scheduler.log());
+    for slug in &slugs {
         // This hour's slot (whichever hour it is by now).
         assert!(
-            key.starts_with(&format!("backup:{slug}:")) && key.ends_with(":00:00Z"),
-            "{key}"
+            keys.iter()
+                .any(|key| key.starts_with(&format!("backup:{slug}:")) && key.ends_with(":00:00Z")),
+            "{slug}: {keys:?}"
         );
     }
     scheduler
         .wait_for_log("scheduled backups enqueued", Duration::from_secs(10))
         .await;
-    assert_eq!(queue_depth(&format!("{}.backup", env.namespace)).await, 3);
+    assert_eq!(queue_depth(&format!("{}.backup", env.namespace)).await, 12);
+    assert_eq!(
+        scheduler.log().matches("scheduled backups enqueued").count(),
+        3,
+        "{}",
+        scheduler.log()
+    );
     drop(scheduler);
+    env.cleanup().await;
+}
+
+/// A tick enqueues at most `max_per_tick` backups, the longest owed first; the rest stay due
+/// for the next tick, and every one is enqueued exactly once.
+#[tokio::test]
+async fn a_tick_enqueues_at_most_its_budget_longest_owed_first() {
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    let h0 = next_hour(Utc::now());
+    let hourly = fake_tenants(&catalog, "hourly", 20, "0 * * * *").await;
+    // Daily at h0's hour: at h0 + 2h their slot (h0) is owed longer than the hourly ones'.
+    let daily = fake_tenants(&catalog, "daily", 10, &format!("0 {} * * *", h0.format("%-H"))).await;
+    let clock = Arc::new(ManualClock::new(h0 + Span::hours(2) + Span::seconds(20)));
+    let publisher = Publisher::new(
+        AMQP_URL.to_owned().into(),
+        Namespace::parse(&env.namespace).unwrap(),
+        "test scheduler",
+    );
+    let scheduler = Scheduler::new(
+        catalog.clone(),
+        Arc::new(publisher),
+        clock.clone(),
+        SchedulerSettings {
+            max_per_tick: 12,
+            ..SchedulerSettings::default()
+        },
+    );
+
+    let first = scheduler.tick().await.unwrap();
+    assert_eq!(
+        (first.due, first.enqueued, first.published, first.deferred),
+        (30, 12, 12, 18)
+    );
+    let keys = backup_keys(&catalog).await;
+    for slug in &daily {
+        assert!(
+            keys.contains(&scheduled_backup_key(slug, &h0)),
+            "{slug}: {keys:?}"
+        );
+    }
+    let second = scheduler.tick().await.unwrap();
+    assert_eq!((second.due, second.enqueued, second.deferred), (18, 12, 6));
+    let third = scheduler.tick().await.unwrap();
+    assert_eq!((third.due, third.enqueued, third.deferred), (6, 6, 0));
+    let last = scheduler.tick().await.unwrap();
+    assert_eq!((last.due, last.enqueued), (0, 0));
+
+    let keys = backup_keys(&catalog).await;
+    assert_eq!(keys.len(), 30, "{keys:?}");
+    for slug in &hourly {
+        assert!(keys.contains(&scheduled_backup_key(slug, &(h0 + Span::hours(2)))));
+    }
+    assert_eq!(queue_depth(&format!("{}.backup", env.namespace)).await, 30);
     env.cleanup().await;
 }

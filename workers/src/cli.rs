@@ -269,6 +269,11 @@ pub struct SchedulerArgs {
     /// How often schedules are evaluated.
     #[arg(long, env = "PGFLEET_SCHEDULE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub schedule_interval: std::time::Duration,
+    /// Backups one tick enqueues at most (longest owed first); a tick that leaves some
+    /// due is followed by the next at once.
+    #[arg(long, env = "PGFLEET_SCHEDULE_MAX_PER_TICK", default_value_t = pgfleet_shared::scheduler::DEFAULT_MAX_PER_TICK as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_per_tick: u32,
 }
 
 fn parse_region(raw: &str) -> Result<String, String> {
@@ -347,6 +352,7 @@ impl SchedulerArgs {
             interval: self.schedule_interval.max(Duration::from_secs(1)),
             spread: self.spread,
             max_attempts: g.max_attempts(),
+            max_per_tick: self.max_per_tick as usize,
         }
     }
 }

@@ -1,8 +1,9 @@
-//! Scheduler benchmark (issue: producers). N active tenants (default 10,000; catalog rows
-//! only, the jobs never run) all due at the same slot: the time of one scheduler tick until
-//! every backup job is recorded in the catalog and confirmed by the broker. Required ≤ 5 s.
+//! Scheduler benchmark. N active tenants (default 10,000; catalog rows only, the jobs never
+//! run) all due at the same slot: the time of one scheduler tick (at most `max_per_tick`
+//! jobs, required <= 1 s at 100,000 tenants by #18), of the back-to-back ticks that record
+//! and confirm every tenant's job, and, at the next slot, of one tick with no limit.
 //!
-//! Baseline, same run, same tenants, the next slot: what a cron script (or a loop over
+//! Baseline, same run, same tenants, the slot after: what a cron script (or a loop over
 //! `pgfleet backup`) does — per tenant, record the job, publish it, wait for the confirm.
 //!
 //! Run: `bench/scheduler.sh [--tenants 10000]`.
@@ -59,30 +60,63 @@ async fn run(namespace: &str, tenants: usize) -> Result<()> {
     publisher.ensure_connected().await?;
     let midnight = Utc::now().duration_trunc(chrono::Duration::days(1))? + chrono::Duration::days(1);
     let clock = Arc::new(ManualClock::new(midnight + chrono::Duration::seconds(1)));
-    let scheduler = Scheduler::new(
-        catalog.clone(),
-        publisher.clone(),
-        clock.clone(),
-        SchedulerSettings::default(),
-    );
+    let scheduler = |max_per_tick| {
+        Scheduler::new(
+            catalog.clone(),
+            publisher.clone(),
+            clock.clone(),
+            SchedulerSettings {
+                max_per_tick,
+                ..SchedulerSettings::default()
+            },
+        )
+    };
 
+    // Slot 1: ticks as `pgfleet scheduler` runs them (at most max_per_tick each, the next
+    // at once while some are left), until every tenant's backup is recorded and confirmed.
+    let bounded = scheduler(SchedulerSettings::default().max_per_tick);
     let started = Instant::now();
-    let report = scheduler.tick().await?;
-    let tick = started.elapsed();
-    ensure!(
-        report.enqueued == tenants && report.published == tenants,
-        "tick enqueued {} and published {} of {tenants}",
-        report.enqueued,
-        report.published
-    );
+    let mut ticks = Vec::new();
+    let mut enqueued = 0;
+    loop {
+        let tick_started = Instant::now();
+        let report = bounded.tick().await?;
+        ensure!(
+            report.published == report.enqueued,
+            "tick published {} of {}",
+            report.published,
+            report.enqueued
+        );
+        enqueued += report.enqueued;
+        ticks.push((tick_started.elapsed(), report.enqueued, report.evaluating));
+        if report.deferred == 0 {
+            break;
+        }
+    }
+    let all_bounded = started.elapsed();
+    ensure!(enqueued == tenants, "ticks enqueued {enqueued} of {tenants}");
     let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'backup'")
         .fetch_one(catalog.pool())
         .await?;
     ensure!(recorded == tenants as i64, "{recorded} jobs recorded");
 
+    // Slot 2: one tick with no limit (all tenants in one tick).
+    let next = midnight + chrono::Duration::days(1);
+    clock.set(next + chrono::Duration::seconds(1));
+    let unbounded = scheduler(usize::MAX);
+    let started = Instant::now();
+    let report = unbounded.tick().await?;
+    let one_tick = started.elapsed();
+    ensure!(
+        report.enqueued == tenants && report.published == tenants,
+        "the unlimited tick enqueued {} and published {} of {tenants}",
+        report.enqueued,
+        report.published
+    );
+
     // Baseline: the next slot, one tenant at a time (record, publish, confirm).
     println!("baseline: per-tenant record + publish + confirm loop…");
-    let next = midnight + chrono::Duration::days(1);
+    let next = midnight + chrono::Duration::days(2);
     let producer = Producer::new(catalog.clone(), publisher.clone(), 5);
     let slugs: Vec<String> = sqlx::query_scalar("SELECT slug::text FROM tenants ORDER BY slug")
         .fetch_all(catalog.pool())
@@ -104,15 +138,30 @@ async fn run(namespace: &str, tenants: usize) -> Result<()> {
     let baseline = started.elapsed();
     publisher.close().await;
 
-    let tick_s = tick.as_secs_f64();
     let baseline_s = baseline.as_secs_f64();
+    let (first_tick, first_jobs, first_evaluating) = ticks[0];
+    let slowest = ticks.iter().map(|t| t.0).max().unwrap_or_default();
     println!();
     println!("{tenants} tenants due at once, jobs recorded in the catalog and confirmed by RabbitMQ:");
-    println!("  baseline (per-tenant loop)   {baseline_s:7.2} s");
+    println!("  baseline (per-tenant loop), all               {baseline_s:8.2} s");
     println!(
-        "  pgfleet scheduler tick       {tick_s:7.2} s   ({:.1}x faster; required <= 5 s: {})",
-        baseline_s / tick_s,
-        if tick_s <= 5.0 { "met" } else { "NOT met" }
+        "  pgfleet, one tick (max {} jobs)            {:8.3} s  ({first_jobs} jobs; reading and evaluating the {tenants} schedules {:.3} s; slowest of {} ticks {:.3} s; required <= 1 s: {})",
+        SchedulerSettings::default().max_per_tick,
+        first_tick.as_secs_f64(),
+        first_evaluating.as_secs_f64(),
+        ticks.len(),
+        slowest.as_secs_f64(),
+        if slowest.as_secs_f64() <= 1.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "  pgfleet, back-to-back ticks, all            {:8.2} s  ({:.1}x faster than the baseline)",
+        all_bounded.as_secs_f64(),
+        baseline_s / all_bounded.as_secs_f64()
+    );
+    println!(
+        "  pgfleet, one unlimited tick, all            {:8.2} s  ({:.1}x faster than the baseline)",
+        one_tick.as_secs_f64(),
+        baseline_s / one_tick.as_secs_f64()
     );
     println!(
         "  peak RSS of this process     {:7.1} MiB",
