@@ -1,10 +1,13 @@
 //! `pgfleet scheduler`: enqueues each active tenant's backups on its own cron schedule (UTC).
 //!
-//! A tick reads every active tenant's schedule and the newest slot already handled, works
-//! out in memory which tenants owe a backup (`schedule::newest_slot`), and records those jobs in
-//! batches — one statement per batch both advances the tenants and inserts the jobs, so
-//! replicas never enqueue a slot twice — then publishes each batch with confirms. A job the
-//! broker did not confirm is left to the workers' sweep, never lost.
+//! A tick works out the newest slot of each schedule in use (a fleet shares a handful),
+//! asks the catalog for the tenants whose newest handled slot is older — the only ones that
+//! can owe a backup — and records their jobs in batches: one statement per batch both
+//! advances the tenants and inserts the jobs, so replicas never enqueue a slot twice. Each
+//! batch is published with confirms while the next is recorded; a job the broker did not
+//! confirm is left to the workers' sweep, never lost. A tick takes at most `max_per_tick`
+//! jobs (longest owed first) and the next follows at once while some are left, so a tick's
+//! time and memory stay bounded when a whole fleet falls due together.
 //!
 //! Time comes from a `Clock`, so tests drive the scheduler through slots without sleeping.
 
@@ -136,14 +139,14 @@ impl Scheduler {
         let now = self.clock.now();
         let started = Instant::now();
         let mut report = TickReport::default();
-        let mut due = self.due_at(now, &mut report).await?;
-        report.due = due.len();
+        let (mut due, owing) = self.due_at(now, &mut report).await?;
+        report.due = owing;
         if due.len() > self.settings.max_per_tick {
             // The longest owed first; the rest stay due (their slot is not recorded yet).
             due.sort_unstable_by(|a, b| (a.slot, &a.slug).cmp(&(b.slot, &b.slug)));
             due.truncate(self.settings.max_per_tick);
         }
-        report.deferred = report.due - due.len();
+        report.deferred = report.due.saturating_sub(due.len());
         report.evaluating = started.elapsed();
         // Batch i is published (and its confirm recorded) while batch i + 1 is recorded: the
         // catalog and the broker work at the same time instead of taking turns.
@@ -189,29 +192,45 @@ impl Scheduler {
         publish_dispatched(&self.catalog, &self.publisher, &jobs).await
     }
 
-    async fn due_at(&self, now: DateTime<Utc>, report: &mut TickReport) -> Result<Vec<DueBackup>> {
-        let tenants = self.catalog.scheduled_tenants().await?;
-        // A fleet shares a handful of schedules: parse each once per tick. `Ok(None)`: off.
-        let mut parsed: HashMap<String, Result<Option<croner::Cron>, ()>> = HashMap::new();
-        // …and a handful of (schedule, spread offset) pairs: find each one's newest slot once.
-        let mut newest_slot: HashMap<(String, Duration), Option<DateTime<Utc>>> = HashMap::new();
-        let mut due = Vec::new();
-        for t in tenants {
-            let cron = parsed.entry(t.backup_schedule.clone()).or_insert_with(|| {
-                schedule::parse(&t.backup_schedule).map_err(|e| {
-                    warn!(tenant = %t.slug, error = %format!("{e:#}"), "skipping a tenant whose backup schedule does not parse; fix it with `pgfleet tenant set`");
-                })
-            });
-            let cron = match cron {
-                Ok(Some(cron)) => cron,
-                Ok(None) => continue,
-                Err(()) => {
-                    report.invalid += 1;
-                    continue;
+    /// The backups due now (with no spread, only this tick's share) and how many tenants owe
+    /// one in all.
+    async fn due_at(&self, now: DateTime<Utc>, report: &mut TickReport) -> Result<(Vec<DueBackup>, usize)> {
+        // Each schedule in use, parsed once, with its newest slot. `None`: off.
+        let mut crons: HashMap<String, croner::Cron> = HashMap::new();
+        let mut newest: Vec<(String, DateTime<Utc>)> = Vec::new();
+        for (expression, tenants) in self.catalog.schedules_in_use().await? {
+            match schedule::parse(&expression) {
+                Ok(Some(cron)) => {
+                    if let Some(slot) = schedule::newest_slot(&cron, now, Duration::ZERO) {
+                        newest.push((expression.clone(), slot));
+                    }
+                    crons.insert(expression, cron);
                 }
+                Ok(None) => {}
+                Err(e) => {
+                    report.invalid += tenants as usize;
+                    warn!(schedule = %expression, tenants, error = %format!("{e:#}"),
+                          "skipping tenants whose backup schedule does not parse; fix it with `pgfleet tenant set`");
+                }
+            }
+        }
+        if newest.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        // Without a spread every candidate is due at its schedule's newest slot, so the
+        // catalog can hand over just this tick's share; with one, offsets are worked out here.
+        let spread = !self.settings.spread.is_zero();
+        let limit = (!spread).then(|| self.settings.max_per_tick.min(i64::MAX as usize) as i64);
+        let candidates = self.catalog.scheduled_tenants(&newest, limit).await?;
+        let found = candidates.first().map_or(0, |t| t.candidates as usize);
+        let mut slots: HashMap<(String, Duration), Option<DateTime<Utc>>> = HashMap::new();
+        let mut due = Vec::new();
+        for t in candidates {
+            let Some(cron) = crons.get(&t.backup_schedule) else {
+                continue;
             };
             let offset = schedule::spread_offset(&t.slug, self.settings.spread);
-            let slot = *newest_slot
+            let slot = *slots
                 .entry((t.backup_schedule.clone(), offset))
                 .or_insert_with(|| schedule::newest_slot(cron, now, offset));
             if let Some(slot) = slot.filter(|slot| *slot > t.scheduled_through) {
@@ -223,7 +242,8 @@ impl Scheduler {
                 });
             }
         }
-        Ok(due)
+        let owing = if spread { due.len() } else { found };
+        Ok((due, owing))
     }
 
     /// Ticks every `interval` until `shutdown`; a failed tick is logged and retried at the

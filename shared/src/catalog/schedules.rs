@@ -22,6 +22,8 @@ pub struct ScheduledTenant {
     /// The newest slot already handled; slots at or before it are never enqueued again.
     pub scheduled_through: DateTime<Utc>,
     pub deleted: bool,
+    /// How many tenants the query found in all (before its limit).
+    pub candidates: i64,
 }
 
 /// A slot that is due for a tenant: a backup, or for a deleted tenant a prune.
@@ -46,21 +48,51 @@ pub fn scheduled_prune_key(slug: &str, slot: &DateTime<Utc>) -> String {
     format!("prune:{slug}:{}", slot.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
+/// The tenants the scheduler serves (`t`): active ones, and deleted ones whose backups
+/// still have to expire.
+const SCHEDULED: &str = "(t.status = 'active'
+     OR (t.status = 'deleted' AND EXISTS (SELECT 1 FROM backups b WHERE b.tenant_id = t.id
+                                          AND b.status IN ('succeeded', 'pruning'))))";
+
 impl Catalog {
-    /// Every active tenant with its schedule and the newest slot handled.
-    pub async fn scheduled_tenants(&self) -> Result<Vec<ScheduledTenant>> {
-        sqlx::query_as(
-            "SELECT id, slug::text AS slug, backup_schedule,
-                    coalesce(backup_scheduled_through, created_at) AS scheduled_through,
-                    status = 'deleted' AS deleted
-               FROM tenants t
-              WHERE status = 'active'
-                 OR (status = 'deleted' AND EXISTS (SELECT 1 FROM backups b WHERE b.tenant_id = t.id
-                                                       AND b.status IN ('succeeded', 'pruning')))",
-        )
+    /// The schedules the scheduler's tenants use, with how many tenants use each: a fleet
+    /// shares a handful, so a tick works out each one's newest slot once.
+    pub async fn schedules_in_use(&self) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT backup_schedule, count(*) FROM tenants t WHERE {SCHEDULED} GROUP BY 1 ORDER BY 1"
+        ))
         .fetch_all(self.pool())
-        .await
-        .map_err(Into::into)
+        .await?)
+    }
+
+    /// The scheduler's tenants on these schedules whose newest handled slot is before the
+    /// schedule's `newest` slot — the only ones that can owe a backup (a spread offset only
+    /// makes a tenant's slot older) — by that slot, then slug; at most `limit` (each row
+    /// says how many there were in all).
+    pub async fn scheduled_tenants(
+        &self,
+        schedules: &[(String, DateTime<Utc>)],
+        limit: Option<i64>,
+    ) -> Result<Vec<ScheduledTenant>> {
+        let (names, newest): (Vec<&str>, Vec<DateTime<Utc>>) = schedules
+            .iter()
+            .map(|(name, slot)| (name.as_str(), *slot))
+            .unzip();
+        Ok(sqlx::query_as(&format!(
+            "SELECT t.id, t.slug::text AS slug, t.backup_schedule,
+                    coalesce(t.backup_scheduled_through, t.created_at) AS scheduled_through,
+                    t.status = 'deleted' AS deleted, count(*) OVER () AS candidates
+               FROM unnest($1::text[], $2::timestamptz[]) AS s (schedule, newest)
+               JOIN tenants t ON t.backup_schedule = s.schedule
+              WHERE coalesce(t.backup_scheduled_through, t.created_at) < s.newest AND {SCHEDULED}
+              ORDER BY s.newest, t.slug
+              LIMIT $3"
+        ))
+        .bind(&names)
+        .bind(&newest)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// Records a backup (or a deleted tenant's prune) job for each due slot not handled yet (by this or another
