@@ -245,3 +245,42 @@ async fn a_tick_enqueues_at_most_its_budget_longest_owed_first() {
     assert_eq!(queue_depth(&format!("{}.backup", env.namespace)).await, 30);
     env.cleanup().await;
 }
+
+/// A deleted tenant whose backups have not all expired gets a prune at its slots (so they
+/// expire by its own retention); one with none left, nothing.
+#[tokio::test]
+async fn deleted_tenants_with_backups_left_are_pruned_on_their_schedule() {
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    let h0 = next_hour(Utc::now());
+    fake_tenants(&catalog, "gone", 2, "0 * * * *").await;
+    sqlx::query("UPDATE tenants SET status = 'deleted' WHERE slug LIKE 'gone-%'")
+        .execute(catalog.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO backups (id, tenant_id, key, status, created_at, finished_at)
+         SELECT $1, id, 'fake/gone-1.sql.gz', 'succeeded', now(), now() FROM tenants WHERE slug = 'gone-1'",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .execute(catalog.pool())
+    .await
+    .unwrap();
+    let clock = Arc::new(ManualClock::new(h0 + Span::seconds(20)));
+    let scheduler = replica(&env, &clock, Duration::ZERO).await;
+    let report = scheduler.tick().await.unwrap();
+    assert_eq!(
+        (report.due, report.enqueued, report.published),
+        (1, 1, 1),
+        "{report:?}"
+    );
+    let keys: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM jobs WHERE kind = 'prune'")
+        .fetch_all(catalog.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        keys,
+        vec![pgfleet_shared::catalog::scheduled_prune_key("gone-1", &h0)]
+    );
+    env.cleanup().await;
+}

@@ -48,18 +48,21 @@ pub fn scheduled_prune_key(slug: &str, slot: &DateTime<Utc>) -> String {
     format!("prune:{slug}:{}", slot.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
-/// The tenants the scheduler serves (`t`): active ones, and deleted ones whose backups
-/// still have to expire.
-const SCHEDULED: &str = "(t.status = 'active'
-     OR (t.status = 'deleted' AND EXISTS (SELECT 1 FROM backups b WHERE b.tenant_id = t.id
-                                          AND b.status IN ('succeeded', 'pruning'))))";
+/// The tenants the scheduler serves: active ones, and deleted ones whose backups still have
+/// to expire. A UNION rather than `active OR (deleted AND EXISTS …)`: with the OR, the
+/// planner costs the EXISTS once per tenant, and at 100,000 tenants that estimate makes
+/// Postgres JIT-compile the query — ~150 ms of compiling for ~25 ms of work, every tick.
+const SCHEDULED_TENANTS: &str = "(SELECT * FROM tenants WHERE status = 'active'
+     UNION ALL
+     SELECT * FROM tenants d WHERE d.status = 'deleted'
+        AND EXISTS (SELECT 1 FROM backups b WHERE b.tenant_id = d.id AND b.status IN ('succeeded', 'pruning')))";
 
 impl Catalog {
     /// The schedules the scheduler's tenants use, with how many tenants use each: a fleet
     /// shares a handful, so a tick works out each one's newest slot once.
     pub async fn schedules_in_use(&self) -> Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT backup_schedule, count(*) FROM tenants t WHERE {SCHEDULED} GROUP BY 1 ORDER BY 1"
+            "SELECT backup_schedule, count(*) FROM {SCHEDULED_TENANTS} t GROUP BY 1 ORDER BY 1"
         ))
         .fetch_all(self.pool())
         .await?)
@@ -67,7 +70,7 @@ impl Catalog {
 
     /// The scheduler's tenants on these schedules whose newest handled slot is before the
     /// schedule's `newest` slot — the only ones that can owe a backup (a spread offset only
-    /// makes a tenant's slot older) — by that slot, then slug; at most `limit` (each row
+    /// makes a tenant's slot older) — oldest slot first; at most `limit` (each row
     /// says how many there were in all).
     pub async fn scheduled_tenants(
         &self,
@@ -83,9 +86,9 @@ impl Catalog {
                     coalesce(t.backup_scheduled_through, t.created_at) AS scheduled_through,
                     t.status = 'deleted' AS deleted, count(*) OVER () AS candidates
                FROM unnest($1::text[], $2::timestamptz[]) AS s (schedule, newest)
-               JOIN tenants t ON t.backup_schedule = s.schedule
-              WHERE coalesce(t.backup_scheduled_through, t.created_at) < s.newest AND {SCHEDULED}
-              ORDER BY s.newest, t.slug
+               JOIN {SCHEDULED_TENANTS} t ON t.backup_schedule = s.schedule
+              WHERE coalesce(t.backup_scheduled_through, t.created_at) < s.newest
+              ORDER BY s.newest, t.id
               LIMIT $3"
         ))
         .bind(&names)
