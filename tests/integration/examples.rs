@@ -57,12 +57,15 @@ async fn python_and_node_signups_become_active_tenants() {
             .wait_tenant_active(&services.catalog, slug, Duration::from_secs(60))
             .await;
         assert_eq!(tenant.schema_version, Some(1));
-        let job = services
-            .catalog
-            .job_by_producer_key(&format!("signup-{slug}"))
-            .await
-            .unwrap()
-            .expect("the example's idempotency key names the job");
+        // The tenant turns active just before its job's outcome is recorded: wait for it.
+        let job = env
+            .wait_job(
+                &services.catalog,
+                &format!("signup-{slug}"),
+                "succeeded",
+                Duration::from_secs(30),
+            )
+            .await;
         assert_eq!(job.status, JobStatus::Succeeded);
     }
 
