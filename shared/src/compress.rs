@@ -11,8 +11,7 @@ use flate2::Compression;
 use std::collections::VecDeque;
 use std::io::Write;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 
 /// Input per gzip member. The deflate window is 32 KiB, so resetting it once per MiB costs
 /// well under 0.1% of ratio.
@@ -47,26 +46,28 @@ pub struct Compressed {
 pub async fn gzip_stream(
     mut input: impl AsyncRead + Unpin,
     settings: GzipSettings,
+    yield_to: Option<&crate::priority::Priority>,
     out: &mpsc::Sender<Result<Bytes>>,
 ) -> Result<Compressed> {
     let mut totals = Compressed::default();
-    let mut pending: VecDeque<JoinHandle<std::io::Result<Vec<u8>>>> = VecDeque::new();
+    let mut pending: VecDeque<oneshot::Receiver<std::io::Result<Vec<u8>>>> = VecDeque::new();
     let level = Compression::new(settings.level.min(9));
     loop {
+        if let Some(priority) = yield_to {
+            priority.bulk_turn().await;
+        }
         let block = read_block(&mut input).await.context("reading the dump")?;
         let at_end = block.len() < BLOCK_SIZE;
         if !block.is_empty() {
             totals.raw_bytes += block.len() as u64;
-            pending.push_back(tokio::task::spawn_blocking(move || {
-                compress_member(&block, level)
-            }));
+            pending.push_back(background::spawn(move || compress_member(&block, level)));
         }
         while pending.len() >= settings.threads.max(1) || (at_end && !pending.is_empty()) {
             let member = pending
                 .pop_front()
                 .expect("not empty")
                 .await
-                .context("a compression thread failed")?
+                .map_err(|_| anyhow::anyhow!("a compression thread failed"))?
                 .context("compressing")?;
             totals.compressed_bytes += member.len() as u64;
             if out.send(Ok(Bytes::from(member))).await.is_err() {
@@ -76,6 +77,62 @@ pub async fn gzip_stream(
         if at_end {
             return Ok(totals);
         }
+    }
+}
+
+/// Background CPU work (compressing backups) on threads of lower CPU priority: on a machine
+/// that also provisions tenants, the kernel gives a signup's work the CPU first and the
+/// backups take what is left. Threads: one per core.
+pub mod background {
+    use std::sync::{mpsc, Mutex, OnceLock};
+    use tokio::sync::oneshot;
+
+    /// The nice value of background threads (0 normal, 19 lowest).
+    pub const NICE: i32 = 10;
+
+    type Task = Box<dyn FnOnce() + Send>;
+
+    fn queue() -> &'static Mutex<mpsc::Sender<Task>> {
+        static QUEUE: OnceLock<Mutex<mpsc::Sender<Task>>> = OnceLock::new();
+        QUEUE.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Task>();
+            let rx = std::sync::Arc::new(Mutex::new(rx));
+            for i in 0..crate::config::cores() {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("pgfleet-background-{i}"))
+                    .spawn(move || {
+                        // Linux: a thread's nice value is its own (`0`: the calling thread).
+                        // Raising it needs no privilege; failing to is harmless.
+                        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
+                        loop {
+                            let task = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            match task {
+                                Ok(task) => task(),
+                                Err(_) => return,
+                            }
+                        }
+                    })
+                    .expect("starting a background thread");
+            }
+            Mutex::new(tx)
+        })
+    }
+
+    /// Runs `work` on a background thread; the receiver gets its result (an error if the
+    /// work panicked).
+    pub fn spawn<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> oneshot::Receiver<T> {
+        let (tx, rx) = oneshot::channel();
+        let task: Task = Box::new(move || {
+            let _ = tx.send(work());
+        });
+        if let Ok(queue) = queue().lock() {
+            let _ = queue.send(task);
+        }
+        rx
     }
 }
 
@@ -105,10 +162,9 @@ mod tests {
         let input: Vec<u8> = (0..(3 * BLOCK_SIZE + 12345)).map(|i| (i % 251) as u8).collect();
         let (tx, mut rx) = mpsc::channel(4);
         let data = input.clone();
-        let producer =
-            tokio::spawn(
-                async move { gzip_stream(&data[..], GzipSettings { level: 6, threads: 2 }, &tx).await },
-            );
+        let producer = tokio::spawn(async move {
+            gzip_stream(&data[..], GzipSettings { level: 6, threads: 2 }, None, &tx).await
+        });
         let mut gz = Vec::new();
         while let Some(chunk) = rx.recv().await {
             gz.extend_from_slice(&chunk.unwrap());
@@ -126,7 +182,9 @@ mod tests {
     #[tokio::test]
     async fn empty_input_gives_an_empty_stream() {
         let (tx, mut rx) = mpsc::channel(4);
-        let totals = gzip_stream(&b""[..], GzipSettings::default(), &tx).await.unwrap();
+        let totals = gzip_stream(&b""[..], GzipSettings::default(), None, &tx)
+            .await
+            .unwrap();
         drop(tx);
         assert!(rx.recv().await.is_none());
         assert_eq!(totals.raw_bytes, 0);

@@ -114,7 +114,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             concurrency: 8,
-            kind_slots: KindSlots::defaults(8),
+            kind_slots: KindSlots::defaults(8, cores()),
             lease: Duration::from_secs(30),
             max_attempts: 5,
             backoff_base: Duration::from_secs(2),
@@ -129,22 +129,31 @@ impl Default for WorkerSettings {
     }
 }
 
-/// Job slots of one worker, per kind. Defaults, from `PGFLEET_CONCURRENCY` (C): provision,
-/// backup and migrate C each; restore, delete and prune C/4 (at least 1) — they are rare,
-/// and a restore loads a whole database. A kind's pool is its own: a worker whose backup
-/// slots are all busy still takes a signup at once.
+/// Job slots of one worker, per kind. Defaults, from `PGFLEET_CONCURRENCY` (C): provision
+/// and migrate C each; backup C but at most the machine's cores (a backup keeps a core busy
+/// compressing: more at once than cores only adds contention, and signups on the same
+/// machine wait for CPU — `bench/signups.sh`); restore, delete and prune C/4 (at least 1) —
+/// they are rare, and a restore loads a whole database. A kind's pool is its own: a worker
+/// whose backup slots are all busy still takes a signup at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KindSlots(std::collections::BTreeMap<JobKind, usize>);
 
+/// This machine's cores (as the process may use them).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 impl KindSlots {
-    pub fn defaults(concurrency: usize) -> Self {
+    /// The defaults for `concurrency` on a machine with `cores` cores.
+    pub fn defaults(concurrency: usize, cores: usize) -> Self {
         let c = concurrency.max(1);
         Self(
             JobKind::ALL
                 .iter()
                 .map(|&kind| {
                     let n = match kind {
-                        JobKind::Provision | JobKind::Backup | JobKind::Migrate => c,
+                        JobKind::Provision | JobKind::Migrate => c,
+                        JobKind::Backup => c.min(cores.max(1)),
                         JobKind::Restore | JobKind::Delete | JobKind::Prune => (c / 4).max(1),
                     };
                     (kind, n)
@@ -153,9 +162,14 @@ impl KindSlots {
         )
     }
 
-    /// The defaults for `concurrency`, with `overrides` (`backup=2,provision=16`) applied.
+    /// The defaults for `concurrency` on this machine, with `overrides`
+    /// (`backup=2,provision=16`) applied.
     pub fn parse(concurrency: usize, overrides: &str) -> Result<Self> {
-        let mut slots = Self::defaults(concurrency);
+        Self::parse_for(concurrency, cores(), overrides)
+    }
+
+    fn parse_for(concurrency: usize, cores: usize, overrides: &str) -> Result<Self> {
+        let mut slots = Self::defaults(concurrency, cores);
         for part in overrides.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((kind, n)) = part.split_once('=') else {
                 bail!("PGFLEET_KIND_CONCURRENCY: {part:?} is not KIND=N (e.g. backup=2,provision=16)");
@@ -208,16 +222,19 @@ mod tests {
 
     #[test]
     fn kind_slots_defaults_and_overrides() {
-        let slots = KindSlots::defaults(8);
+        let slots = KindSlots::defaults(8, 16);
         assert_eq!(slots.get(JobKind::Provision), 8);
         assert_eq!(slots.get(JobKind::Backup), 8);
         assert_eq!(slots.get(JobKind::Restore), 2);
-        assert_eq!(KindSlots::defaults(1).get(JobKind::Prune), 1);
-        let slots = KindSlots::parse(8, " backup=2, provision=16 ").unwrap();
-        assert_eq!(slots.get(JobKind::Backup), 2);
+        // Backups at most one per core.
+        assert_eq!(KindSlots::defaults(8, 2).get(JobKind::Backup), 2);
+        assert_eq!(KindSlots::defaults(8, 2).get(JobKind::Provision), 8);
+        assert_eq!(KindSlots::defaults(1, 4).get(JobKind::Prune), 1);
+        let slots = KindSlots::parse_for(8, 2, " backup=6, provision=16 ").unwrap();
+        assert_eq!(slots.get(JobKind::Backup), 6);
         assert_eq!(slots.get(JobKind::Provision), 16);
         assert_eq!(slots.get(JobKind::Migrate), 8);
-        assert_eq!(slots.total(), 2 + 16 + 8 + 2 + 2 + 2);
+        assert_eq!(slots.total(), 6 + 16 + 8 + 2 + 2 + 2);
         for bad in ["backup", "backups=2", "backup=0", "backup=x"] {
             let err = KindSlots::parse(8, bad).unwrap_err().to_string();
             assert!(err.contains("PGFLEET_KIND_CONCURRENCY"), "{err}");

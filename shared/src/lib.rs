@@ -30,6 +30,7 @@ pub mod message;
 pub mod migration_set;
 pub mod pg_tools;
 pub(crate) mod postgres;
+pub mod priority;
 pub mod producer;
 pub mod queue;
 pub(crate) mod schedule;

@@ -68,6 +68,7 @@ impl Services {
                 ..GzipSettings::default()
             },
             faults,
+            priority: Default::default(),
             recorded_sets: Arc::default(),
         })
     }

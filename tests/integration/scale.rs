@@ -10,8 +10,14 @@ use std::time::{Duration, Instant};
 async fn a_worker_whose_backup_slots_are_all_busy_still_provisions_at_once() {
     let env = TestEnv::new();
     let catalog = env.catalog().await;
-    // Defaults from --concurrency 2: two backup slots, two provision slots.
-    let worker = env.spawn_worker("w", &["--concurrency", "2"], &[]).await;
+    // Two backup slots, two provision slots.
+    let worker = env
+        .spawn_worker(
+            "w",
+            &["--concurrency", "2", "--kind-concurrency", "backup=2"],
+            &[],
+        )
+        .await;
     assert!(worker.log().contains("backup=2"), "{}", worker.log());
     let mut holders = Vec::new();
     for slug in ["held-a", "held-b"] {

@@ -104,6 +104,17 @@ impl Catalog {
         rows.into_iter().map(with_password).collect()
     }
 
+    /// The slugs of every tenant in `status`, by slug: what a fleet-wide enqueue needs, in
+    /// one query (at 100,000 tenants a page-by-page read of whole tenant rows took ~0.5 s).
+    pub async fn tenant_slugs(&self, status: TenantStatus) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT slug::text FROM tenants WHERE status = $1 ORDER BY slug")
+                .bind(status)
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
     /// One page of tenants by slug: those after `after`, at most `limit`, optionally only
     /// in `status`.
     pub async fn tenants_page(

@@ -73,10 +73,11 @@ impl Fleet {
     }
 
     async fn active_slugs(&self) -> Result<Vec<TenantSlug>> {
-        self.all_tenants(Some(TenantStatus::Active))
+        self.catalog
+            .tenant_slugs(TenantStatus::Active)
             .await?
             .iter()
-            .map(|t| TenantSlug::parse(&t.slug).map_err(|e| FleetError::Other(e.into())))
+            .map(|slug| TenantSlug::parse(slug).map_err(|e| FleetError::Other(e.into())))
             .collect()
     }
 }

@@ -9,7 +9,7 @@ use super::{prune, Claimed, JobContext, Outcome};
 use crate::catalog::{BackupStats, JobRecord, TenantRecord};
 use crate::compress::{self, Compressed};
 use crate::error::{CancelReason, JobError};
-use crate::message::NoFields;
+use crate::message::{JobKind, NoFields};
 use crate::pg_tools;
 use crate::slug::TenantSlug;
 use crate::store::Stored;
@@ -114,7 +114,7 @@ pub async fn backup_tenant(
         Err(e) => return Err(e.into()),
     };
 
-    match dump_to_store(ctx, tenant, &key, login).await {
+    match dump_to_store(ctx, job.kind, tenant, &key, login).await {
         Ok((stored, compressed, pg_dump)) => {
             let duration_ms = started.elapsed().as_millis() as u64;
             let recorded = ctx
@@ -199,6 +199,7 @@ async fn discard_own_leftovers(
 
 async fn dump_to_store(
     ctx: &JobContext,
+    kind: JobKind,
     tenant: &TenantRecord,
     key: &str,
     login: Option<&SecretString>,
@@ -224,6 +225,13 @@ async fn dump_to_store(
                 .await?
         }
     };
+    // Scheduled and requested backups are bulk work; a delete's final backup is not (a
+    // person waits for the delete). Bulk work steps aside for a signup also before it
+    // starts `pg_dump`, whose schema queries are a burst of work on the server.
+    let yield_to = (kind == JobKind::Backup).then(|| ctx.priority.clone());
+    if let Some(priority) = &yield_to {
+        priority.bulk_turn().await;
+    }
     let mut cmd = tokio::process::Command::new(&pg_dump.path);
     // --no-owner/--no-privileges: plain SQL that `gunzip -c | psql` loads into any database
     // as any user (the objects then belong to whoever restores them).
@@ -239,6 +247,15 @@ async fn dump_to_store(
     .stderr(Stdio::piped())
     .kill_on_drop(true);
     env.apply(&mut cmd);
+    // pg_dump at the background threads' lower CPU priority: a signup on this machine
+    // goes first (see compress::background).
+    // SAFETY: setpriority is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setpriority(libc::PRIO_PROCESS, 0, compress::background::NICE);
+            Ok(())
+        });
+    }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", pg_dump.path.display()))?;
@@ -248,7 +265,7 @@ async fn dump_to_store(
     let (tx, rx) = mpsc::channel(4);
     let gzip = ctx.gzip;
     let producer = async move {
-        let compressed = compress::gzip_stream(stdout, gzip, &tx).await;
+        let compressed = compress::gzip_stream(stdout, gzip, yield_to.as_ref(), &tx).await;
         // Only after pg_dump exits 0 may the stream end cleanly: that is what lets the
         // store make the object visible.
         let verdict = match compressed {

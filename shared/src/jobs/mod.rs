@@ -37,6 +37,8 @@ pub struct JobContext {
     /// Attempts recorded on jobs this process creates (a rollout's next phase).
     pub max_attempts: i32,
     pub faults: FaultPoints,
+    /// Scheduled backups yield the CPU to signups and restores in this worker.
+    pub priority: crate::priority::Priority,
     /// Rollouts' recorded migration sets, which never change once recorded.
     pub recorded_sets: Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<MigrationSet>>>>,
 }

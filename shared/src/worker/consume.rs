@@ -229,6 +229,10 @@ impl Worker {
             .as_ref()
             .map(|id| format!("amqp:{id}"));
         let new = NewJob::from_request(&request, fallback_key, self.settings.max_attempts);
+        // A person is waiting for these: from delivery to recorded outcome, bulk work in
+        // this worker steps aside (`crate::priority`).
+        let _interactive = matches!(new.kind, JobKind::Provision | JobKind::Restore)
+            .then(|| self.ctx.priority.interactive());
 
         let slot = tokio::select! {
             _ = session.cancelled() => return,
