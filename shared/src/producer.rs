@@ -62,9 +62,11 @@ impl Producer {
         const BATCH: usize = 2_000;
         let mut out = Vec::with_capacity(requests.len());
         let mut batches = requests.chunks(BATCH);
-        // Batch i is published while batch i + 1 is recorded (the catalog and the broker
-        // work at the same time); a batch is only ever published after it is recorded.
+        // Three batches at once: batch i + 1 is recorded while batch i is published and the
+        // broker's confirm of batch i - 1 is recorded (the catalog and the broker work at the
+        // same time). A batch is only ever published after it is recorded.
         let mut in_flight: Vec<(JobRecord, bool)> = Vec::new();
+        let mut to_confirm: Vec<Uuid> = Vec::new();
         loop {
             let next = batches.next();
             let record = async {
@@ -73,19 +75,37 @@ impl Producer {
                     None => Ok(None),
                 }
             };
-            let (recorded, published) = tokio::join!(record, self.publish_recorded(&in_flight));
+            let confirm = async {
+                match to_confirm.is_empty() {
+                    true => Ok(()),
+                    false => self.catalog.confirm_dispatched(&to_confirm).await,
+                }
+            };
+            let (recorded, published, confirmed) =
+                tokio::join!(record, self.publish_recorded(&in_flight), confirm);
+            confirmed?;
+            to_confirm.clear();
             let published = published?;
-            out.extend(in_flight.drain(..).map(|(job, created)| {
+            for (job, created) in in_flight.drain(..) {
                 let sent = published && (created || job.status == JobStatus::Queued);
-                Enqueued {
+                if sent {
+                    to_confirm.push(job.id);
+                }
+                out.push(Enqueued {
                     job,
                     created,
                     published: sent,
+                });
+            }
+            match recorded {
+                Ok(Some(recorded)) => in_flight = recorded,
+                done => {
+                    // The last batch, or a refused one: what was published is confirmed.
+                    if !to_confirm.is_empty() {
+                        self.catalog.confirm_dispatched(&to_confirm).await?;
+                    }
+                    return done.map(|_| out);
                 }
-            }));
-            match recorded? {
-                Some(recorded) => in_flight = recorded,
-                None => return Ok(out),
             }
         }
     }
@@ -113,7 +133,7 @@ impl Producer {
 
     /// Publishes a recorded batch's new jobs, and its existing ones still queued (their
     /// message may have been lost; the claim makes a duplicate harmless). Whether the
-    /// broker confirmed them.
+    /// broker confirmed them (the caller records that).
     async fn publish_recorded(&self, recorded: &[(JobRecord, bool)]) -> Result<bool, EnqueueError> {
         let to_publish: Vec<&JobRecord> = recorded
             .iter()
@@ -123,7 +143,7 @@ impl Producer {
         if to_publish.is_empty() {
             return Ok(false);
         }
-        Ok(publish_dispatched(&self.catalog, &self.publisher, &to_publish).await?)
+        Ok(publish_unconfirmed(&self.catalog, &self.publisher, &to_publish).await?)
     }
 
     /// Publishes jobs already recorded (e.g. a rollout's); on failure they stay for the sweep.
@@ -152,15 +172,27 @@ pub async fn publish_dispatched(
     publisher: &Publisher,
     jobs: &[&JobRecord],
 ) -> Result<bool> {
+    let published = publish_unconfirmed(catalog, publisher, jobs).await?;
+    if published {
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+        catalog.confirm_dispatched(&ids).await?;
+    }
+    Ok(published)
+}
+
+/// The first half of `publish_dispatched`: publishes with confirms, or marks the jobs
+/// undispatched if the broker did not confirm them; the caller records the confirm
+/// (`Catalog::confirm_dispatched`) when it returns `true`.
+pub async fn publish_unconfirmed(
+    catalog: &Catalog,
+    publisher: &Publisher,
+    jobs: &[&JobRecord],
+) -> Result<bool> {
     match publisher
         .publish_all(job_messages(publisher, jobs.iter().copied()))
         .await
     {
-        Ok(()) => {
-            let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-            catalog.confirm_dispatched(&ids).await?;
-            Ok(true)
-        }
+        Ok(()) => Ok(true),
         Err(e) => {
             warn!(error = %format!("{e:#}"), jobs = jobs.len(), "jobs recorded but not published; a worker's sweep will dispatch them");
             let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
