@@ -29,7 +29,7 @@ impl Default for GzipSettings {
     fn default() -> Self {
         Self {
             level: 3,
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            threads: crate::config::cores(),
         }
     }
 }
@@ -111,7 +111,11 @@ pub mod background {
                                 Err(_) => return,
                             };
                             match task {
-                                Ok(task) => task(),
+                                // A panicking task drops its result sender (its caller sees
+                                // an error); the thread stays in the pool.
+                                Ok(task) => {
+                                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
+                                }
                                 Err(_) => return,
                             }
                         }

@@ -9,9 +9,8 @@ use crate::support::*;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ConnectionProperties};
-use pgfleet_shared::catalog::{ClaimOutcome, NewJob};
 use pgfleet_shared::jobs::FaultPoints;
-use pgfleet_shared::{JobRequest, TenantSlug};
+use pgfleet_shared::TenantSlug;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -179,21 +178,7 @@ async fn an_attempt_that_was_taken_over_records_nothing() {
     pgfleet_shared::jobs::provision::provision_tenant(&ctx, &slug, None)
         .await
         .unwrap();
-    let request = JobRequest {
-        tenant: slug,
-        key: Some("overtaken-backup".into()),
-        spec: pgfleet_shared::JobSpec::Backup(pgfleet_shared::message::NoFields {}),
-        job: None,
-    };
-    let new = NewJob::from_request(&request, None, 5);
-    let ClaimOutcome::Claimed(job) = ctx
-        .catalog
-        .claim_job(&new, "test-worker", Duration::from_secs(60))
-        .await
-        .unwrap()
-    else {
-        panic!("not claimed")
-    };
+    let job = claim_backup(&ctx.catalog, &slug, "overtaken-backup").await;
     // Another worker takes the job over while this attempt still runs.
     sqlx::query("UPDATE jobs SET epoch = epoch + 1 WHERE id = $1")
         .bind(job.id)

@@ -410,7 +410,6 @@ async fn counters_stay_exact_when_one_statement_moves_thousands_of_jobs() {
 /// it goes on and succeeds. Real `pg_dump`, real tenant, real store.
 #[tokio::test]
 async fn a_backup_waits_while_a_signup_is_in_flight_in_its_worker() {
-    use pgfleet_shared::catalog::{ClaimOutcome, NewJob};
     use pgfleet_shared::jobs::FaultPoints;
     use pgfleet_shared::priority::MAX_PAUSE;
     let env = TestEnv::new();
@@ -419,30 +418,15 @@ async fn a_backup_waits_while_a_signup_is_in_flight_in_its_worker() {
     cli_ok(&env, &["tenant", "create", "steady", "--wait"]);
     drop(worker);
     let ctx = env.job_context(FaultPoints::default()).await;
-    let claim = |key: &'static str| {
-        let catalog = catalog.clone();
-        async move {
-            let request = pgfleet_shared::JobRequest {
-                tenant: pgfleet_shared::TenantSlug::parse("steady").unwrap(),
-                key: Some(key.into()),
-                spec: pgfleet_shared::JobSpec::Backup(pgfleet_shared::message::NoFields {}),
-                job: None,
-            };
-            let new = NewJob::from_request(&request, None, 3);
-            match catalog
-                .claim_job(&new, "test", Duration::from_secs(60))
-                .await
-                .unwrap()
-            {
-                ClaimOutcome::Claimed(job) => job,
-                other => panic!("not claimed: {other:?}"),
-            }
-        }
-    };
 
     // A signup between its delivery and its outcome in this worker.
     let signup = ctx.priority.interactive();
-    let job = claim("backup-during-signup").await;
+    let job = claim_backup(
+        &catalog,
+        &pgfleet_shared::TenantSlug::parse("steady").unwrap(),
+        "backup-during-signup",
+    )
+    .await;
     let backup = tokio::spawn({
         let ctx = ctx.clone();
         async move { pgfleet_shared::jobs::run(&ctx, &job).await }

@@ -15,20 +15,20 @@ use std::time::Duration;
 
 /// A scheduler replica: its own catalog pool and broker connection, the shared clock.
 async fn replica(env: &TestEnv, clock: &Arc<ManualClock>, spread: Duration) -> Scheduler {
+    let settings = SchedulerSettings {
+        spread,
+        ..SchedulerSettings::default()
+    };
+    replica_with(env, clock, settings).await
+}
+
+async fn replica_with(env: &TestEnv, clock: &Arc<ManualClock>, settings: SchedulerSettings) -> Scheduler {
     let publisher = Publisher::new(
         AMQP_URL.to_owned().into(),
         Namespace::parse(&env.namespace).unwrap(),
         "test scheduler",
     );
-    Scheduler::new(
-        env.catalog().await,
-        Arc::new(publisher),
-        clock.clone(),
-        SchedulerSettings {
-            spread,
-            ..SchedulerSettings::default()
-        },
-    )
+    Scheduler::new(env.catalog().await, Arc::new(publisher), clock.clone(), settings)
 }
 
 async fn backup_keys(catalog: &Catalog) -> Vec<String> {
@@ -203,20 +203,11 @@ async fn a_tick_enqueues_at_most_its_budget_longest_owed_first() {
     // Daily at h0's hour: at h0 + 2h their slot (h0) is owed longer than the hourly ones'.
     let daily = fake_tenants(&catalog, "daily", 10, &format!("0 {} * * *", h0.format("%-H"))).await;
     let clock = Arc::new(ManualClock::new(h0 + Span::hours(2) + Span::seconds(20)));
-    let publisher = Publisher::new(
-        AMQP_URL.to_owned().into(),
-        Namespace::parse(&env.namespace).unwrap(),
-        "test scheduler",
-    );
-    let scheduler = Scheduler::new(
-        catalog.clone(),
-        Arc::new(publisher),
-        clock.clone(),
-        SchedulerSettings {
-            max_per_tick: 12,
-            ..SchedulerSettings::default()
-        },
-    );
+    let settings = SchedulerSettings {
+        max_per_tick: 12,
+        ..SchedulerSettings::default()
+    };
+    let scheduler = replica_with(&env, &clock, settings).await;
 
     let first = scheduler.tick().await.unwrap();
     assert_eq!(

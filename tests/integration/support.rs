@@ -906,3 +906,23 @@ pub async fn publish_with_headers(
     assert!(confirm.is_ack());
     let _ = conn.close(200, "bye".into()).await;
 }
+
+/// A backup job of `slug` with `key`, recorded and claimed as a worker would (owner
+/// "test"), for tests that run a handler in process.
+pub async fn claim_backup(catalog: &Catalog, slug: &TenantSlug, key: &str) -> JobRecord {
+    let request = pgfleet_shared::JobRequest {
+        tenant: slug.clone(),
+        key: Some(key.into()),
+        spec: pgfleet_shared::JobSpec::Backup(pgfleet_shared::message::NoFields {}),
+        job: None,
+    };
+    let new = pgfleet_shared::catalog::NewJob::from_request(&request, None, 3);
+    match catalog
+        .claim_job(&new, "test", Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        pgfleet_shared::catalog::ClaimOutcome::Claimed(job) => job,
+        other => panic!("not claimed: {other:?}"),
+    }
+}

@@ -54,24 +54,7 @@ async fn connections_are_encrypted_when_the_urls_require_it() {
     assert!(url.expose_secret().contains("sslmode=require"));
 
     // pg_dump gets the same mode: a backup over TLS succeeds.
-    let backup_job = {
-        let request = pgfleet_shared::JobRequest {
-            tenant: slug.clone(),
-            key: Some("tls-backup".into()),
-            spec: pgfleet_shared::JobSpec::Backup(pgfleet_shared::message::NoFields {}),
-            job: None,
-        };
-        let new = pgfleet_shared::catalog::NewJob::from_request(&request, None, 3);
-        match services
-            .catalog
-            .claim_job(&new, "test", std::time::Duration::from_secs(60))
-            .await
-            .unwrap()
-        {
-            pgfleet_shared::catalog::ClaimOutcome::Claimed(job) => job,
-            other => panic!("not claimed: {other:?}"),
-        }
-    };
+    let backup_job = claim_backup(&services.catalog, &slug, "tls-backup").await;
     let outcome = pgfleet_shared::jobs::run(&ctx, &backup_job).await.unwrap();
     assert_eq!(outcome.summary, "backed up", "{outcome:?}");
 
