@@ -28,6 +28,7 @@ pub(crate) mod hex;
 pub mod jobs;
 pub mod message;
 pub mod migration_set;
+pub mod neon;
 pub mod pg_tools;
 pub(crate) mod postgres;
 pub mod priority;

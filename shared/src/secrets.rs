@@ -77,6 +77,22 @@ impl Binding {
         Self(format!("pgfleet:tenant_servers.admin_url_ciphertext:{server_id}"))
     }
 
+    pub fn server_api_key(server_id: uuid::Uuid) -> Self {
+        Self(format!("pgfleet:tenant_servers.api_key_ciphertext:{server_id}"))
+    }
+
+    pub fn tenant_direct_uri(tenant_id: uuid::Uuid) -> Self {
+        Self(format!("pgfleet:tenants.direct_uri_ciphertext:{tenant_id}"))
+    }
+
+    pub fn tenant_pooled_uri(tenant_id: uuid::Uuid) -> Self {
+        Self(format!("pgfleet:tenants.pooled_uri_ciphertext:{tenant_id}"))
+    }
+
+    pub fn branch_uri(branch_id: uuid::Uuid) -> Self {
+        Self(format!("pgfleet:tenant_branches.uri_ciphertext:{branch_id}"))
+    }
+
     pub fn setting(name: &str) -> Self {
         Self(format!("pgfleet:settings.value:{name}"))
     }

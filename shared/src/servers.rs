@@ -1,6 +1,8 @@
-//! Connections to tenant servers (the self-hosted provider): an admin pool per server, built
-//! on first use from the catalog's encrypted admin URL, and connections as a tenant's own
-//! role. Statement logging is off on these connections: role DDL carries password verifiers.
+//! Connections to tenant servers: for self-hosted servers an admin pool per server, built
+//! on first use from the catalog's encrypted admin URL; for Neon servers a Neon API client
+//! per server (sharing one rate limiter per account); and for both, connections as a
+//! tenant's own role (a Neon tenant's: its direct URI). Statement logging is off on these
+//! connections: role DDL carries password verifiers.
 //!
 //! These sessions run with `synchronous_commit = off`: a provision makes several small
 //! commits, each of which would otherwise wait for its own WAL fsync. Before anything is
@@ -8,7 +10,9 @@
 //! WAL past every earlier commit, so durability at the point of reporting is unchanged.
 
 use crate::catalog::{Catalog, TenantRecord};
-use anyhow::{Context, Result};
+use crate::neon::{NeonClient, NeonLimits, NeonSettings, RateLimiter};
+use crate::status::ServerKind;
+use anyhow::{anyhow, Context, Result};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
@@ -23,21 +27,79 @@ struct Server {
     options: PgConnectOptions,
 }
 
-/// Admin pools per tenant server; cheap to clone.
+/// Admin pools and Neon clients per tenant server; cheap to clone.
 #[derive(Clone)]
 pub struct TenantServers {
     catalog: Catalog,
     max_admin_connections: u32,
     servers: Arc<Mutex<HashMap<Uuid, Arc<Server>>>>,
+    neon_limits: NeonLimits,
+    neon: Arc<Mutex<NeonClients>>,
+}
+
+#[derive(Default)]
+struct NeonClients {
+    by_server: HashMap<Uuid, (NeonClient, NeonSettings)>,
+    /// One limiter per account (API URL and key), shared by every server registered with it.
+    limiters: HashMap<[u8; 32], Arc<RateLimiter>>,
 }
 
 impl TenantServers {
     pub fn new(catalog: Catalog, max_admin_connections: u32) -> Self {
+        Self::with_neon_limits(catalog, max_admin_connections, NeonLimits::default())
+    }
+
+    pub fn with_neon_limits(catalog: Catalog, max_admin_connections: u32, neon_limits: NeonLimits) -> Self {
         Self {
             catalog,
             max_admin_connections,
             servers: Arc::default(),
+            neon_limits,
+            neon: Arc::default(),
         }
+    }
+
+    /// The Neon client (and settings) of a Neon server.
+    pub async fn neon(&self, server_id: Uuid) -> Result<(NeonClient, NeonSettings)> {
+        let mut clients = self.neon.lock().await;
+        if let Some(found) = clients.by_server.get(&server_id) {
+            return Ok(found.clone());
+        }
+        let server = self.catalog.server(server_id).await?;
+        let settings = server
+            .neon
+            .map(|s| s.0)
+            .ok_or_else(|| anyhow!("tenant server {} is not a Neon server", server.name))?;
+        let key = self.catalog.server_api_key(server_id).await?;
+        let account = {
+            use sha2::Digest;
+            let mut hash = sha2::Sha256::new();
+            hash.update(settings.api_url.as_bytes());
+            hash.update([0]);
+            hash.update(key.expose_secret().as_bytes());
+            <[u8; 32]>::from(hash.finalize())
+        };
+        let limits = self.neon_limits;
+        let limiter = clients
+            .limiters
+            .entry(account)
+            .or_insert_with(|| Arc::new(RateLimiter::new(limits.rate)))
+            .clone();
+        let client = NeonClient::new(&settings.api_url, key, limiter, limits.retry)?;
+        clients
+            .by_server
+            .insert(server_id, (client.clone(), settings.clone()));
+        Ok((client, settings))
+    }
+
+    /// The Neon tenant's direct URI (migrations, pg_dump, psql), or a clear error.
+    fn neon_direct_uri(&self, tenant: &TenantRecord) -> Result<SecretString> {
+        self.catalog.tenant_uri(tenant, true)?.ok_or_else(|| {
+            anyhow!(
+                "tenant {}'s Neon project has no connection URI recorded yet; its provision has not finished",
+                tenant.slug
+            )
+        })
     }
 
     async fn server(&self, server_id: Uuid) -> Result<Arc<Server>> {
@@ -81,6 +143,13 @@ impl TenantServers {
 
     /// Connect options for the tenant's own role on its own database.
     pub async fn tenant_options(&self, tenant: &TenantRecord) -> Result<PgConnectOptions> {
+        if tenant.server_kind == ServerKind::Neon {
+            let uri = self.neon_direct_uri(tenant)?;
+            return Ok(crate::postgres::connect_options(uri.expose_secret())
+                .with_context(|| format!("tenant {}'s Neon URI is not a valid Postgres URL", tenant.slug))?
+                .log_statements(tracing::log::LevelFilter::Off)
+                .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(60)));
+        }
         let server = self.server(tenant.server_id).await?;
         let password = self.catalog.tenant_password(tenant)?;
         Ok(server
@@ -102,13 +171,23 @@ impl TenantServers {
         })
     }
 
-    /// Major version of the server (e.g. 15), to pick matching client tools.
-    pub async fn server_major(&self, server_id: Uuid) -> Result<u32> {
-        let admin = self.admin_pool(server_id).await?;
-        let num: String = sqlx::query_scalar("SHOW server_version_num")
-            .fetch_one(&admin)
-            .await
-            .context("reading the tenant server's version")?;
+    /// Major version of the tenant's server (e.g. 15), to pick matching client tools.
+    pub async fn tenant_server_major(&self, tenant: &TenantRecord) -> Result<u32> {
+        let num: String = if tenant.server_kind == ServerKind::Neon {
+            let mut conn = self.connect_as_tenant(tenant).await?;
+            let num = sqlx::query_scalar("SHOW server_version_num")
+                .fetch_one(&mut conn)
+                .await
+                .context("reading the tenant's Postgres version")?;
+            let _ = conn.close().await;
+            num
+        } else {
+            let admin = self.admin_pool(tenant.server_id).await?;
+            sqlx::query_scalar("SHOW server_version_num")
+                .fetch_one(&admin)
+                .await
+                .context("reading the tenant server's version")?
+        };
         Ok(num.parse::<u32>().context("unexpected server_version_num")? / 10_000)
     }
 
@@ -116,6 +195,11 @@ impl TenantServers {
     /// tenant's role to `database`. Passing the password in the environment keeps it out of
     /// the process list, where a command-line argument or URL would show it.
     pub async fn tenant_libpq_env(&self, tenant: &TenantRecord, database: &str) -> Result<LibpqEnv> {
+        if tenant.server_kind == ServerKind::Neon {
+            // The URI names the database as the tenant's server knows it.
+            let _ = database;
+            return self.uri_libpq_env(&self.neon_direct_uri(tenant)?);
+        }
         let admin = self.catalog.server_admin_url(tenant.server_id).await?;
         let password = self.catalog.tenant_password(tenant)?;
         libpq_env(
@@ -142,8 +226,30 @@ impl TenantServers {
         )
     }
 
+    /// libpq environment for a client tool connecting with `uri` (a Neon tenant's or
+    /// branch's: login, host and database all from the URI).
+    pub fn uri_libpq_env(&self, uri: &SecretString) -> Result<LibpqEnv> {
+        let parsed = url::Url::parse(uri.expose_secret()).context("a Neon connection URI is not a URL")?;
+        let database =
+            url::form_urlencoded::parse(format!("x={}", parsed.path().trim_start_matches('/')).as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+        libpq_env(uri.expose_secret(), None, &database)
+    }
+
     /// The tenant's own connection URL (with its password): for `pgfleet tenant url` only.
-    pub async fn tenant_url(&self, tenant: &TenantRecord) -> Result<secrecy::SecretString> {
+    /// A Neon tenant's is the pooled one unless `direct` (pgfleet itself uses the direct one
+    /// for migrations and dumps); a self-hosted server has one URL.
+    pub async fn tenant_url(&self, tenant: &TenantRecord, direct: bool) -> Result<secrecy::SecretString> {
+        if tenant.server_kind == ServerKind::Neon {
+            return self.catalog.tenant_uri(tenant, direct)?.ok_or_else(|| {
+                anyhow!(
+                    "tenant {} has no connection URI yet; its provision has not finished",
+                    tenant.slug
+                )
+            });
+        }
         let admin = self.catalog.server_admin_url(tenant.server_id).await?;
         let mut url =
             url::Url::parse(admin.expose_secret()).context("the server's admin URL is not a URL")?;
@@ -230,6 +336,9 @@ fn libpq_env(admin_url: &str, login: Option<(&str, &str)>, database: &str) -> Re
         match k.as_ref() {
             "sslmode" => vars.push(("PGSSLMODE", v.into_owned())),
             "sslrootcert" => vars.push(("PGSSLROOTCERT", v.into_owned())),
+            // Neon's URIs: SCRAM channel binding, and the endpoint id for clients without SNI.
+            "channel_binding" => vars.push(("PGCHANNELBINDING", v.into_owned())),
+            "options" => vars.push(("PGOPTIONS", v.into_owned())),
             "host" => vars[0].1 = v.into_owned(),
             _ => {}
         }

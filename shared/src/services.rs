@@ -36,7 +36,8 @@ impl Services {
     /// commands that never read a credential).
     pub async fn open_with(config: &Config, key: Option<Keyring>, pool_size: u32) -> Result<Self> {
         let catalog = Catalog::open_with(&config.catalog_url, key.map(Arc::new), pool_size).await?;
-        let servers = TenantServers::new(catalog.clone(), pool_size);
+        let servers =
+            TenantServers::with_neon_limits(catalog.clone(), pool_size, crate::neon::NeonLimits::from_env()?);
         Ok(Self { catalog, servers })
     }
 

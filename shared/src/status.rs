@@ -150,6 +150,15 @@ text_enum!(
 );
 
 text_enum!(
+    /// What a tenant server is: a Postgres server pgfleet administers (a role and a
+    /// database per tenant), or a Neon account and region (a Neon project per tenant).
+    ServerKind, "server kind" {
+        Postgres => "postgres",
+        Neon => "neon",
+    }
+);
+
+text_enum!(
     /// One backup attempt's object (see `catalog::backups`).
     BackupStatus, "backup status" {
         /// Being written.

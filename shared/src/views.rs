@@ -2,7 +2,9 @@
 //! `--json` and the HTTP API both use them, so a field means the same everywhere. Nothing
 //! here carries a secret.
 
-use crate::catalog::{BackupRecord, JobRecord, RolloutRecord, RolloutTenant, ServerRecord, TenantRecord};
+use crate::catalog::{
+    BackupRecord, BranchRecord, JobRecord, RolloutRecord, RolloutTenant, ServerRecord, TenantRecord,
+};
 use crate::fleet::Plan;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
@@ -18,6 +20,8 @@ pub fn tenant(t: &TenantRecord) -> Value {
         "database": t.database_name,
         "role": t.role_name,
         "server": t.server,
+        "server_kind": t.server_kind,
+        "neon_project_id": t.neon_project_id,
         "region": t.region,
         "schema_version": t.schema_version,
         "connection_limit": t.connection_limit,
@@ -29,13 +33,37 @@ pub fn tenant(t: &TenantRecord) -> Value {
     })
 }
 
-/// A tenant server; its admin URL redacted.
+/// A tenant server; its admin URL redacted, a Neon server's key never shown.
 pub fn server(s: &ServerRecord) -> Value {
+    let neon = s.neon.as_ref().map(|n| {
+        json!({
+            "api_url": crate::secrets::redact_url(&n.api_url),
+            "region_id": n.region_id,
+            "pg_version": n.pg_version,
+            "org_id": n.org_id,
+        })
+    });
     json!({
         "name": s.name,
+        "kind": s.kind,
         "region": s.region,
         "url": s.display_url,
         "default": s.is_default,
+        "tenants": s.tenants,
+        "neon": neon,
+    })
+}
+
+/// A Neon tenant's branch (its URL is printed only when it is made).
+pub fn branch(b: &BranchRecord) -> Value {
+    json!({
+        "name": b.name,
+        "purpose": b.purpose,
+        "schema_only": b.schema_only,
+        "neon_branch_id": b.neon_branch_id,
+        "ready": b.ready,
+        "job_id": b.job_id,
+        "created_at": time(&b.created_at),
     })
 }
 

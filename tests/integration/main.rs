@@ -8,6 +8,7 @@ mod dead_letters;
 mod examples;
 mod faults;
 mod fleet;
+mod neon;
 mod provision;
 mod rollouts;
 mod runtime;

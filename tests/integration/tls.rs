@@ -50,7 +50,7 @@ async fn connections_are_encrypted_when_the_urls_require_it() {
     let mut tenant_conn = services.servers.connect_as_tenant(&tenant).await.unwrap();
     assert!(uses_tls(&mut tenant_conn).await, "tenant connection");
     // The URL `tenant url` prints keeps the server's sslmode.
-    let url = services.servers.tenant_url(&tenant).await.unwrap();
+    let url = services.servers.tenant_url(&tenant, false).await.unwrap();
     assert!(url.expose_secret().contains("sslmode=require"));
 
     // pg_dump gets the same mode: a backup over TLS succeeds.

@@ -407,6 +407,50 @@ pub struct EnqueueArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ServerCommand {
+    /// Register a tenant server: a self-hosted Postgres (`--url`, its admin URL) or a Neon
+    /// account and region (`--neon --region …`, the API key from PGFLEET_NEON_API_KEY), on
+    /// which every tenant gets a Neon project of its own.
+    Add {
+        name: String,
+        /// Admin URL of a self-hosted server (stored encrypted, shown redacted).
+        #[arg(
+            long,
+            env = "PGFLEET_NEW_SERVER_URL",
+            hide_env_values = true,
+            required_unless_present = "neon",
+            conflicts_with = "neon"
+        )]
+        url: Option<String>,
+        /// A Neon server: tenants placed on it get one Neon project each.
+        #[arg(long)]
+        neon: bool,
+        /// Region: tenants created with `--region R` are placed on a server of region R.
+        /// For Neon, the Neon region id (e.g. aws-us-east-2), required.
+        #[arg(long, value_parser = parse_region, required_if_eq("neon", "true"))]
+        region: Option<String>,
+        /// Postgres major version of new Neon projects (default: Neon's).
+        #[arg(long, requires = "neon")]
+        pg_version: Option<u32>,
+        /// Neon organisation id (needed with a personal API key).
+        #[arg(long, requires = "neon")]
+        org: Option<String>,
+        /// Neon API base URL (tests, private deployments).
+        #[arg(long, env = "PGFLEET_NEON_API_URL", default_value = pgfleet_shared::neon::DEFAULT_API_URL, requires = "neon")]
+        neon_api_url: String,
+        /// Neon API key (stored encrypted in the catalog; never shown).
+        #[arg(long, env = "PGFLEET_NEON_API_KEY", hide_env_values = true, requires = "neon")]
+        neon_api_key: Option<String>,
+        /// Make it the default server: new tenants without a region of their own go there.
+        #[arg(long)]
+        default: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenant servers (self-hosted and Neon) with their tenants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
     /// Change a tenant server: `--url` points it at a new admin URL (the server moved, or
     /// its admin credentials changed). Tenants keep their names and passwords.
     Set {
@@ -502,8 +546,41 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Print the tenant's own connection URL (contains its password).
-    Url { slug: TenantSlug },
+    /// Print the tenant's own connection URL (contains its password). For a Neon tenant:
+    /// the pooled URI (for applications); `--direct` for the direct one (migrations, dumps).
+    Url {
+        slug: TenantSlug,
+        #[arg(long)]
+        direct: bool,
+        /// A Neon tenant's branch (made by `tenant branch` or a restore) instead.
+        #[arg(long, conflicts_with = "direct")]
+        branch: Option<String>,
+    },
+    /// Make a dev/test branch of a Neon tenant, with a read-write endpoint, and print its
+    /// connection URL (contains the password). Asking again for the same name prints it again.
+    Branch {
+        slug: TenantSlug,
+        #[arg(long)]
+        name: String,
+        /// The tenant's schema without its data.
+        #[arg(long)]
+        schema_only: bool,
+        /// Print the branch as JSON (with its `url`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a Neon tenant's branches made by pgfleet (dev branches and restore targets).
+    Branches {
+        slug: TenantSlug,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a branch made by `tenant branch` (or a restore).
+    BranchDelete {
+        slug: TenantSlug,
+        #[arg(long)]
+        name: String,
+    },
     /// Change a tenant's backup settings.
     Set {
         slug: TenantSlug,

@@ -10,8 +10,9 @@ use crate::output;
 use anyhow::Result;
 use pgfleet_shared::catalog::JobRecord;
 use pgfleet_shared::fleet::{
-    cursor, Fleet, JobFilter, RolloutOptions, TenantFilter, TenantSettings, MAX_PAGE,
+    cursor, Fleet, JobFilter, RolloutOptions, ServerSpec, TenantFilter, TenantSettings, MAX_PAGE,
 };
+use pgfleet_shared::neon::NeonSettings;
 use pgfleet_shared::producer::Enqueued;
 use pgfleet_shared::secrets::SecretKey;
 use pgfleet_shared::services::Services;
@@ -29,6 +30,40 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
         } => {
             let services = Services::open(&g.config()?, g.keyring(false)?, 2).await?;
             output::print_rotation(&services.catalog.rotate_secrets((*batch).max(1)).await?, *json);
+        }
+        Command::Server(ServerCommand::Add {
+            name,
+            url,
+            neon,
+            region,
+            pg_version,
+            org,
+            neon_api_url,
+            neon_api_key,
+            default,
+            json,
+        }) => {
+            let fleet = fleet_with_key(g).await?;
+            let spec = if *neon {
+                ServerSpec::Neon {
+                    settings: NeonSettings {
+                        api_url: neon_api_url.clone(),
+                        region_id: region.clone().unwrap_or_default(),
+                        pg_version: *pg_version,
+                        org_id: org.clone(),
+                    },
+                    api_key: neon_api_key.clone().unwrap_or_default().into(),
+                }
+            } else {
+                ServerSpec::Postgres {
+                    url: url.clone().unwrap_or_default().into(),
+                }
+            };
+            let server = fleet.add_server(name, region.as_deref(), spec, *default).await?;
+            output::print_server(&server, *json);
+        }
+        Command::Server(ServerCommand::List { json }) => {
+            output::print_servers(&fleet(g).await?.servers().await?, *json);
         }
         Command::Server(ServerCommand::Set { name, url, json }) => {
             let fleet = fleet_with_key(g).await?;
@@ -201,7 +236,27 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
             }
         }
         TenantCommand::Show { slug, json } => output::print_tenant(&fleet.tenant(slug).await?, *json),
-        TenantCommand::Url { slug } => println!("{}", fleet.tenant_url(slug).await?.expose_secret()),
+        TenantCommand::Url { slug, direct, branch } => {
+            let url = match branch {
+                Some(name) => fleet.branch_url(slug, name).await?,
+                None => fleet.tenant_url(slug, *direct).await?,
+            };
+            println!("{}", url.expose_secret())
+        }
+        TenantCommand::Branch {
+            slug,
+            name,
+            schema_only,
+            json,
+        } => {
+            let (branch, url) = fleet.create_branch(slug, name, *schema_only).await?;
+            output::print_branch_made(&branch, &url, *json);
+        }
+        TenantCommand::Branches { slug, json } => output::print_branches(&fleet.branches(slug).await?, *json),
+        TenantCommand::BranchDelete { slug, name } => {
+            fleet.delete_branch(slug, name).await?;
+            eprintln!("deleted branch {name} of tenant {slug}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -260,3 +260,60 @@ pub fn print_server_report(r: &pgfleet_shared::fleet::ServerReport, as_json: boo
         println!("! {finding}");
     }
 }
+
+pub fn print_servers(servers: &[pgfleet_shared::catalog::ServerRecord], as_json: bool) {
+    if as_json {
+        return print_json(&Value::Array(servers.iter().map(views::server).collect()));
+    }
+    println!(
+        "{:<20} {:<9} {:<16} {:>8} {:<8} WHERE",
+        "NAME", "KIND", "REGION", "TENANTS", "DEFAULT"
+    );
+    for s in servers {
+        println!(
+            "{:<20} {:<9} {:<16} {:>8} {:<8} {}",
+            s.name,
+            s.kind,
+            s.region.as_deref().unwrap_or("-"),
+            s.tenants.unwrap_or(0),
+            if s.is_default { "yes" } else { "" },
+            s.display_url
+        );
+    }
+}
+
+/// A branch just made, with its URL: the one place a branch's password is printed.
+pub fn print_branch_made(
+    b: &pgfleet_shared::catalog::BranchRecord,
+    url: &secrecy::SecretString,
+    as_json: bool,
+) {
+    use secrecy::ExposeSecret;
+    if as_json {
+        let mut v = views::branch(b);
+        v["url"] = Value::String(url.expose_secret().to_owned());
+        return print_json(&v);
+    }
+    println!("{}", url.expose_secret());
+}
+
+pub fn print_branches(branches: &[pgfleet_shared::catalog::BranchRecord], as_json: bool) {
+    if as_json {
+        return print_json(&Value::Array(branches.iter().map(views::branch).collect()));
+    }
+    println!(
+        "{:<24} {:<8} {:<12} {:<6} {:<24} NEON BRANCH",
+        "NAME", "PURPOSE", "SCHEMA ONLY", "READY", "CREATED"
+    );
+    for b in branches {
+        println!(
+            "{:<24} {:<8} {:<12} {:<6} {:<24} {}",
+            b.name,
+            b.purpose,
+            if b.schema_only { "yes" } else { "no" },
+            if b.ready { "yes" } else { "no" },
+            time(&b.created_at),
+            b.neon_branch_id.as_deref().unwrap_or("-")
+        );
+    }
+}

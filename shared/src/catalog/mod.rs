@@ -6,6 +6,7 @@
 //! tenant roles on a co-located server must not reach it.
 
 mod backups;
+mod branches;
 mod error;
 mod history;
 mod jobs;
@@ -17,6 +18,7 @@ mod servers;
 mod tenants;
 
 pub use backups::{BackupRecord, BackupStats};
+pub use branches::BranchRecord;
 pub use error::CatalogError;
 pub use history::HistoryPruned;
 pub use jobs::{producer_key, ClaimOutcome, Fence, JobRecord, NewJob, PRODUCER_KEY_PREFIX};
@@ -24,7 +26,7 @@ pub use metrics::{BackupAgeSummary, DurationHistogram, DURATION_BUCKETS};
 pub use rollouts::{RolloutRecord, RolloutSettings, RolloutTenant, TenantMigrationStart, SKIPPED};
 pub use schedules::{scheduled_backup_key, scheduled_prune_key, DueBackup, ScheduledTenant};
 pub use secrets::RotationReport;
-pub use servers::ServerRecord;
+pub use servers::{NewServer, ServerRecord};
 pub use tenants::{NewTenant, TenantRecord};
 
 use crate::secrets::{redact_url, Binding, KeyId, Keyring};

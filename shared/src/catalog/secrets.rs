@@ -28,7 +28,7 @@ struct SealedColumn {
     binding: fn(Uuid) -> Binding,
 }
 
-const SEALED_COLUMNS: [SealedColumn; 2] = [
+const SEALED_COLUMNS: [SealedColumn; 6] = [
     SealedColumn {
         what: "tenant passwords",
         table: "tenants",
@@ -40,6 +40,30 @@ const SEALED_COLUMNS: [SealedColumn; 2] = [
         table: "tenant_servers",
         column: "admin_url_ciphertext",
         binding: Binding::server_admin_url,
+    },
+    SealedColumn {
+        what: "Neon API keys",
+        table: "tenant_servers",
+        column: "api_key_ciphertext",
+        binding: Binding::server_api_key,
+    },
+    SealedColumn {
+        what: "Neon direct URIs",
+        table: "tenants",
+        column: "direct_uri_ciphertext",
+        binding: Binding::tenant_direct_uri,
+    },
+    SealedColumn {
+        what: "Neon pooled URIs",
+        table: "tenants",
+        column: "pooled_uri_ciphertext",
+        binding: Binding::tenant_pooled_uri,
+    },
+    SealedColumn {
+        what: "Neon branch URIs",
+        table: "tenant_branches",
+        column: "uri_ciphertext",
+        binding: Binding::branch_uri,
     },
 ];
 
@@ -98,7 +122,7 @@ impl Catalog {
             let mut tx = self.pool().begin().await?;
             let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(&format!(
                 "SELECT id, {col} FROM {table}
-                  WHERE substring({col} FROM 1 FOR $1) IS DISTINCT FROM $2 AND id > $3
+                  WHERE {col} IS NOT NULL AND substring({col} FROM 1 FOR $1) IS DISTINCT FROM $2 AND id > $3
                   ORDER BY id LIMIT $4 FOR UPDATE",
                 col = c.column,
                 table = c.table

@@ -21,6 +21,7 @@ pub struct TenantRecord {
     pub status: TenantStatus,
     pub server_id: Uuid,
     pub server: String,
+    pub server_kind: crate::status::ServerKind,
     pub region: Option<String>,
     pub database_name: String,
     pub role_name: String,
@@ -31,8 +32,16 @@ pub struct TenantRecord {
     pub keep_min: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Neon tenants: their project (kept after delete: Neon can recover it for 7 days) and
+    /// the project's default branch.
+    pub neon_project_id: Option<String>,
+    pub neon_branch_id: Option<String>,
     #[sqlx(skip)]
     password_ciphertext: Vec<u8>,
+    #[sqlx(skip)]
+    direct_uri_ciphertext: Option<Vec<u8>>,
+    #[sqlx(skip)]
+    pooled_uri_ciphertext: Option<Vec<u8>>,
 }
 
 /// What `ensure_tenant` records for a new tenant.
@@ -46,16 +55,19 @@ pub struct NewTenant<'a> {
     pub connection_limit: i32,
 }
 
-pub(super) const SELECT_TENANT: &str = "SELECT t.id, t.slug::text AS slug, t.status, t.server_id, s.name::text AS server, t.region,
+pub(super) const SELECT_TENANT: &str = "SELECT t.id, t.slug::text AS slug, t.status, t.server_id, s.name::text AS server,
+        s.kind AS server_kind, t.region,
         t.database_name, t.role_name, t.connection_limit, t.schema_version, t.backup_schedule, t.retention_days,
-        t.keep_min, t.created_at, t.updated_at,
-        t.password_ciphertext
+        t.keep_min, t.created_at, t.updated_at, t.neon_project_id, t.neon_branch_id,
+        t.password_ciphertext, t.direct_uri_ciphertext, t.pooled_uri_ciphertext
    FROM tenants t JOIN tenant_servers s ON s.id = t.server_id";
 
 pub(super) fn with_password(row: sqlx::postgres::PgRow) -> Result<TenantRecord> {
     use sqlx::{FromRow, Row};
     let mut record = TenantRecord::from_row(&row)?;
     record.password_ciphertext = row.try_get("password_ciphertext")?;
+    record.direct_uri_ciphertext = row.try_get("direct_uri_ciphertext")?;
+    record.pooled_uri_ciphertext = row.try_get("pooled_uri_ciphertext")?;
     Ok(record)
 }
 
@@ -141,6 +153,72 @@ impl Catalog {
             .key()?
             .decrypt_string(&tenant.password_ciphertext, &Binding::tenant_password(tenant.id))
             .with_context(|| format!("decrypting the password of tenant {}", tenant.slug))?)
+    }
+
+    /// A Neon tenant's connection URI (`direct` for migrations and pg_dump, else pooled);
+    /// `None` until its provision has fetched them.
+    pub fn tenant_uri(&self, tenant: &TenantRecord, direct: bool) -> Result<Option<SecretString>> {
+        let (sealed, binding) = if direct {
+            (
+                &tenant.direct_uri_ciphertext,
+                Binding::tenant_direct_uri(tenant.id),
+            )
+        } else {
+            (
+                &tenant.pooled_uri_ciphertext,
+                Binding::tenant_pooled_uri(tenant.id),
+            )
+        };
+        sealed
+            .as_ref()
+            .map(|sealed| {
+                self.key()?
+                    .decrypt_string(sealed, &binding)
+                    .with_context(|| format!("decrypting a connection URI of tenant {}", tenant.slug))
+                    .map_err(Into::into)
+            })
+            .transpose()
+    }
+
+    /// Records the Neon project made (or found) for the tenant; a project already recorded
+    /// is kept. Returns the recorded (project, branch).
+    pub async fn set_tenant_neon_project(
+        &self,
+        tenant_id: Uuid,
+        project_id: &str,
+        branch_id: Option<&str>,
+    ) -> Result<(String, Option<String>)> {
+        Ok(sqlx::query_as(
+            "UPDATE tenants SET neon_project_id = coalesce(neon_project_id, $2),
+                    neon_branch_id = CASE WHEN neon_project_id IS NULL OR neon_project_id = $2
+                                          THEN coalesce($3, neon_branch_id) ELSE neon_branch_id END,
+                    updated_at = now()
+              WHERE id = $1 RETURNING neon_project_id, neon_branch_id",
+        )
+        .bind(tenant_id)
+        .bind(project_id)
+        .bind(branch_id)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// Stores (sealed) the connection URIs Neon gave for the tenant.
+    pub async fn set_tenant_uris(
+        &self,
+        tenant_id: Uuid,
+        direct: &SecretString,
+        pooled: &SecretString,
+    ) -> Result<()> {
+        let key = self.key()?;
+        sqlx::query(
+            "UPDATE tenants SET direct_uri_ciphertext = $2, pooled_uri_ciphertext = $3, updated_at = now() WHERE id = $1",
+        )
+        .bind(tenant_id)
+        .bind(key.encrypt_str(direct, &Binding::tenant_direct_uri(tenant_id)))
+        .bind(key.encrypt_str(pooled, &Binding::tenant_pooled_uri(tenant_id)))
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     /// Sets the status (a no-op if it already is). Fenced by the job doing it: `false` if

@@ -8,11 +8,13 @@
 mod backups;
 pub mod cursor;
 mod jobs;
+mod neon;
 pub mod rollouts;
 mod servers;
 mod tenants;
 
 pub use jobs::JobFilter;
+pub use neon::ServerSpec;
 pub use rollouts::{Plan, RolloutOptions, Started};
 pub use servers::{ReachableDatabase, ServerReport};
 pub use tenants::{TenantFilter, TenantSettings, MAX_PAGE};

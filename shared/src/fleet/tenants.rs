@@ -111,7 +111,8 @@ impl Fleet {
 
     /// The tenant's own connection URL, password included: the one secret pgfleet prints,
     /// and only on request. Needs the install's key.
-    pub async fn tenant_url(&self, slug: &TenantSlug) -> Result<SecretString> {
+    /// A Neon tenant's is its pooled URI, or with `direct` the direct one.
+    pub async fn tenant_url(&self, slug: &TenantSlug, direct: bool) -> Result<SecretString> {
         let tenant = self.tenant(slug).await?;
         if tenant.status != TenantStatus::Active {
             return Err(FleetError::Conflict(format!(
@@ -119,6 +120,6 @@ impl Fleet {
                 tenant.status
             )));
         }
-        Ok(self.servers.tenant_url(&tenant).await?)
+        Ok(self.servers.tenant_url(&tenant, direct).await?)
     }
 }

@@ -204,7 +204,7 @@ async fn dump_to_store(
     key: &str,
     login: Option<&SecretString>,
 ) -> Result<(Stored, Compressed, String), JobError> {
-    let major = ctx.servers.server_major(tenant.server_id).await?;
+    let major = ctx.servers.tenant_server_major(tenant).await?;
     let pg_dump = pg_tools::find("pg_dump", major)
         .await
         .map_err(JobError::Permanent)?;

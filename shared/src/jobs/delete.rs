@@ -8,6 +8,11 @@
 //! tenant is handed back — its password restored, `active` again — with the job's error.
 //! A database missing at delete time is an error, never "deleted with no backup". Safe to
 //! replay: a final backup already taken by this job is not taken again.
+//!
+//! A Neon tenant: the final backup over its direct URI, then `DELETE /projects/{id}`. Its
+//! role can't be locked out through the API without losing its password, so writes after
+//! the dump are possible; they are not lost for good: Neon keeps a deleted project
+//! recoverable for 7 days, and the catalog keeps the project id for that.
 
 use super::{backup, provision, Claimed, JobContext, Outcome};
 use crate::catalog::{JobRecord, TenantRecord};
@@ -15,7 +20,7 @@ use crate::error::{CancelReason, JobError, ServerSql};
 use crate::message::NoFields;
 use crate::postgres::{quote_ident, quote_literal};
 use crate::secrets::{generate_password, scram_sha256_verifier};
-use crate::status::{BackupStatus, TenantStatus};
+use crate::status::{BackupStatus, ServerKind, TenantStatus};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tracing::{info, warn};
@@ -30,6 +35,9 @@ pub async fn run(ctx: &JobContext, claimed: &Claimed<NoFields>) -> Result<Outcom
         .ok_or_else(|| JobError::permanent(format!("no tenant {slug}")))?;
     if tenant.status == TenantStatus::Deleted {
         return Ok(Outcome::new("already deleted", serde_json::json!({})));
+    }
+    if tenant.server_kind == ServerKind::Neon {
+        return delete_neon(ctx, claimed, &tenant).await;
     }
     let admin = ctx.servers.admin_pool(tenant.server_id).await?;
     let database_exists = database_exists(&admin, &tenant.database_name).await?;
@@ -64,6 +72,91 @@ pub async fn run(ctx: &JobContext, claimed: &Claimed<NoFields>) -> Result<Outcom
         }
     }
     result
+}
+
+/// This job's final backup, if an earlier attempt took it.
+async fn own_final_backup(
+    ctx: &JobContext,
+    claimed: &Claimed<NoFields>,
+    tenant: &TenantRecord,
+) -> Result<Option<uuid::Uuid>, JobError> {
+    Ok(ctx
+        .catalog
+        .backups(tenant.id)
+        .await?
+        .into_iter()
+        .find(|b| b.job_id == Some(claimed.job.id) && b.status == BackupStatus::Succeeded)
+        .map(|b| b.id))
+}
+
+/// A Neon tenant: final backup, then its project deleted (see the module docs).
+async fn delete_neon(
+    ctx: &JobContext,
+    claimed: &Claimed<NoFields>,
+    tenant: &TenantRecord,
+) -> Result<Outcome, JobError> {
+    let slug = &claimed.tenant;
+    let final_backup = own_final_backup(ctx, claimed, tenant).await?;
+    if tenant.neon_project_id.is_none() && final_backup.is_none() {
+        return Err(JobError::permanent(format!(
+            "tenant {slug} has no Neon project recorded (its provision never finished); pgfleet does not mark a tenant deleted without a final backup. \
+             Provision it (`pgfleet tenant create {slug} --wait`) and run the delete again"
+        )));
+    }
+    if !ctx
+        .catalog
+        .set_tenant_status(tenant.id, TenantStatus::Deleting, Some(claimed.job.fence()))
+        .await?
+    {
+        return Err(JobError::Cancelled(CancelReason::LeaseLost));
+    }
+    let result = async {
+        let final_backup = match final_backup {
+            Some(id) => serde_json::json!({ "backup_id": id }),
+            None => backup::backup_tenant(ctx, &claimed.job, tenant, None)
+                .await?
+                .to_json(),
+        };
+        ctx.faults.check("delete.after_final_backup", slug)?;
+        let deleted = crate::neon::tenants::delete_project(&ctx.servers, tenant).await?;
+        if !ctx
+            .catalog
+            .set_tenant_status(tenant.id, TenantStatus::Deleted, Some(claimed.job.fence()))
+            .await?
+        {
+            return Err(JobError::Cancelled(CancelReason::LeaseLost));
+        }
+        info!(tenant = %tenant.slug, "tenant deleted (Neon project deleted)");
+        Ok(Outcome::new(
+            "deleted",
+            serde_json::json!({ "final_backup": final_backup, "neon_projects_deleted": deleted }),
+        ))
+    }
+    .await;
+    if let Err(e) = &result {
+        if !matches!(e, JobError::Cancelled(_)) && neon_project_still_there(ctx, tenant).await {
+            if let Ok(true) = ctx
+                .catalog
+                .set_tenant_status(tenant.id, TenantStatus::Active, Some(claimed.job.fence()))
+                .await
+            {
+                warn!(tenant = %tenant.slug, "delete failed; the tenant is active again");
+            }
+        }
+    }
+    result
+}
+
+/// Whether the Neon tenant's project still exists (when unsure: yes, so the tenant is
+/// handed back rather than lost).
+async fn neon_project_still_there(ctx: &JobContext, tenant: &TenantRecord) -> bool {
+    let Some(project) = &tenant.neon_project_id else {
+        return true;
+    };
+    match ctx.servers.neon(tenant.server_id).await {
+        Ok((client, _)) => client.project_exists(project).await.unwrap_or(true),
+        Err(_) => true,
+    }
 }
 
 async fn delete(
@@ -184,6 +277,17 @@ pub async fn give_up(ctx: &JobContext, job: &JobRecord) -> anyhow::Result<()> {
         return Ok(());
     };
     if tenant.status != TenantStatus::Deleting {
+        return Ok(());
+    }
+    if tenant.server_kind == ServerKind::Neon {
+        // The project's deletion is the last step: if it is gone, only the final mark was lost.
+        let status = if neon_project_still_there(ctx, &tenant).await {
+            TenantStatus::Active
+        } else {
+            TenantStatus::Deleted
+        };
+        ctx.catalog.set_tenant_status(tenant.id, status, None).await?;
+        warn!(tenant = %tenant.slug, job_id = %job.id, %status, "the delete gave up");
         return Ok(());
     }
     let admin = ctx.servers.admin_pool(tenant.server_id).await?;

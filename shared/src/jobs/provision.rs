@@ -11,7 +11,7 @@ use crate::message::ProvisionSpec;
 use crate::postgres::{quote_ident, quote_literal};
 use crate::secrets::{generate_password, scram_sha256_verifier, scram_verifier_matches};
 use crate::slug::TenantSlug;
-use crate::status::TenantStatus;
+use crate::status::{ServerKind, TenantStatus};
 use crate::tenant_migrations;
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -56,6 +56,9 @@ async fn provision(
             "tenant {slug} is {}; a deleted tenant's slug is not reused",
             tenant.status
         )));
+    }
+    if tenant.server_kind == ServerKind::Neon {
+        return provision_neon(ctx, slug, tenant, fence).await;
     }
     let admin = ctx.servers.admin_pool(tenant.server_id).await?;
 
@@ -111,6 +114,60 @@ async fn provision(
             "server": tenant.server,
             "role_changes": role_changed,
             "database_created": database_created,
+            "migrations_applied": applied.applied,
+            "schema_version": applied.schema_version,
+        }),
+    ))
+}
+
+/// A Neon tenant: its project, then the migrations over its direct URI, then `active`.
+async fn provision_neon(
+    ctx: &JobContext,
+    slug: &TenantSlug,
+    tenant: TenantRecord,
+    fence: Option<Fence>,
+) -> Result<Outcome, JobError> {
+    let had_project = tenant.neon_project_id.is_some();
+    let tenant = crate::neon::tenants::ensure_project(&ctx.catalog, &ctx.servers, &tenant).await?;
+    ctx.faults.check("provision.after_project", slug)?;
+    let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
+    let recorded = ctx.catalog.latest_migration_set().await?;
+    let set = recorded.as_ref().unwrap_or(&ctx.tenant_migrations);
+    let applied = tenant_migrations::apply(
+        &mut conn,
+        set,
+        &mut super::CatalogMirror {
+            catalog: &ctx.catalog,
+            tenant_id: tenant.id,
+        },
+        tenant_migrations::Durability::OnCommit,
+        tenant_migrations::Timeouts::default(),
+    )
+    .await?;
+    let _ = sqlx::Connection::close(conn).await;
+    ctx.faults.check("provision.after_migrations", slug)?;
+    let was_active = tenant.status == TenantStatus::Active && tenant.schema_version == applied.schema_version;
+    if !ctx
+        .catalog
+        .mark_tenant_active(tenant.id, applied.schema_version, fence)
+        .await?
+    {
+        return Err(JobError::Cancelled(CancelReason::LeaseLost));
+    }
+    let summary = if was_active && had_project && applied.applied.is_empty() {
+        "already active"
+    } else {
+        "provisioned"
+    };
+    info!(tenant = %slug, summary, project = tenant.neon_project_id.as_deref().unwrap_or(""), "provision finished");
+    Ok(Outcome::new(
+        summary,
+        serde_json::json!({
+            "database": tenant.database_name,
+            "role": tenant.role_name,
+            "server": tenant.server,
+            "neon_project_id": tenant.neon_project_id,
+            "project_created": !had_project,
             "migrations_applied": applied.applied,
             "schema_version": applied.schema_version,
         }),

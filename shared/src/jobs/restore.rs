@@ -14,6 +14,12 @@
 //!   live), and an existing database is never overwritten; the only one replaced is this
 //!   job's own unfinished target from an earlier attempt, and a target this job already
 //!   finished is reported as done.
+//!
+//! A Neon tenant is restored into a new branch of its project (`--into branch:NAME`): the
+//! branch is made (its catalog row first, so a retry adopts it), its copy of the tenant's
+//! database is replaced by an empty one through the API, and the verified backup is loaded
+//! over the branch's direct URI as the tenant's own role. The branch is marked ready only
+//! once loaded; a failed load deletes it.
 
 use super::{Claimed, JobContext, Outcome};
 use crate::catalog::{BackupRecord, TenantRecord};
@@ -23,7 +29,7 @@ use crate::pg_tools;
 use crate::postgres::{quote_ident, quote_literal};
 use crate::secrets::{generate_password, scram_sha256_verifier};
 use crate::servers::LibpqEnv;
-use crate::status::{BackupStatus, TenantStatus};
+use crate::status::{BackupStatus, ServerKind, TenantStatus};
 use anyhow::{anyhow, Context};
 use async_compression::tokio::bufread::GzipDecoder;
 use secrecy::ExposeSecret;
@@ -38,6 +44,9 @@ use uuid::Uuid;
 pub async fn run(ctx: &JobContext, claimed: &Claimed<RestoreSpec>) -> Result<Outcome, JobError> {
     let (job, slug) = (&claimed.job, &claimed.tenant);
     let (backup_id, into) = (claimed.spec.backup, claimed.spec.into.as_str());
+    let neon_target = into
+        .strip_prefix("branch:")
+        .or_else(|| into.strip_prefix("project:"));
     if ctx.namespace.owns_name(into) {
         return Err(JobError::Permanent(anyhow!(
             "database name {into} is reserved: names starting with {}_ are pgfleet's own tenant databases; choose another --into",
@@ -53,6 +62,24 @@ pub async fn run(ctx: &JobContext, claimed: &Claimed<RestoreSpec>) -> Result<Out
         return Err(
             anyhow!("tenant {slug} is being deleted; the restore waits until that has finished").into(),
         );
+    }
+    match (tenant.server_kind, neon_target) {
+        (ServerKind::Neon, Some(_)) if into.starts_with("branch:") => {
+            let backup = choose_backup(ctx, &tenant, backup_id).await?;
+            return restore_into_branch(ctx, claimed, &tenant, &backup, &into["branch:".len()..]).await;
+        }
+        (ServerKind::Neon, _) => {
+            return Err(JobError::Permanent(anyhow!(
+                "tenant {slug} is on Neon: restore it into a new branch of its project with --into branch:NAME{}",
+                if into.starts_with("project:") { " (a restore into a new project is not supported yet)" } else { "" }
+            )))
+        }
+        (ServerKind::Postgres, Some(_)) => {
+            return Err(JobError::Permanent(anyhow!(
+                "--into {into}: branches and projects are for Neon tenants; tenant {slug} is on a self-hosted server, give a database name"
+            )))
+        }
+        (ServerKind::Postgres, None) => {}
     }
     let backup = choose_backup(ctx, &tenant, backup_id).await?;
     let admin = ctx.servers.admin_pool(tenant.server_id).await?;
@@ -98,6 +125,65 @@ pub async fn run(ctx: &JobContext, claimed: &Claimed<RestoreSpec>) -> Result<Out
     .doing("marking the restored database complete")?;
     ctx.servers.flush_wal(tenant.server_id).await?;
     info!(database = into, backup = %backup.id, "restored");
+    Ok(outcome)
+}
+
+/// A Neon tenant's backup into a new branch of its project (see the module docs).
+async fn restore_into_branch(
+    ctx: &JobContext,
+    claimed: &Claimed<RestoreSpec>,
+    tenant: &TenantRecord,
+    backup: &BackupRecord,
+    name: &str,
+) -> Result<Outcome, JobError> {
+    use crate::neon::tenants::{delete_branch, ensure_branch, BranchPurpose};
+    let purpose = BranchPurpose::Restore { job: claimed.job.id };
+    // Verified before anything is made: a tampered object leaves nothing behind.
+    let verified = fetch_verified(ctx, backup).await?;
+    let (row, _) = ensure_branch(&ctx.catalog, &ctx.servers, tenant, name, purpose).await?;
+    let branch_id = row
+        .neon_branch_id
+        .clone()
+        .ok_or_else(|| anyhow!("branch {name} has no Neon id recorded"))?;
+    let outcome = Outcome::new(
+        "restored",
+        serde_json::json!({ "branch": name, "neon_branch_id": branch_id, "backup_id": backup.id, "key": backup.key, "bytes": backup.bytes }),
+    );
+    if row.ready {
+        info!(
+            branch = name,
+            "already restored by an earlier attempt of this job"
+        );
+        return Ok(outcome);
+    }
+    let project = tenant
+        .neon_project_id
+        .clone()
+        .ok_or_else(|| anyhow!("tenant {} has no Neon project", tenant.slug))?;
+    let (client, _) = ctx.servers.neon(tenant.server_id).await?;
+    let pending = client
+        .recreate_database(&project, &branch_id, &tenant.database_name, &tenant.role_name)
+        .await?;
+    client.wait_operations(&project, &pending).await?;
+    let uri = client
+        .connection_uri(
+            &project,
+            Some(&branch_id),
+            &tenant.database_name,
+            &tenant.role_name,
+            false,
+        )
+        .await?;
+    let env = ctx.servers.uri_libpq_env(&uri)?;
+    if let Err(e) = load(ctx, tenant, backup, verified, &env).await {
+        if matches!(e, JobError::Permanent(_)) {
+            // A half-loaded branch must not pass for a restore.
+            let _ = delete_branch(&ctx.catalog, &ctx.servers, tenant, name).await;
+        }
+        return Err(e);
+    }
+    ctx.catalog.set_branch_ready(row.id, &uri).await?;
+    info!(branch = name, backup = %backup.id, "restored into a Neon branch");
     Ok(outcome)
 }
 
@@ -345,7 +431,7 @@ async fn load(
     verified: tokio::fs::File,
     env: &LibpqEnv,
 ) -> Result<(), JobError> {
-    let major = ctx.servers.server_major(tenant.server_id).await?;
+    let major = ctx.servers.tenant_server_major(tenant).await?;
     let psql = pg_tools::find("psql", major).await.map_err(JobError::Permanent)?;
     let mut cmd = tokio::process::Command::new(&psql.path);
     cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password"])

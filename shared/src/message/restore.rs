@@ -1,5 +1,6 @@
 //! `restore` — load a backup into a new database. Fields: `into` (required, a plain
-//! database name), `backup` (optional backup id; default: the newest good one).
+//! database name; for a Neon tenant `branch:NAME`, a new branch of its project), `backup`
+//! (optional backup id; default: the newest good one).
 
 use super::{optional_uuid, required_str, MessageError};
 use serde::{Deserialize, Serialize};
@@ -25,8 +26,12 @@ impl RestoreSpec {
     }
 }
 
-/// Names pgfleet may create a database under (restore targets): a plain identifier.
+/// Restore targets: a plain identifier (a database), or `branch:`/`project:` and one (Neon).
 pub fn validate_database_name(name: &str) -> Result<(), MessageError> {
+    let name = name
+        .strip_prefix("branch:")
+        .or_else(|| name.strip_prefix("project:"))
+        .unwrap_or(name);
     let ok = (1..=63).contains(&name.len())
         && name.as_bytes()[0].is_ascii_lowercase()
         && name
@@ -37,7 +42,7 @@ pub fn validate_database_name(name: &str) -> Result<(), MessageError> {
     } else {
         Err(MessageError::InvalidField {
             field: "into",
-            why: "a database name is 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter".into(),
+            why: "a database name (or, for a Neon tenant, branch:NAME) is 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter".into(),
         })
     }
 }

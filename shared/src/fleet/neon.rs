@@ -1,0 +1,163 @@
+//! Servers and Neon branches, as the CLI and the API use them: register a server (self-
+//! hosted or Neon), list servers, and a Neon tenant's dev/test branches.
+
+use super::{Fleet, FleetError, Result};
+use crate::catalog::{BranchRecord, NewServer, ServerRecord};
+use crate::error::JobError;
+use crate::neon::tenants::{self, BranchPurpose};
+use crate::neon::{NeonClient, NeonSettings, RateLimiter};
+use crate::slug::TenantSlug;
+use crate::status::{ServerKind, TenantStatus};
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
+
+impl From<JobError> for FleetError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Permanent(e) => FleetError::Conflict(format!("{e:#}")),
+            other => FleetError::Other(anyhow::anyhow!("{other}")),
+        }
+    }
+}
+
+/// What `server add` registers.
+pub enum ServerSpec {
+    Postgres {
+        url: SecretString,
+    },
+    Neon {
+        settings: NeonSettings,
+        api_key: SecretString,
+    },
+}
+
+impl Fleet {
+    /// Registers a tenant server. A Neon key is tried first (one `GET /projects`), so a
+    /// wrong key or URL is refused here rather than at the first signup.
+    pub async fn add_server(
+        &self,
+        name: &str,
+        region: Option<&str>,
+        spec: ServerSpec,
+        make_default: bool,
+    ) -> Result<ServerRecord> {
+        let ok_name = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok_name {
+            return Err(FleetError::Invalid(format!(
+                "server name {:?} is not allowed: use letters, digits, '-' and '_' (at most 63)",
+                name.chars().take(70).collect::<String>()
+            )));
+        }
+        match &spec {
+            ServerSpec::Postgres { url } => {
+                crate::postgres::connect_options(url.expose_secret())
+                    .map_err(|_| FleetError::Invalid("--url is not a valid Postgres URL".into()))?;
+            }
+            ServerSpec::Neon { settings, api_key } => {
+                url::Url::parse(&settings.api_url)
+                    .map_err(|_| FleetError::Invalid("--neon-api-url is not a URL".into()))?;
+                if api_key.expose_secret().trim().is_empty() {
+                    return Err(FleetError::Invalid(
+                        "a Neon server needs an API key: set PGFLEET_NEON_API_KEY".into(),
+                    ));
+                }
+                let limiter = Arc::new(RateLimiter::new(crate::neon::RateLimits::DEFAULT));
+                let client =
+                    NeonClient::new(&settings.api_url, api_key.clone(), limiter, Default::default())?;
+                client
+                    .projects_named("pgfleet-key-check", settings.org_id.as_deref())
+                    .await
+                    .map_err(|e| FleetError::Invalid(format!("the Neon API refused the key or URL: {e}")))?;
+            }
+        }
+        let new = match &spec {
+            ServerSpec::Postgres { url } => NewServer::Postgres { url },
+            ServerSpec::Neon { settings, api_key } => NewServer::Neon { settings, api_key },
+        };
+        Ok(self.catalog.add_server(name, region, new, make_default).await?)
+    }
+
+    pub async fn servers(&self) -> Result<Vec<ServerRecord>> {
+        Ok(self.catalog.servers().await?)
+    }
+
+    async fn neon_tenant(&self, slug: &TenantSlug) -> Result<crate::catalog::TenantRecord> {
+        let tenant = self.tenant(slug).await?;
+        if tenant.server_kind != ServerKind::Neon {
+            return Err(FleetError::Invalid(format!(
+                "tenant {slug} is on self-hosted server {}; branches are for Neon tenants",
+                tenant.server
+            )));
+        }
+        if tenant.status != TenantStatus::Active {
+            return Err(FleetError::Conflict(format!(
+                "tenant {slug} is {}, not active",
+                tenant.status
+            )));
+        }
+        Ok(tenant)
+    }
+
+    /// Makes a dev/test branch of a Neon tenant (a read-write endpoint; `schema_only`: no
+    /// data) and returns it with its URL. Asking again for the same branch returns it.
+    pub async fn create_branch(
+        &self,
+        slug: &TenantSlug,
+        name: &str,
+        schema_only: bool,
+    ) -> Result<(BranchRecord, SecretString)> {
+        let tenant = self.neon_tenant(slug).await?;
+        let (row, uri) = tenants::ensure_branch(
+            &self.catalog,
+            &self.servers,
+            &tenant,
+            name,
+            BranchPurpose::Dev { schema_only },
+        )
+        .await?;
+        if !row.ready {
+            self.catalog.set_branch_ready(row.id, &uri).await?;
+        }
+        let row = self
+            .catalog
+            .branch(tenant.id, name)
+            .await?
+            .ok_or_else(|| FleetError::NotFound(format!("branch {name} vanished")))?;
+        Ok((row, uri))
+    }
+
+    /// The URL of a ready branch (a dev branch, or a restore's target once loaded).
+    pub async fn branch_url(&self, slug: &TenantSlug, name: &str) -> Result<SecretString> {
+        let tenant = self.tenant(slug).await?;
+        let branch = self
+            .catalog
+            .branch(tenant.id, name)
+            .await?
+            .ok_or_else(|| FleetError::NotFound(format!("tenant {slug} has no branch {name}")))?;
+        self.catalog.branch_uri(branch.id).await?.ok_or_else(|| {
+            FleetError::Conflict(format!(
+                "branch {name} of tenant {slug} is not ready yet (being made or loaded)"
+            ))
+        })
+    }
+
+    pub async fn branches(&self, slug: &TenantSlug) -> Result<Vec<BranchRecord>> {
+        let tenant = self.tenant(slug).await?;
+        Ok(self.catalog.branches(tenant.id).await?)
+    }
+
+    /// Deletes a branch pgfleet made (from Neon and the catalog).
+    pub async fn delete_branch(&self, slug: &TenantSlug, name: &str) -> Result<()> {
+        let tenant = self.tenant(slug).await?;
+        if !tenants::delete_branch(&self.catalog, &self.servers, &tenant, name).await? {
+            return Err(FleetError::NotFound(format!(
+                "tenant {slug} has no branch {name}"
+            )));
+        }
+        Ok(())
+    }
+}
