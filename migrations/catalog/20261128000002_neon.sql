@@ -23,8 +23,9 @@ ALTER TABLE tenants
 CREATE UNIQUE INDEX tenants_neon_project ON tenants (server_id, neon_project_id)
     WHERE neon_project_id IS NOT NULL;
 
--- Dev/test branches of a Neon tenant's project (`pgfleet tenant branch`) and the branches
--- restores load into. The URI is sealed; the row exists before the branch does, so a
+-- Dev/test branches of a Neon tenant's project (`pgfleet tenant branch`), and the targets
+-- restores load into: a branch of the tenant's project, or a new project (then named
+-- `project:NAME` here, with its id in neon_project_id). The URI is sealed; the row exists before the branch does, so a
 -- retried create finds its own branch instead of making a second.
 CREATE TABLE tenant_branches (
     id               uuid PRIMARY KEY,
@@ -35,6 +36,7 @@ CREATE TABLE tenant_branches (
     -- The restore job loading into it (purpose 'restore'): only that job may adopt it.
     job_id           uuid,
     neon_branch_id   text,
+    neon_project_id  text,
     uri_ciphertext   bytea,
     created_at       timestamptz NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, name)

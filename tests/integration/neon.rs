@@ -300,13 +300,34 @@ async fn a_neon_tenant_goes_through_every_job_kind_like_a_self_hosted_one() {
         2,
         "the tenant itself is untouched"
     );
+    // … or into a new project of its own.
+    cli_ok(
+        &env,
+        &["restore", "cloudy", "--into", "project:cloudy-archive", "--wait"],
+    );
+    let archived = cli_ok(
+        &env,
+        &["tenant", "url", "cloudy", "--branch", "project:cloudy-archive"],
+    );
+    let names: Vec<String> = sqlx::query_scalar("SELECT username FROM users ORDER BY 1")
+        .fetch_all(&mut connect_url(&archived).await)
+        .await
+        .unwrap();
+    assert_eq!(names, ["before"]);
+    assert!(fake
+        .projects()
+        .iter()
+        .any(|p| p.name == "cloudy-archive" && !p.deleted));
     let refused = env.run_cli(&["restore", "cloudy", "--into", "plain_db", "--wait"]);
     assert!(!refused.0, "a Neon tenant's restore target must say branch:");
 
     let branches: Vec<serde_json::Value> =
         serde_json::from_str(&cli_ok(&env, &["tenant", "branches", "cloudy", "--json"])).unwrap();
     let names: Vec<&str> = branches.iter().map(|b| b["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["dev-full", "dev-bare", "yesterday"]);
+    assert_eq!(
+        names,
+        ["dev-full", "dev-bare", "yesterday", "project:cloudy-archive"]
+    );
     cli_ok(&env, &["tenant", "branch-delete", "cloudy", "--name", "dev-bare"]);
     let on_neon = fake
         .projects()
@@ -317,7 +338,7 @@ async fn a_neon_tenant_goes_through_every_job_kind_like_a_self_hosted_one() {
     assert_eq!(on_neon, ["main", "dev-full", "yesterday"]);
     drop(conn);
 
-    // Delete: a final backup, then the project is gone; the catalog keeps its id.
+    // Delete: a final backup, then the project (and the restore's) is gone; the catalog keeps its id.
     cli_ok(&env, &["tenant", "delete", "cloudy", "--wait"]);
     let tenant = tenant_json(&env, "cloudy");
     assert_eq!(tenant["status"], "deleted");
@@ -384,6 +405,40 @@ async fn a_worker_never_exceeds_its_neon_request_rate() {
         most_in(Duration::from_secs(60)) <= 25,
         "minute {}",
         most_in(Duration::from_secs(60))
+    );
+    env.cleanup().await;
+}
+
+/// A worker killed after Neon made the project (while its operations still run): the next
+/// worker finishes the same project — one project, no orphan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_its_project_is_made_leaves_one_project() {
+    let env = TestEnv::new();
+    let fake = start_fake(&env, 4_000, None, Faults::default()).await;
+    add_neon_server(&env, &fake, "neon-east", "aws-us-east-2", true);
+    let mut first = env.spawn_worker("w1", &["--lease-secs", "3"], &[]).await;
+    cli_ok(&env, &["tenant", "create", "crashy"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.projects().is_empty() {
+        assert!(Instant::now() < deadline, "no project was created");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.sigkill();
+    let catalog = env.catalog().await;
+    let tenant = catalog
+        .tenant(&pgfleet_shared::TenantSlug::parse("crashy").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tenant.status, TenantStatus::Provisioning, "killed before the end");
+    let _second = env.spawn_worker("w2", &["--lease-secs", "3"], &[]).await;
+    env.wait_tenant_active(&catalog, "crashy", Duration::from_secs(90))
+        .await;
+    let projects = fake.projects();
+    assert_eq!(projects.len(), 1, "{projects:?}");
+    assert_eq!(
+        tenant_json(&env, "crashy")["neon_project_id"],
+        projects[0].id.as_str()
     );
     env.cleanup().await;
 }

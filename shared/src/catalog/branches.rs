@@ -20,12 +20,15 @@ pub struct BranchRecord {
     pub schema_only: bool,
     pub job_id: Option<Uuid>,
     pub neon_branch_id: Option<String>,
+    /// A restore into a new project (`project:NAME`): that project.
+    pub neon_project_id: Option<String>,
     /// Dev branches: made; restore targets: loaded.
     pub ready: bool,
     pub created_at: DateTime<Utc>,
 }
 
-const SELECT_BRANCH: &str = "SELECT id, tenant_id, name, purpose, schema_only, job_id, neon_branch_id,
+const SELECT_BRANCH: &str =
+    "SELECT id, tenant_id, name, purpose, schema_only, job_id, neon_branch_id, neon_project_id,
         uri_ciphertext IS NOT NULL AS ready, created_at FROM tenant_branches";
 
 impl Catalog {
@@ -92,6 +95,15 @@ impl Catalog {
         sqlx::query("UPDATE tenant_branches SET neon_branch_id = $2 WHERE id = $1")
             .bind(id)
             .bind(neon_branch_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_branch_project(&self, id: Uuid, neon_project_id: &str) -> Result<()> {
+        sqlx::query("UPDATE tenant_branches SET neon_project_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(neon_project_id)
             .execute(self.pool())
             .await?;
         Ok(())

@@ -9,7 +9,8 @@
 //! A database missing at delete time is an error, never "deleted with no backup". Safe to
 //! replay: a final backup already taken by this job is not taken again.
 //!
-//! A Neon tenant: the final backup over its direct URI, then `DELETE /projects/{id}`. Its
+//! A Neon tenant: the final backup over its direct URI, then `DELETE /projects/{id}` (and
+//! of the projects its restores made: they hold its data too). Its
 //! role can't be locked out through the API without losing its password, so writes after
 //! the dump are possible; they are not lost for good: Neon keeps a deleted project
 //! recoverable for 7 days, and the catalog keeps the project id for that.
@@ -118,7 +119,14 @@ async fn delete_neon(
                 .to_json(),
         };
         ctx.faults.check("delete.after_final_backup", slug)?;
-        let deleted = crate::neon::tenants::delete_project(&ctx.servers, tenant).await?;
+        let mut deleted = crate::neon::tenants::delete_project(&ctx.servers, tenant).await?;
+        // Projects restores made hold the tenant's data too; its branches went with its project.
+        for target in ctx.catalog.branches(tenant.id).await? {
+            if let Some(project) = target.neon_project_id.clone() {
+                crate::neon::tenants::delete_branch(&ctx.catalog, &ctx.servers, tenant, &target.name).await?;
+                deleted.push(project);
+            }
+        }
         if !ctx
             .catalog
             .set_tenant_status(tenant.id, TenantStatus::Deleted, Some(claimed.job.fence()))

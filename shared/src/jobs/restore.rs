@@ -68,10 +68,13 @@ pub async fn run(ctx: &JobContext, claimed: &Claimed<RestoreSpec>) -> Result<Out
             let backup = choose_backup(ctx, &tenant, backup_id).await?;
             return restore_into_branch(ctx, claimed, &tenant, &backup, &into["branch:".len()..]).await;
         }
-        (ServerKind::Neon, _) => {
+        (ServerKind::Neon, Some(name)) => {
+            let backup = choose_backup(ctx, &tenant, backup_id).await?;
+            return restore_into_project(ctx, claimed, &tenant, &backup, name).await;
+        }
+        (ServerKind::Neon, None) => {
             return Err(JobError::Permanent(anyhow!(
-                "tenant {slug} is on Neon: restore it into a new branch of its project with --into branch:NAME{}",
-                if into.starts_with("project:") { " (a restore into a new project is not supported yet)" } else { "" }
+                "tenant {slug} is on Neon: restore it into a new branch of its project (--into branch:NAME) or a new project (--into project:NAME)"
             )))
         }
         (ServerKind::Postgres, Some(_)) => {
@@ -185,6 +188,81 @@ async fn restore_into_branch(
     ctx.catalog.set_branch_ready(row.id, &uri).await?;
     info!(branch = name, backup = %backup.id, "restored into a Neon branch");
     Ok(outcome)
+}
+
+/// A Neon tenant's backup into a new project of its own (`--into project:NAME`), loaded as
+/// the tenant's role into the tenant's database name there.
+async fn restore_into_project(
+    ctx: &JobContext,
+    claimed: &Claimed<RestoreSpec>,
+    tenant: &TenantRecord,
+    backup: &BackupRecord,
+    name: &str,
+) -> Result<Outcome, JobError> {
+    use crate::neon::tenants::{delete_branch, ensure_restore_project};
+    let verified = fetch_verified(ctx, backup).await?;
+    let (row, uri) = ensure_restore_project(&ctx.catalog, &ctx.servers, tenant, name, claimed.job.id).await?;
+    let outcome = Outcome::new(
+        "restored",
+        serde_json::json!({ "project": name, "neon_project_id": row.neon_project_id, "backup_id": backup.id, "key": backup.key, "bytes": backup.bytes }),
+    );
+    if row.ready {
+        info!(
+            project = name,
+            "already restored by an earlier attempt of this job"
+        );
+        return Ok(outcome);
+    }
+    // An earlier attempt may have loaded part of it: start from an empty database.
+    let (client, _) = ctx.servers.neon(tenant.server_id).await?;
+    let project = row
+        .neon_project_id
+        .clone()
+        .ok_or_else(|| anyhow!("restore target {name} has no Neon project recorded"))?;
+    if has_tables(&uri).await? {
+        let branch = client
+            .branches(&project)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("project {name} has no branch"))?;
+        let pending = client
+            .recreate_database(&project, &branch.id, &tenant.database_name, &tenant.role_name)
+            .await?;
+        client.wait_operations(&project, &pending).await?;
+    }
+    let uri = client
+        .connection_uri(&project, None, &tenant.database_name, &tenant.role_name, false)
+        .await?;
+    let env = ctx.servers.uri_libpq_env(&uri)?;
+    if let Err(e) = load(ctx, tenant, backup, verified, &env).await {
+        if matches!(e, JobError::Permanent(_)) {
+            let _ = delete_branch(&ctx.catalog, &ctx.servers, tenant, &row.name).await;
+        }
+        return Err(e);
+    }
+    ctx.catalog.set_branch_ready(row.id, &uri).await?;
+    info!(project = name, backup = %backup.id, "restored into a new Neon project");
+    Ok(outcome)
+}
+
+/// Whether the database behind `uri` has any table (an earlier attempt's partial load).
+async fn has_tables(uri: &secrecy::SecretString) -> Result<bool, JobError> {
+    use sqlx::Connection;
+    let options = crate::postgres::connect_options(uri.expose_secret())
+        .context("the restore target's URI is not a Postgres URL")?;
+    let mut conn = sqlx::PgConnection::connect_with(&options)
+        .await
+        .context("connecting to the restore target")?;
+    let any: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema'))",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .context("looking at the restore target")?;
+    let _ = conn.close().await;
+    Ok(any)
 }
 
 async fn choose_backup(

@@ -30,6 +30,8 @@ impl Operation {
 pub struct Project {
     pub id: String,
     pub name: String,
+    #[serde(default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

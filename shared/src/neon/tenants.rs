@@ -320,10 +320,100 @@ pub async fn delete_branch(
         return Ok(false);
     };
     let (client, _) = servers.neon(tenant.server_id).await?;
-    if let (Some(project), Some(branch)) = (&tenant.neon_project_id, &row.neon_branch_id) {
+    if let Some(project) = &row.neon_project_id {
+        // A restore into a project of its own: the whole project goes.
+        client.delete_project(project).await?;
+    } else if let (Some(project), Some(branch)) = (&tenant.neon_project_id, &row.neon_branch_id) {
         let pending = client.delete_branch(project, branch).await?;
         client.wait_operations(project, &pending).await?;
     }
     catalog.delete_branch_row(row.id).await?;
     Ok(true)
+}
+
+/// How long before its catalog row a project found by name may have been created and still
+/// be taken for this restore's own (clocks of Neon and the catalog differ).
+const ADOPT_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The target of a restore into a new project `name` (`--into project:NAME`): its catalog
+/// row (`project:NAME`, owned by the restore job) and the project, made once — a project of
+/// that name is adopted only if it appeared after this job's row did (a create whose
+/// response was lost); an older one is someone else's and refused. Returns the row and the
+/// direct URI of the tenant's role and database in it.
+pub async fn ensure_restore_project(
+    catalog: &Catalog,
+    servers: &TenantServers,
+    tenant: &TenantRecord,
+    name: &str,
+    job: Uuid,
+) -> Result<(BranchRecord, secrecy::SecretString), JobError> {
+    check_branch_name(name)?;
+    let row_name = format!("project:{name}");
+    let (client, settings) = servers.neon(tenant.server_id).await?;
+    catalog
+        .ensure_branch_row(tenant.id, &row_name, BranchPurpose::Restore { job })
+        .await?;
+    let lock = CreateLock::take(catalog, tenant.id).await?;
+    let row = catalog
+        .branch(tenant.id, &row_name)
+        .await?
+        .ok_or_else(|| anyhow!("restore target {row_name} vanished from the catalog"))?;
+    let mut pending = Vec::new();
+    let project = match &row.neon_project_id {
+        Some(project) => project.clone(),
+        None => {
+            let spec = ProjectSpec {
+                name,
+                region_id: &settings.region_id,
+                pg_version: settings.pg_version,
+                org_id: settings.org_id.as_deref(),
+                role_name: &tenant.role_name,
+                database_name: &tenant.database_name,
+            };
+            let mut made = None;
+            for _ in 0..CREATE_ROUNDS {
+                let found = client.projects_named(name, spec.org_id).await?;
+                match found.as_slice() {
+                    [] => match client.create_project(&spec).await {
+                        Ok(created) => {
+                            pending = created.operations;
+                            made = Some(created.project.id);
+                            break;
+                        }
+                        Err(e) if e.maybe_applied() => {
+                            warn!(error = %e, "the project create may have been done; looking for it before asking again")
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                    [one] if one.created_at.is_some_and(|at| at >= row.created_at - ADOPT_CLOCK_SKEW) => {
+                        made = Some(one.id.clone());
+                        break;
+                    }
+                    _ => {
+                        return Err(JobError::permanent(format!(
+                            "a Neon project named {name} already exists; restore never loads into an existing project — choose another --into project:NAME"
+                        )))
+                    }
+                }
+            }
+            let project = made.ok_or_else(|| {
+                JobError::Other(anyhow!(
+                    "the project {name} could not be created (responses lost); retry"
+                ))
+            })?;
+            catalog.set_branch_project(row.id, &project).await?;
+            project
+        }
+    };
+    lock.release().await;
+    client.wait_operations(&project, &pending).await?;
+    client.wait_project_idle(&project).await?;
+    let uri = client
+        .connection_uri(&project, None, &tenant.database_name, &tenant.role_name, false)
+        .await?;
+    let row = catalog
+        .branch(tenant.id, &row_name)
+        .await?
+        .ok_or_else(|| anyhow!("restore target {row_name} vanished from the catalog"))?;
+    Ok((row, uri))
 }
