@@ -465,6 +465,7 @@ pub fn http(token: Option<&str>) -> reqwest::Client {
             format!("Bearer {token}").parse().unwrap(),
         );
     }
+    pgfleet_shared::neon::client::install_crypto_provider();
     reqwest::Client::builder()
         .default_headers(headers)
         .timeout(Duration::from_secs(30))
@@ -816,6 +817,7 @@ impl S3Gateway {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (upstream, counter) = (upstream.to_owned(), refused.clone());
+        pgfleet_shared::neon::client::install_crypto_provider();
         let client = reqwest::Client::new();
         let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let (upstream, counter, client) = (upstream.clone(), counter.clone(), client.clone());

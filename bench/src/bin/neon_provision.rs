@@ -159,6 +159,7 @@ async fn guide_loop(
     psql: &std::path::Path,
     schema: &std::path::Path,
 ) -> Result<Duration> {
+    pgfleet_shared::neon::client::install_crypto_provider();
     let http = reqwest::Client::new();
     let base = &fake.url;
     let started = Instant::now();

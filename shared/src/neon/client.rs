@@ -136,6 +136,13 @@ impl From<NeonError> for crate::error::JobError {
     }
 }
 
+/// reqwest's rustls uses the process's default crypto provider: the same aws-lc-rs as every
+/// other TLS connection pgfleet makes. Any reqwest client in a process that links pgfleet
+/// needs it installed (reqwest panics without one); safe to call again.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// A client for one Neon API URL and key; cheap to clone.
 #[derive(Clone)]
 pub struct NeonClient {
@@ -153,9 +160,7 @@ impl NeonClient {
         limiter: Arc<RateLimiter>,
         policy: RetryPolicy,
     ) -> anyhow::Result<Self> {
-        // reqwest's rustls uses the process's default crypto provider: the same aws-lc-rs
-        // as every other TLS connection pgfleet makes.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(policy.request_timeout)

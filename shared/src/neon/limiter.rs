@@ -138,7 +138,10 @@ mod tests {
         // And not slower than needed: start 150 waits three minute windows, the last 50
         // then go at 4 a second.
         let last = *starts.last().unwrap() - t0;
-        assert!(last >= 3 * MINUTE && last < 3 * MINUTE + Duration::from_secs(15), "{last:?}");
+        assert!(
+            last >= 3 * MINUTE && last < 3 * MINUTE + Duration::from_secs(15),
+            "{last:?}"
+        );
     }
 
     #[test]
