@@ -211,7 +211,8 @@ impl NeonClient {
         loop {
             attempt += 1;
             let last = attempt >= self.policy.max_attempts;
-            self.limiter.acquire().await;
+            // Held until the answer is read: the limiter counts the request until then.
+            let permit = self.limiter.acquire().await;
             let mut request = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.base))
@@ -226,6 +227,7 @@ impl NeonClient {
             let response = match request.send().await {
                 Ok(response) => response,
                 Err(e) => {
+                    drop(permit);
                     // Refused before anything was sent: safe to retry any request.
                     let not_sent = e.is_connect();
                     let detail = transport_detail(&e);
@@ -263,6 +265,7 @@ impl NeonClient {
                 .filter(|s| s.is_finite() && *s >= 0.0)
                 .map(|s| Duration::from_secs_f64(s.min(300.0)));
             let text = response.text().await.unwrap_or_default();
+            drop(permit);
             if (200..300).contains(&status) {
                 if text.trim().is_empty() {
                     return Ok(Value::Null);
