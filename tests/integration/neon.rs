@@ -369,7 +369,7 @@ async fn a_worker_never_exceeds_its_neon_request_rate() {
         )
         .await;
     let from = fake.requests().len();
-    let slugs = ["rate-a", "rate-b", "rate-c", "rate-d"];
+    let slugs = ["rate-a", "rate-b", "rate-c", "rate-d", "rate-e", "rate-f"];
     for slug in slugs {
         cli_ok(&env, &["tenant", "create", slug]);
     }

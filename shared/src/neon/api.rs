@@ -139,60 +139,76 @@ impl NeonClient {
         }
     }
 
-    /// The project's operations that are not final yet (newest first, as listed).
-    pub async fn pending_operations(&self, project: &str) -> Result<Vec<Operation>, NeonError> {
+    /// Waits until every one of `operations` is final (`finished`, `skipped`, `cancelled`),
+    /// polling with a growing interval, at most the policy's operation deadline. One
+    /// operation is polled by itself; several through the project's operation list (one
+    /// request for all of them: the rate limit is the bound on how fast tenants are made).
+    pub async fn wait_operations(&self, project: &str, operations: &[Operation]) -> Result<(), NeonError> {
+        let mut pending: Vec<Operation> = operations.iter().filter(|o| !o.is_final()).cloned().collect();
+        let started = Instant::now();
+        let deadline = started + self.policy().operation_deadline;
+        let mut interval = Duration::from_millis(100);
+        while let Some(first) = pending.first().cloned() {
+            if Instant::now() + interval > deadline {
+                return Err(NeonError::OperationTimeout {
+                    project: project.to_owned(),
+                    operation: first.id,
+                    action: first.action,
+                    status: first.status,
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 3 / 2).min(Duration::from_secs(2));
+            if pending.len() == 1 {
+                let answer = self
+                    .get(
+                        &format!("/projects/{}/operations/{}", segment(project), segment(&first.id)),
+                        &[],
+                    )
+                    .await?;
+                let current: Operation = field(&answer, "operation", "GET /projects/{id}/operations/{op}")?;
+                pending = if current.is_final() {
+                    Vec::new()
+                } else {
+                    vec![current]
+                };
+            } else {
+                let listed = self.operations(project).await?;
+                // An operation no longer listed (the list shows the newest 100) is polled by
+                // itself next time round.
+                pending = match pending
+                    .iter()
+                    .map(|p| listed.iter().find(|l| l.id == p.id).cloned())
+                    .collect::<Option<Vec<Operation>>>()
+                {
+                    Some(now) => now.into_iter().filter(|o| !o.is_final()).collect(),
+                    None => pending.into_iter().take(1).collect(),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn operations(&self, project: &str) -> Result<Vec<Operation>, NeonError> {
         let answer = self
             .get(
                 &format!("/projects/{}/operations", segment(project)),
                 &[("limit", "100")],
             )
             .await?;
-        let all: Vec<Operation> = field(&answer, "operations", "GET /projects/{id}/operations")?;
-        Ok(all.into_iter().filter(|o| !o.is_final()).collect())
+        field(&answer, "operations", "GET /projects/{id}/operations")
     }
 
-    /// Waits until every one of `operations` is final (`finished`, `skipped`, `cancelled`),
-    /// polling each with a growing interval, at most the policy's operation deadline.
-    pub async fn wait_operations(&self, project: &str, operations: &[Operation]) -> Result<(), NeonError> {
-        let started = Instant::now();
-        let deadline = started + self.policy().operation_deadline;
-        let mut interval = Duration::from_millis(100);
-        // Collected first: a filtering iterator held across the awaits below would make the
-        // future not `Send` (its closure's higher-ranked lifetime).
-        let pending: Vec<Operation> = operations.iter().filter(|o| !o.is_final()).cloned().collect();
-        for op in pending {
-            let mut current = op.clone();
-            loop {
-                if current.is_final() {
-                    break;
-                }
-                if Instant::now() + interval > deadline {
-                    return Err(NeonError::OperationTimeout {
-                        project: project.to_owned(),
-                        operation: current.id,
-                        action: current.action,
-                        status: current.status,
-                        waited: started.elapsed(),
-                    });
-                }
-                tokio::time::sleep(interval).await;
-                interval = (interval * 3 / 2).min(Duration::from_secs(2));
-                let answer = self
-                    .get(
-                        &format!("/projects/{}/operations/{}", segment(project), segment(&op.id)),
-                        &[],
-                    )
-                    .await?;
-                current = field(&answer, "operation", "GET /projects/{id}/operations/{op}")?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits for whatever the project still has running (after a crash, the operations of
-    /// the create that this attempt did not see).
+    /// Waits until the project has no operation running (after a crash, those of the
+    /// create this attempt did not see): the operation list, polled.
     pub async fn wait_project_idle(&self, project: &str) -> Result<(), NeonError> {
-        let pending = self.pending_operations(project).await?;
+        let pending: Vec<Operation> = self
+            .operations(project)
+            .await?
+            .into_iter()
+            .filter(|o| !o.is_final())
+            .collect();
         self.wait_operations(project, &pending).await
     }
 

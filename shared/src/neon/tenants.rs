@@ -96,8 +96,12 @@ pub async fn ensure_project(
             project
         }
     };
-    client.wait_operations(&project, &pending).await?;
-    client.wait_project_idle(&project).await?;
+    // What this attempt created, it waits for; what an earlier one did, the project lists.
+    if pending.is_empty() {
+        client.wait_project_idle(&project).await?;
+    } else {
+        client.wait_operations(&project, &pending).await?;
+    }
     let mut tenant = catalog
         .tenant(&slug)
         .await?
@@ -291,8 +295,12 @@ pub async fn ensure_branch(
         }
     };
     lock.release().await;
-    client.wait_operations(&project, &pending).await?;
-    client.wait_project_idle(&project).await?;
+    // What this attempt created, it waits for; what an earlier one did, the project lists.
+    if pending.is_empty() {
+        client.wait_project_idle(&project).await?;
+    } else {
+        client.wait_operations(&project, &pending).await?;
+    }
     let uri = client
         .connection_uri(
             &project,
@@ -406,8 +414,12 @@ pub async fn ensure_restore_project(
         }
     };
     lock.release().await;
-    client.wait_operations(&project, &pending).await?;
-    client.wait_project_idle(&project).await?;
+    // What this attempt created, it waits for; what an earlier one did, the project lists.
+    if pending.is_empty() {
+        client.wait_project_idle(&project).await?;
+    } else {
+        client.wait_operations(&project, &pending).await?;
+    }
     let uri = client
         .connection_uri(&project, None, &tenant.database_name, &tenant.role_name, false)
         .await?;
