@@ -112,6 +112,34 @@ pub async fn publish_signups(namespace: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Publishes `tenants` signups and waits until they are all active; returns the wall time
+/// from the first publish. Fails as soon as a provision job fails (see `log`).
+pub async fn publish_and_wait_active(
+    namespace: &str,
+    catalog_url: &str,
+    tenants: usize,
+    log: &std::path::Path,
+) -> Result<Duration> {
+    let mut catalog = PgConnection::connect(catalog_url).await?;
+    let started = Instant::now();
+    publish_signups(namespace, tenants).await?;
+    loop {
+        let active: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE status = 'active'")
+            .fetch_one(&mut catalog)
+            .await?;
+        if active as usize >= tenants {
+            return Ok(started.elapsed());
+        }
+        let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('failed', 'dead')")
+            .fetch_one(&mut catalog)
+            .await?;
+        if failed > 0 {
+            bail!("{failed} provision jobs failed; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A checkpoint before a timed phase, so no phase pays for another's WAL.
 pub async fn checkpoint() -> Result<()> {
     let mut admin = PgConnection::connect(ADMIN_URL).await?;

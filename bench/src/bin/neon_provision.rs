@@ -18,12 +18,11 @@
 use anyhow::{bail, Context, Result};
 use fake_neon::{FakeNeon, FakeNeonConfig};
 use pgfleet_bench::{
-    bench_namespace, cleanup, client_bindir, numeric_flag, publish_signups, wait_for_consumer,
+    bench_namespace, cleanup, client_bindir, numeric_flag, publish_and_wait_active, wait_for_consumer,
 };
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use sqlx::{Connection as _, PgConnection};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -284,26 +283,7 @@ async fn run_pgfleet(
     let mut worker = cmd.spawn().context("starting the worker")?;
     let result = async {
         wait_for_consumer(namespace).await?;
-        let mut catalog = PgConnection::connect(&catalog_url).await?;
-        let started = Instant::now();
-        publish_signups(namespace, tenants).await?;
-        loop {
-            let active: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE status = 'active'")
-                .fetch_one(&mut catalog)
-                .await?;
-            if active as usize >= tenants {
-                break;
-            }
-            let failed: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('failed', 'dead')")
-                    .fetch_one(&mut catalog)
-                    .await?;
-            if failed > 0 {
-                bail!("{failed} provision jobs failed; see {}", log_path.display());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(started.elapsed())
+        publish_and_wait_active(namespace, &catalog_url, tenants, &log_path).await
     }
     .await;
     let _ = Command::new("kill")

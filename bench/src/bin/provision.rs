@@ -11,11 +11,10 @@
 use anyhow::{bail, Context, Result};
 use pgfleet_bench::{
     bench_namespace, checkpoint, cleanup, client_bindir, numeric_flag, peak_rss_kib, psql_file,
-    publish_signups, wait_for_consumer,
+    publish_and_wait_active, wait_for_consumer,
 };
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
-use sqlx::{Connection as _, PgConnection};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -138,27 +137,7 @@ async fn run_pgfleet(
 
     let result = async {
         wait_for_consumer(namespace).await?;
-        let mut catalog = PgConnection::connect(&catalog_url).await?;
-        let started = Instant::now();
-        publish_signups(namespace, tenants).await?;
-        loop {
-            let active: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE status = 'active'")
-                .fetch_one(&mut catalog)
-                .await?;
-            if active as usize >= tenants {
-                break;
-            }
-            let failed: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('failed', 'dead')")
-                    .fetch_one(&mut catalog)
-                    .await?;
-            if failed > 0 {
-                bail!("{failed} provision jobs failed; see {}", log_path.display());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let wall = started.elapsed();
-        Ok(wall)
+        publish_and_wait_active(namespace, &catalog_url, tenants, &log_path).await
     }
     .await;
     let peak_rss = peak_rss_kib(pid);

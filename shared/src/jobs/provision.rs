@@ -67,36 +67,14 @@ async fn provision(
     let database_created = ensure_database(&admin, &tenant).await?;
     ctx.faults.check("provision.after_database", slug)?;
 
-    let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
-    // Once a rollout has recorded a set, new tenants get exactly that set.
-    let recorded = ctx.catalog.latest_migration_set().await?;
-    let set = recorded.as_ref().unwrap_or(&ctx.tenant_migrations);
-    let applied = tenant_migrations::apply(
-        &mut conn,
-        set,
-        &mut super::CatalogMirror {
-            catalog: &ctx.catalog,
-            tenant_id: tenant.id,
-        },
-        tenant_migrations::Durability::CallerFlushes,
-        tenant_migrations::Timeouts::default(),
-    )
-    .await?;
-    drop(conn);
+    let applied = apply_migrations(ctx, &tenant, tenant_migrations::Durability::CallerFlushes).await?;
     ctx.faults.check("provision.after_migrations", slug)?;
 
     // The steps above commit asynchronously (see `servers`); this one synchronous commit
     // flushes the server's WAL past all of them before the catalog calls the tenant active.
     ctx.servers.flush_wal(tenant.server_id).await?;
 
-    let was_active = tenant.status == TenantStatus::Active && tenant.schema_version == applied.schema_version;
-    if !ctx
-        .catalog
-        .mark_tenant_active(tenant.id, applied.schema_version, fence)
-        .await?
-    {
-        return Err(JobError::Cancelled(CancelReason::LeaseLost));
-    }
+    let was_active = activate(ctx, &tenant, &applied, fence).await?;
 
     let nothing_done =
         was_active && role_changed.is_none() && !database_created && applied.applied.is_empty();
@@ -120,6 +98,50 @@ async fn provision(
     ))
 }
 
+/// The tenant migrations, as the tenant's role: once a rollout has recorded a set, new
+/// tenants get exactly that set.
+async fn apply_migrations(
+    ctx: &JobContext,
+    tenant: &TenantRecord,
+    durability: tenant_migrations::Durability,
+) -> Result<tenant_migrations::Applied, JobError> {
+    let mut conn = ctx.servers.connect_as_tenant(tenant).await?;
+    let recorded = ctx.catalog.latest_migration_set().await?;
+    let set = recorded.as_ref().unwrap_or(&ctx.tenant_migrations);
+    let applied = tenant_migrations::apply(
+        &mut conn,
+        set,
+        &mut super::CatalogMirror {
+            catalog: &ctx.catalog,
+            tenant_id: tenant.id,
+        },
+        durability,
+        tenant_migrations::Timeouts::default(),
+    )
+    .await?;
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(applied)
+}
+
+/// Marks the tenant active at the applied version (fenced by the job); returns whether it
+/// already was, at that version.
+async fn activate(
+    ctx: &JobContext,
+    tenant: &TenantRecord,
+    applied: &tenant_migrations::Applied,
+    fence: Option<Fence>,
+) -> Result<bool, JobError> {
+    let was_active = tenant.status == TenantStatus::Active && tenant.schema_version == applied.schema_version;
+    if !ctx
+        .catalog
+        .mark_tenant_active(tenant.id, applied.schema_version, fence)
+        .await?
+    {
+        return Err(JobError::Cancelled(CancelReason::LeaseLost));
+    }
+    Ok(was_active)
+}
+
 /// A Neon tenant: its project, then the migrations over its direct URI, then `active`.
 async fn provision_neon(
     ctx: &JobContext,
@@ -130,30 +152,9 @@ async fn provision_neon(
     let had_project = tenant.neon_project_id.is_some();
     let tenant = crate::neon::tenants::ensure_project(&ctx.catalog, &ctx.servers, &tenant).await?;
     ctx.faults.check("provision.after_project", slug)?;
-    let mut conn = ctx.servers.connect_as_tenant(&tenant).await?;
-    let recorded = ctx.catalog.latest_migration_set().await?;
-    let set = recorded.as_ref().unwrap_or(&ctx.tenant_migrations);
-    let applied = tenant_migrations::apply(
-        &mut conn,
-        set,
-        &mut super::CatalogMirror {
-            catalog: &ctx.catalog,
-            tenant_id: tenant.id,
-        },
-        tenant_migrations::Durability::OnCommit,
-        tenant_migrations::Timeouts::default(),
-    )
-    .await?;
-    let _ = sqlx::Connection::close(conn).await;
+    let applied = apply_migrations(ctx, &tenant, tenant_migrations::Durability::OnCommit).await?;
     ctx.faults.check("provision.after_migrations", slug)?;
-    let was_active = tenant.status == TenantStatus::Active && tenant.schema_version == applied.schema_version;
-    if !ctx
-        .catalog
-        .mark_tenant_active(tenant.id, applied.schema_version, fence)
-        .await?
-    {
-        return Err(JobError::Cancelled(CancelReason::LeaseLost));
-    }
+    let was_active = activate(ctx, &tenant, &applied, fence).await?;
     let summary = if was_active && had_project && applied.applied.is_empty() {
         "already active"
     } else {
