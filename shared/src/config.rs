@@ -69,8 +69,9 @@ pub struct Config {
     /// Folder of tenant migrations; `None` means the default folder if it exists, else
     /// the example schema built into the binary.
     pub tenant_migrations: Option<PathBuf>,
-    /// Connection limit given to each new tenant role.
-    pub tenant_connection_limit: i32,
+    /// What each new tenant gets (`PGFLEET_TENANT_*`): connection limit, session defaults,
+    /// storage quota.
+    pub tenant_limits: crate::catalog::TenantLimits,
     /// Backup store: `file://DIR` or `s3://BUCKET/PREFIX`.
     pub backup_url: String,
     /// gzip level of backups (1 fastest … 9 smallest).
@@ -108,6 +109,8 @@ pub struct WorkerSettings {
     pub delivery_limit: i64,
     /// Finished jobs, rollouts and dead letters older than this are deleted by the sweep.
     pub history_retention: Duration,
+    /// How often the sweep measures tenant databases (`pg_database_size`).
+    pub storage_interval: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -125,6 +128,7 @@ impl Default for WorkerSettings {
             redispatch_after: Duration::from_secs(300),
             delivery_limit: crate::queue::DEFAULT_DELIVERY_LIMIT,
             history_retention: Duration::from_secs(30 * 86_400),
+            storage_interval: Duration::from_secs(300),
         }
     }
 }
@@ -154,7 +158,7 @@ impl KindSlots {
                     let n = match kind {
                         JobKind::Provision | JobKind::Migrate => c,
                         JobKind::Backup => c.min(cores.max(1)),
-                        JobKind::Restore | JobKind::Delete | JobKind::Prune => (c / 4).max(1),
+                        JobKind::Restore | JobKind::Delete | JobKind::Prune | JobKind::Move => (c / 4).max(1),
                     };
                     (kind, n)
                 })
@@ -216,6 +220,42 @@ impl std::fmt::Display for KindSlots {
     }
 }
 
+/// `90`, `90s`, `15m`, `2h`, `1d`, or sums such as `1h30m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let err = || format!("{text:?} is not a duration: use e.g. 90s, 15m, 2h or 1h30m");
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(err()),
+        };
+        let n: u64 = digits.parse().map_err(|_| err())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(err)?;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        total = digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| total.checked_add(n))
+            .ok_or_else(err)?;
+    } else if text.trim().is_empty() {
+        return Err(err());
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +293,17 @@ mod tests {
         assert!(
             !ns.owns_name("pgfleet") && !ns.owns_name("pgfleetx_a") && !ns.owns_name("copy_of_pgfleet_a")
         );
+    }
+
+    #[test]
+    fn parses_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("10 minutes").is_err());
     }
 }

@@ -26,6 +26,7 @@ pub mod error;
 pub mod fleet;
 pub(crate) mod hex;
 pub mod jobs;
+pub mod limits;
 pub mod message;
 pub mod migration_set;
 pub mod neon;

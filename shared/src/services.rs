@@ -61,7 +61,7 @@ impl Services {
             servers: self.servers.clone(),
             namespace: config.namespace.clone(),
             tenant_migrations: Arc::new(migrations),
-            tenant_connection_limit: config.tenant_connection_limit,
+            tenant_limits: config.tenant_limits,
             store: Arc::new(store),
             max_attempts: 5,
             gzip: GzipSettings {
@@ -83,7 +83,7 @@ impl Services {
         let (migrations, source) = MigrationSet::load(config.tenant_migrations.as_deref())?;
         info!(source, target_version = ?migrations.target_version(), "tenant migrations loaded");
         let mut ctx = self
-            .job_context(config, migrations, FaultPoints::default())
+            .job_context(config, migrations, stall_point_from_env())
             .await?;
         ctx.max_attempts = settings.max_attempts;
         info!(store = %ctx.store.describe(), "backup store");
@@ -135,5 +135,26 @@ impl Services {
     pub fn scheduler(&self, config: &Config, settings: SchedulerSettings) -> Scheduler {
         let publisher = self.producer(config, settings.max_attempts).publisher().clone();
         Scheduler::new(self.catalog.clone(), publisher, Arc::new(SystemClock), settings)
+    }
+}
+
+/// `PGFLEET_TEST_STALL_AT=<fault point>`: a worker that stops dead at that point of a
+/// handler (its job's thread sleeps), for tests that SIGKILL a worker at an exact step of
+/// a job. Unset in production: no fault points at all.
+fn stall_point_from_env() -> FaultPoints {
+    match std::env::var("PGFLEET_TEST_STALL_AT") {
+        Ok(point) if !point.is_empty() => {
+            tracing::warn!(point, "PGFLEET_TEST_STALL_AT is set: jobs stall at that point (tests only)");
+            FaultPoints::new(move |at, tenant| {
+                if at == point {
+                    tracing::warn!(point = at, %tenant, "stalled at fault point");
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(3600));
+                    }
+                }
+                Ok(())
+            })
+        }
+        _ => FaultPoints::default(),
     }
 }

@@ -114,6 +114,8 @@ text_enum!(
         Restore => "restore",
         Delete => "delete",
         Migrate => "migrate",
+        /// Copy a self-hosted tenant to another server, verify, switch, drop the old copy.
+        Move => "move",
     }
 );
 
@@ -140,10 +142,13 @@ impl JobStatus {
 }
 
 text_enum!(
-    /// A tenant's life: provisioned once, active until deleted.
+    /// A tenant's life: provisioned once, active until deleted; suspended (its role may
+    /// not log in) and moving (to another server) in between.
     TenantStatus, "tenant status" {
         Provisioning => "provisioning",
         Active => "active",
+        Suspended => "suspended",
+        Moving => "moving",
         Deleting => "deleting",
         Deleted => "deleted",
     }
@@ -155,6 +160,18 @@ text_enum!(
     ServerKind, "server kind" {
         Postgres => "postgres",
         Neon => "neon",
+    }
+);
+
+text_enum!(
+    /// Whether a server takes new tenants.
+    ServerStatus, "server status" {
+        /// Takes new tenants (while not full).
+        Active => "active",
+        /// Keeps its tenants, takes no new ones.
+        Draining => "draining",
+        /// Gone; its row is kept for deleted tenants' records only.
+        Removed => "removed",
     }
 );
 

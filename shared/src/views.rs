@@ -25,6 +25,17 @@ pub fn tenant(t: &TenantRecord) -> Value {
         "region": t.region,
         "schema_version": t.schema_version,
         "connection_limit": t.connection_limit,
+        "limits": {
+            "connection_limit": t.connection_limit,
+            "statement_timeout_ms": t.statement_timeout_ms,
+            "idle_in_transaction_timeout_ms": t.idle_in_transaction_timeout_ms,
+            "work_mem_kb": t.work_mem_kb,
+            "storage_quota_bytes": t.storage_quota_bytes,
+        },
+        "storage_bytes": t.storage_bytes,
+        "storage_measured_at": t.storage_measured_at.as_ref().map(time),
+        "over_storage_quota": t.over_quota(),
+        "suspended_at": t.suspended_at.as_ref().map(time),
         "backup_schedule": t.backup_schedule,
         "retention_days": t.retention_days,
         "keep_min": t.keep_min,
@@ -48,10 +59,20 @@ pub fn server(s: &ServerRecord) -> Value {
         "kind": s.kind,
         "region": s.region,
         "url": s.display_url,
-        "default": s.is_default,
+        "status": s.status,
+        "capacity": s.capacity,
         "tenants": s.tenants,
+        "free": s.free(),
         "neon": neon,
     })
+}
+
+/// A server with its version as the server reported it (`null`: it did not answer).
+pub fn server_state(s: &crate::fleet::ServerState) -> Value {
+    let mut v = server(&s.record);
+    v["version"] = json!(s.version);
+    v["reachable"] = json!(s.version.is_some());
+    v
 }
 
 /// A Neon tenant's branch (its URL is printed only when it is made).

@@ -94,7 +94,7 @@ impl TestEnv {
             server_url: Some(ADMIN_URL.to_owned().into()),
             namespace: Namespace::parse(&self.namespace).unwrap(),
             tenant_migrations: self.migrations_dir.clone(),
-            tenant_connection_limit: 10,
+            tenant_limits: pgfleet_shared::catalog::TenantLimits { connection_limit: 10, ..Default::default() },
             backup_url: self.backup_url.clone(),
             backup_gzip_level: 3,
             s3_attempt_timeout: Duration::from_secs(120),

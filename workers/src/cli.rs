@@ -79,6 +79,18 @@ pub struct GlobalArgs {
         default_value_t = 20
     )]
     pub tenant_connection_limit: i32,
+    /// `statement_timeout` of each new tenant role (e.g. 30s, 500ms; off: the server's).
+    #[arg(long, global = true, env = "PGFLEET_TENANT_STATEMENT_TIMEOUT", default_value = "off", value_parser = pgfleet_shared::limits::parse_timeout_ms)]
+    pub tenant_statement_timeout: ::std::option::Option<i32>,
+    /// `idle_in_transaction_session_timeout` of each new tenant role (e.g. 5m; off).
+    #[arg(long, global = true, env = "PGFLEET_TENANT_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "off", value_parser = pgfleet_shared::limits::parse_timeout_ms)]
+    pub tenant_idle_in_transaction_timeout: ::std::option::Option<i32>,
+    /// `work_mem` of each new tenant role (e.g. 16MB; off).
+    #[arg(long, global = true, env = "PGFLEET_TENANT_WORK_MEM", default_value = "off", value_parser = pgfleet_shared::limits::parse_work_mem_kb)]
+    pub tenant_work_mem: ::std::option::Option<i32>,
+    /// Storage quota of each new tenant (e.g. 10GB; off): reported when exceeded, never enforced.
+    #[arg(long, global = true, env = "PGFLEET_TENANT_STORAGE_QUOTA", default_value = "off", value_parser = parse_quota)]
+    pub tenant_storage_quota: ::std::option::Option<i64>,
     /// Log format on stderr.
     #[arg(long, global = true, env = "PGFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -237,6 +249,9 @@ pub struct WorkerArgs {
     /// Finished jobs, rollouts and dead letters older than this are deleted (e.g. 30d, 12h).
     #[arg(long, env = "PGFLEET_HISTORY_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub history_retention: Duration,
+    /// How often each worker measures the tenants' databases (storage figures and quotas).
+    #[arg(long, env = "PGFLEET_STORAGE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub storage_interval: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -276,6 +291,14 @@ pub struct SchedulerArgs {
     pub max_per_tick: u32,
 }
 
+/// A storage quota (`off`: none).
+pub fn parse_quota(raw: &str) -> Result<Option<i64>, String> {
+    if raw.trim() == "off" {
+        return Ok(None);
+    }
+    pgfleet_shared::limits::parse_size(raw).map(Some)
+}
+
 fn parse_region(raw: &str) -> Result<String, String> {
     pgfleet_shared::message::validate_region(raw)
         .map(|()| raw.to_owned())
@@ -290,7 +313,13 @@ impl GlobalArgs {
             server_url: self.server_url.clone().map(Into::into),
             namespace: Namespace::parse(&self.namespace)?,
             tenant_migrations: self.tenant_migrations.clone(),
-            tenant_connection_limit: self.tenant_connection_limit,
+            tenant_limits: pgfleet_shared::catalog::TenantLimits {
+                connection_limit: self.tenant_connection_limit,
+                statement_timeout_ms: self.tenant_statement_timeout,
+                idle_in_transaction_timeout_ms: self.tenant_idle_in_transaction_timeout,
+                work_mem_kb: self.tenant_work_mem,
+                storage_quota_bytes: self.tenant_storage_quota,
+            },
             backup_url: self.backup_url.clone(),
             backup_gzip_level: self.backup_gzip_level,
             s3_attempt_timeout: self.s3_attempt_timeout,
@@ -341,6 +370,7 @@ impl WorkerArgs {
             defer_after: Duration::from_millis(self.defer_after_ms.max(100)),
             delivery_limit: self.delivery_limit.max(1),
             history_retention: self.history_retention.max(Duration::from_secs(60)),
+            storage_interval: self.storage_interval.max(Duration::from_secs(1)),
             ..WorkerSettings::default()
         })
     }
@@ -357,41 +387,7 @@ impl SchedulerArgs {
     }
 }
 
-/// `90`, `90s`, `15m`, `2h`, `1d`, or sums such as `1h30m`.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let err = || format!("{text:?} is not a duration: use e.g. 90s, 15m, 2h or 1h30m");
-    let mut total = 0u64;
-    let mut digits = String::new();
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(err()),
-        };
-        let n: u64 = digits.parse().map_err(|_| err())?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(err)?;
-        digits.clear();
-    }
-    if !digits.is_empty() {
-        total = digits
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| total.checked_add(n))
-            .ok_or_else(err)?;
-    } else if text.trim().is_empty() {
-        return Err(err());
-    }
-    Ok(std::time::Duration::from_secs(total))
-}
+pub use pgfleet_shared::config::parse_duration;
 
 #[derive(Args, Debug, Clone)]
 pub struct EnqueueArgs {
@@ -630,21 +626,4 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("10 minutes").is_err());
-    }
 }

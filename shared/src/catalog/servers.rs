@@ -6,7 +6,7 @@ use super::error::{CatalogError, Result};
 use super::Catalog;
 use crate::neon::NeonSettings;
 use crate::secrets::{redact_url, Binding};
-use crate::status::ServerKind;
+use crate::status::{ServerKind, ServerStatus};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -19,16 +19,38 @@ pub struct ServerRecord {
     pub kind: ServerKind,
     pub region: Option<String>,
     pub display_url: String,
-    pub is_default: bool,
     /// Neon servers: the API URL, region and project settings.
     pub neon: Option<Json<NeonSettings>>,
-    /// Tenants on it that are not deleted (filled by `servers` only).
-    #[sqlx(default)]
-    pub tenants: Option<i64>,
+    /// Tenants (not deleted) it may hold; `None`: no limit.
+    pub capacity: Option<i32>,
+    pub status: ServerStatus,
+    /// Tenants on it that are not deleted.
+    pub tenants: i64,
 }
 
-const SELECT_SERVER: &str =
-    "SELECT id, name::text AS name, kind, region, display_url, is_default, neon FROM tenant_servers";
+impl ServerRecord {
+    /// Tenants it can still take (`None`: no limit).
+    pub fn free(&self) -> Option<i64> {
+        self.capacity.map(|c| (i64::from(c) - self.tenants).max(0))
+    }
+}
+
+const SELECT_SERVER: &str = "SELECT s.id, s.name::text AS name, s.kind, s.region, s.display_url, s.neon, s.capacity, s.status,
+        (SELECT count(*) FROM tenants t WHERE t.server_id = s.id AND t.status <> 'deleted') AS tenants
+   FROM tenant_servers s";
+
+/// Why no server could take a new tenant.
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    #[error("{0}")]
+    NoServer(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// Class of the transaction-scoped advisory lock that serialises placements ("PLAC"), so
+/// two signups never both take a server's last free place.
+const PLACEMENT_LOCK: i32 = 0x504c_4143;
 
 /// A server to register (`pgfleet server add`).
 pub enum NewServer<'a> {
@@ -42,14 +64,15 @@ pub enum NewServer<'a> {
 }
 
 impl Catalog {
-    /// The default tenant server. An empty catalog is seeded with a self-hosted server named
+    /// The server named `default`. An empty catalog is seeded with a self-hosted server named
     /// `default` at `url` (or, if none is given, `DEFAULT_SERVER_URL`); afterwards a given
-    /// `url` must be the one registered for `default` (which need not stay the default:
-    /// `server add --default` moves that, e.g. to a Neon server):
+    /// `url` must be the one registered for `default` (placement treats it like any other
+    /// server: `pgfleet server drain default` stops new tenants going there):
     /// a process started with another `PGFLEET_SERVER_URL` is refused rather than silently
     /// pointing existing tenants at another cluster. Moving a server is an explicit command
     /// (`set_server_url`).
-    pub async fn ensure_default_server(&self, url: Option<&SecretString>) -> Result<ServerRecord> {
+    /// Once the catalog has other servers and `default` was removed, nothing is seeded.
+    pub async fn ensure_default_server(&self, url: Option<&SecretString>) -> Result<Option<ServerRecord>> {
         let existing: Option<(Uuid, String, Vec<u8>)> = sqlx::query_as(
             "SELECT id, display_url, admin_url_ciphertext FROM tenant_servers
               WHERE name = 'default' AND admin_url_ciphertext IS NOT NULL",
@@ -78,7 +101,7 @@ impl Catalog {
                 let id = Uuid::now_v7();
                 sqlx::query(
                     "INSERT INTO tenant_servers (id, name, display_url, admin_url_ciphertext, is_default)
-                     VALUES ($1, 'default', $2, $3, NOT EXISTS (SELECT 1 FROM tenant_servers WHERE is_default))
+                     SELECT $1, 'default', $2, $3, true WHERE NOT EXISTS (SELECT 1 FROM tenant_servers)
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(id)
@@ -88,7 +111,11 @@ impl Catalog {
                 .await?;
             }
         }
-        self.default_server().await
+        match self.default_server().await {
+            Ok(server) => Ok(Some(server)),
+            Err(CatalogError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Points the server `name` at a new admin URL (the server moved, or its credentials
@@ -111,14 +138,13 @@ impl Catalog {
         self.server_by_name(name).await
     }
 
-    /// Registers a server. `make_default` moves the default to it (new tenants without a
-    /// region of their own then go there). Refused if the name is taken.
+    /// Registers a server. Refused if the name is taken.
     pub async fn add_server(
         &self,
         name: &str,
         region: Option<&str>,
+        capacity: Option<i32>,
         server: NewServer<'_>,
-        make_default: bool,
     ) -> Result<ServerRecord> {
         let id = Uuid::now_v7();
         let key = self.key()?;
@@ -138,14 +164,8 @@ impl Catalog {
                 Some(Json(settings.clone())),
             ),
         };
-        let mut tx = self.pool().begin().await?;
-        if make_default {
-            sqlx::query("UPDATE tenant_servers SET is_default = false, updated_at = now() WHERE is_default")
-                .execute(&mut *tx)
-                .await?;
-        }
         let inserted = sqlx::query(
-            "INSERT INTO tenant_servers (id, name, kind, region, display_url, admin_url_ciphertext, api_key_ciphertext, neon, is_default)
+            "INSERT INTO tenant_servers (id, name, kind, region, display_url, admin_url_ciphertext, api_key_ciphertext, neon, capacity)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
         )
         .bind(id)
@@ -156,32 +176,175 @@ impl Catalog {
         .bind(admin)
         .bind(api_key)
         .bind(neon)
-        .bind(make_default)
-        .execute(&mut *tx)
+        .bind(capacity)
+        .execute(self.pool())
         .await?;
         if inserted.rows_affected() == 0 {
             return Err(CatalogError::Conflict(format!(
                 "a tenant server named {name:?} is already registered; choose another name (`pgfleet server list` shows them)"
             )));
         }
-        tx.commit().await?;
         self.server_by_name(name).await
     }
 
-    /// Every registered server with its number of tenants (not deleted), by name.
+    /// Every registered server (not removed) with its number of tenants, by name.
     pub async fn servers(&self) -> Result<Vec<ServerRecord>> {
-        Ok(sqlx::query_as(
-            "SELECT s.id, s.name::text AS name, s.kind, s.region, s.display_url, s.is_default, s.neon,
-                    (SELECT count(*) FROM tenants t WHERE t.server_id = s.id AND t.status <> 'deleted') AS tenants
-               FROM tenant_servers s ORDER BY s.name",
-        )
+        Ok(sqlx::query_as(&format!(
+            "{SELECT_SERVER} WHERE s.status <> 'removed' ORDER BY s.name"
+        ))
         .fetch_all(self.pool())
         .await?)
     }
 
+    /// Changes a server's capacity (`Some(None)`: no limit), region (`Some(None)`: none) or
+    /// status (active or draining); `None` leaves one as it is.
+    pub async fn update_server(
+        &self,
+        name: &str,
+        capacity: Option<Option<i32>>,
+        region: Option<Option<&str>>,
+        status: Option<ServerStatus>,
+    ) -> Result<ServerRecord> {
+        let server = self.server_by_name(name).await?;
+        sqlx::query(
+            "UPDATE tenant_servers SET capacity = CASE WHEN $2 THEN $3 ELSE capacity END,
+                    region = CASE WHEN $4 THEN $5 ELSE region END,
+                    status = coalesce($6, status), updated_at = now()
+              WHERE id = $1",
+        )
+        .bind(server.id)
+        .bind(capacity.is_some())
+        .bind(capacity.flatten())
+        .bind(region.is_some())
+        .bind(region.flatten())
+        .bind(status)
+        .execute(self.pool())
+        .await?;
+        self.server(server.id).await
+    }
+
+    /// Removes an empty server: its row is deleted, or kept as `removed` (renamed, so the
+    /// name is free again) when deleted tenants' records still point at it. Refused while
+    /// it holds a tenant that is not deleted.
+    pub async fn remove_server(&self, name: &str) -> Result<()> {
+        let server = self.server_by_name(name).await?;
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+            .bind(PLACEMENT_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let live: Vec<String> = sqlx::query_scalar(
+            "SELECT slug::text FROM tenants WHERE server_id = $1 AND status <> 'deleted' ORDER BY slug LIMIT 5",
+        )
+        .bind(server.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !live.is_empty() {
+            return Err(CatalogError::Conflict(format!(
+                "server {name} still holds tenants ({}{}); drain it (`pgfleet server drain {name}`) and move them off (`pgfleet tenant move SLUG --to OTHER`) first",
+                live.join(", "),
+                if server.tenants > 5 { format!(" and {} more", server.tenants - 5) } else { String::new() }
+            )));
+        }
+        let moves: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tenant_moves WHERE (from_server_id = $1 OR to_server_id = $1) AND phase IN ('copying', 'switched')",
+        )
+        .bind(server.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if moves > 0 {
+            return Err(CatalogError::Conflict(format!(
+                "a tenant move to or from server {name} is unfinished; wait for it (`pgfleet jobs list --status running`)"
+            )));
+        }
+        let referenced: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tenants WHERE server_id = $1)
+                 OR EXISTS (SELECT 1 FROM tenant_moves WHERE from_server_id = $1 OR to_server_id = $1)
+                 OR EXISTS (SELECT 1 FROM tenant_branches WHERE server_id = $1)",
+        )
+        .bind(server.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if referenced {
+            sqlx::query(
+                "UPDATE tenant_servers SET status = 'removed', is_default = false,
+                        name = left(name, 40) || '.removed.' || left(id::text, 8), updated_at = now()
+                  WHERE id = $1",
+            )
+            .bind(server.id)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query("DELETE FROM tenant_servers WHERE id = $1")
+                .bind(server.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a new tenant on the server chosen for it, once: the tenant in `region` (any
+    /// region if `None`) goes to the active, not full server with the most free places
+    /// (no capacity: unlimited; ties: fewest tenants, then name). Placements are serialised,
+    /// so two signups never both take a server's last place. A tenant already recorded is
+    /// returned as it is: a retried provision never places it again.
+    pub async fn place_tenant(
+        &self,
+        new: super::NewTenant<'_>,
+        region: Option<&str>,
+    ) -> std::result::Result<super::TenantRecord, PlacementError> {
+        if let Some(existing) = self.tenant(new.slug).await? {
+            return Ok(existing);
+        }
+        let mut tx = self.pool().begin().await.map_err(CatalogError::from)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+            .bind(PLACEMENT_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(CatalogError::from)?;
+        let candidates: Vec<ServerRecord> = sqlx::query_as(&format!(
+            "{SELECT_SERVER} WHERE s.status <> 'removed' AND ($1::text IS NULL OR s.region = $1) ORDER BY s.name"
+        ))
+        .bind(region)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(CatalogError::from)?;
+        let chosen = choose_server(&candidates, region).map_err(PlacementError::NoServer)?;
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO tenants (id, slug, region, server_id, database_name, role_name, password_ciphertext, connection_limit,
+                                  statement_timeout_ms, idle_in_transaction_timeout_ms, work_mem_kb, storage_quota_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (slug) DO NOTHING",
+        )
+        .bind(id)
+        .bind(new.slug.as_str())
+        .bind(region)
+        .bind(chosen.id)
+        .bind(&new.database_name)
+        .bind(&new.role_name)
+        .bind(self.key()?.encrypt_str(&new.password, &Binding::tenant_password(id)))
+        .bind(new.limits.connection_limit)
+        .bind(new.limits.statement_timeout_ms)
+        .bind(new.limits.idle_in_transaction_timeout_ms)
+        .bind(new.limits.work_mem_kb)
+        .bind(new.limits.storage_quota_bytes)
+        .execute(&mut *tx)
+        .await
+        .map_err(CatalogError::from)?;
+        tx.commit().await.map_err(CatalogError::from)?;
+        self.tenant(new.slug).await?.ok_or_else(|| {
+            PlacementError::Catalog(CatalogError::NotFound(format!(
+                "tenant {} vanished from the catalog right after insert",
+                new.slug
+            )))
+        })
+    }
+
     /// A server by id, or `NotFound`.
     pub async fn server(&self, id: Uuid) -> Result<ServerRecord> {
-        sqlx::query_as(&format!("{SELECT_SERVER} WHERE id = $1"))
+        sqlx::query_as(&format!("{SELECT_SERVER} WHERE s.id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
@@ -205,7 +368,7 @@ impl Catalog {
     }
 
     async fn default_server(&self) -> Result<ServerRecord> {
-        sqlx::query_as(&format!("{SELECT_SERVER} WHERE is_default"))
+        sqlx::query_as(&format!("{SELECT_SERVER} WHERE s.name = 'default'"))
             .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| CatalogError::NotFound("no default tenant server is registered".into()))
@@ -213,25 +376,11 @@ impl Catalog {
 
     /// A server by name, or `NotFound`.
     pub async fn server_by_name(&self, name: &str) -> Result<ServerRecord> {
-        sqlx::query_as(&format!("{SELECT_SERVER} WHERE name = $1"))
+        sqlx::query_as(&format!("{SELECT_SERVER} WHERE s.name = $1"))
             .bind(name)
             .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| CatalogError::NotFound(format!("tenant server {name:?} is not registered")))
-    }
-
-    /// The server for a new tenant: one registered for `region` if there is one, else the
-    /// default; `None` when no server is registered at all.
-    pub async fn server_for_region(&self, region: Option<&str>) -> Result<Option<ServerRecord>> {
-        let found: Option<ServerRecord> = sqlx::query_as(
-            "SELECT id, name::text AS name, kind, region, display_url, is_default, neon FROM tenant_servers
-             WHERE ($1::text IS NOT NULL AND region = $1) OR is_default
-             ORDER BY (region = $1) DESC NULLS LAST, name LIMIT 1",
-        )
-        .bind(region)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(found)
     }
 
     /// The catalog database's name and its cluster's system identifier (`None` when the
@@ -246,6 +395,16 @@ impl Catalog {
                 .await
                 .ok();
         Ok((name, identifier))
+    }
+
+    /// (id, database) of the server's tenants that are live (active, suspended, moving).
+    pub async fn server_tenant_ids(&self, server_id: Uuid) -> Result<Vec<(Uuid, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, database_name FROM tenants WHERE server_id = $1 AND status IN ('active', 'suspended', 'moving')",
+        )
+        .bind(server_id)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// Databases of the server's tenants that are not deleted.
@@ -290,4 +449,39 @@ impl Catalog {
             .key()?
             .decrypt_string(&sealed, &Binding::server_admin_url(server_id))?)
     }
+}
+
+/// The server a new tenant goes to among `candidates` (see `place_tenant`), or why none.
+fn choose_server(candidates: &[ServerRecord], region: Option<&str>) -> std::result::Result<ServerRecord, String> {
+    let mut best: Option<&ServerRecord> = None;
+    for s in candidates {
+        if s.status != ServerStatus::Active || s.free() == Some(0) {
+            continue;
+        }
+        let rank = |s: &ServerRecord| (std::cmp::Reverse(s.free().unwrap_or(i64::MAX)), s.tenants);
+        if best.is_none_or(|b| rank(s) < rank(b)) {
+            best = Some(s);
+        }
+    }
+    if let Some(best) = best {
+        return Ok(best.clone());
+    }
+    let place = region.map(|r| format!(" in region {r}")).unwrap_or_default();
+    if candidates.is_empty() {
+        return Err(format!(
+            "no tenant server is registered{place}; register one with `pgfleet server add NAME URL{}`",
+            region.map(|r| format!(" --region {r}")).unwrap_or_default()
+        ));
+    }
+    let states: Vec<String> = candidates
+        .iter()
+        .map(|s| match s.status {
+            ServerStatus::Active => format!("{} full at {} tenants", s.name, s.tenants),
+            other => format!("{} {other}", s.name),
+        })
+        .collect();
+    Err(format!(
+        "no tenant server{place} takes new tenants ({}); raise a capacity (`pgfleet server set NAME --capacity N`) or add a server",
+        states.join(", ")
+    ))
 }

@@ -1,7 +1,7 @@
 //! Tenants in the catalog. A row is written before anything exists on a tenant server, with
 //! the names and (encrypted) password the provision will use, so a replay reuses them.
 
-use super::error::{CatalogError, Result};
+use super::error::Result;
 use super::jobs::fenced_by;
 use super::{Catalog, Fence};
 use crate::secrets::Binding;
@@ -36,6 +36,15 @@ pub struct TenantRecord {
     /// the project's default branch.
     pub neon_project_id: Option<String>,
     pub neon_branch_id: Option<String>,
+    /// Set while suspended (see `TenantStatus::Suspended`).
+    pub suspended_at: Option<DateTime<Utc>>,
+    pub statement_timeout_ms: Option<i32>,
+    pub idle_in_transaction_timeout_ms: Option<i32>,
+    pub work_mem_kb: Option<i32>,
+    pub storage_quota_bytes: Option<i64>,
+    /// `pg_database_size` of its database when last measured.
+    pub storage_bytes: Option<i64>,
+    pub storage_measured_at: Option<DateTime<Utc>>,
     #[sqlx(skip)]
     password_ciphertext: Vec<u8>,
     #[sqlx(skip)]
@@ -44,21 +53,67 @@ pub struct TenantRecord {
     pooled_uri_ciphertext: Option<Vec<u8>>,
 }
 
-/// What `ensure_tenant` records for a new tenant.
+/// What `place_tenant` records for a new tenant.
 pub struct NewTenant<'a> {
     pub slug: &'a TenantSlug,
-    pub region: Option<&'a str>,
-    pub server_id: Uuid,
     pub database_name: String,
     pub role_name: String,
     pub password: SecretString,
+    /// The namespace's defaults (`PGFLEET_TENANT_*`), copied onto the tenant.
+    pub limits: TenantLimits,
+}
+
+/// What one tenant may use: its role's connection limit and session defaults (role-level
+/// settings, visible in `pg_db_role_setting`), and a storage quota that is reported, never
+/// enforced by deleting anything. `None`: the server's default (no quota).
+///
+/// Postgres lets a role change its own session defaults (`ALTER ROLE … SET`, or `SET` in a
+/// session), so the settings are defaults a well-behaved application gets, re-asserted by
+/// every provision; the connection limit needs CREATEROLE to change and is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TenantLimits {
     pub connection_limit: i32,
+    pub statement_timeout_ms: Option<i32>,
+    pub idle_in_transaction_timeout_ms: Option<i32>,
+    pub work_mem_kb: Option<i32>,
+    pub storage_quota_bytes: Option<i64>,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self {
+            connection_limit: 20,
+            statement_timeout_ms: None,
+            idle_in_transaction_timeout_ms: None,
+            work_mem_kb: None,
+            storage_quota_bytes: None,
+        }
+    }
+}
+
+impl TenantRecord {
+    pub fn limits(&self) -> TenantLimits {
+        TenantLimits {
+            connection_limit: self.connection_limit,
+            statement_timeout_ms: self.statement_timeout_ms,
+            idle_in_transaction_timeout_ms: self.idle_in_transaction_timeout_ms,
+            work_mem_kb: self.work_mem_kb,
+            storage_quota_bytes: self.storage_quota_bytes,
+        }
+    }
+
+    /// Whether its measured storage is past its quota.
+    pub fn over_quota(&self) -> bool {
+        matches!((self.storage_bytes, self.storage_quota_bytes), (Some(used), Some(quota)) if used > quota)
+    }
 }
 
 pub(super) const SELECT_TENANT: &str = "SELECT t.id, t.slug::text AS slug, t.status, t.server_id, s.name::text AS server,
         s.kind AS server_kind, t.region,
         t.database_name, t.role_name, t.connection_limit, t.schema_version, t.backup_schedule, t.retention_days,
-        t.keep_min, t.created_at, t.updated_at, t.neon_project_id, t.neon_branch_id,
+        t.keep_min, t.created_at, t.updated_at, t.neon_project_id, t.neon_branch_id, t.suspended_at,
+        t.statement_timeout_ms, t.idle_in_transaction_timeout_ms, t.work_mem_kb, t.storage_quota_bytes,
+        t.storage_bytes, t.storage_measured_at,
         t.password_ciphertext, t.direct_uri_ciphertext, t.pooled_uri_ciphertext
    FROM tenants t JOIN tenant_servers s ON s.id = t.server_id";
 
@@ -72,37 +127,19 @@ pub(super) fn with_password(row: sqlx::postgres::PgRow) -> Result<TenantRecord> 
 }
 
 impl Catalog {
-    /// Inserts the tenant row unless one exists; returns the row as stored either way.
-    pub async fn ensure_tenant(&self, new: NewTenant<'_>) -> Result<TenantRecord> {
-        // The id is chosen here: the password's ciphertext is bound to it.
-        let id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO tenants (id, slug, region, server_id, database_name, role_name, password_ciphertext, connection_limit)
-             VALUES ($8, $1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (slug) DO NOTHING",
-        )
-        .bind(new.slug.as_str())
-        .bind(new.region)
-        .bind(new.server_id)
-        .bind(&new.database_name)
-        .bind(&new.role_name)
-        .bind(self.key()?.encrypt_str(&new.password, &Binding::tenant_password(id)))
-        .bind(new.connection_limit)
-        .bind(id)
-        .execute(self.pool())
-        .await?;
-        self.tenant(new.slug).await?.ok_or_else(|| {
-            CatalogError::NotFound(format!(
-                "tenant {} vanished from the catalog right after insert",
-                new.slug
-            ))
-        })
-    }
-
     /// One tenant by slug.
     pub async fn tenant(&self, slug: &TenantSlug) -> Result<Option<TenantRecord>> {
         let row = sqlx::query(&format!("{SELECT_TENANT} WHERE t.slug = $1"))
             .bind(slug.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(with_password).transpose()
+    }
+
+    /// One tenant by id.
+    pub async fn tenant_by_id(&self, id: Uuid) -> Result<Option<TenantRecord>> {
+        let row = sqlx::query(&format!("{SELECT_TENANT} WHERE t.id = $1"))
+            .bind(id)
             .fetch_optional(self.pool())
             .await?;
         row.map(with_password).transpose()
@@ -222,7 +259,8 @@ impl Catalog {
     }
 
     /// Sets the status (a no-op if it already is). Fenced by the job doing it: `false` if
-    /// that job was taken over meanwhile.
+    /// that job was taken over meanwhile. `Active` means "back in service": a suspended
+    /// tenant (one with `suspended_at`) goes back to `suspended`.
     pub async fn set_tenant_status(
         &self,
         tenant_id: Uuid,
@@ -230,7 +268,8 @@ impl Catalog {
         fence: Option<Fence>,
     ) -> Result<bool> {
         let done = sqlx::query(&format!(
-            "UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1 AND {}",
+            "UPDATE tenants SET status = CASE WHEN $2 = 'active' AND suspended_at IS NOT NULL THEN 'suspended' ELSE $2 END,
+                    updated_at = now() WHERE id = $1 AND {}",
             fenced_by(3, 4)
         ))
         .bind(tenant_id)
@@ -288,5 +327,56 @@ impl Catalog {
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Catalog {
+    /// Changes the tenant's limits to `limits` (the whole set, as `tenant set` computed it).
+    pub async fn set_tenant_limits(&self, tenant_id: Uuid, limits: &TenantLimits) -> Result<()> {
+        sqlx::query(
+            "UPDATE tenants SET connection_limit = $2, statement_timeout_ms = $3, idle_in_transaction_timeout_ms = $4,
+                    work_mem_kb = $5, storage_quota_bytes = $6, updated_at = now() WHERE id = $1",
+        )
+        .bind(tenant_id)
+        .bind(limits.connection_limit)
+        .bind(limits.statement_timeout_ms)
+        .bind(limits.idle_in_transaction_timeout_ms)
+        .bind(limits.work_mem_kb)
+        .bind(limits.storage_quota_bytes)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records measured database sizes: (tenant id, bytes).
+    pub async fn record_storage(&self, sizes: &[(Uuid, i64)]) -> Result<()> {
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        let (ids, bytes): (Vec<Uuid>, Vec<i64>) = sizes.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE tenants t SET storage_bytes = m.bytes, storage_measured_at = now()
+               FROM unnest($1::uuid[], $2::bigint[]) AS m(id, bytes) WHERE t.id = m.id",
+        )
+        .bind(ids)
+        .bind(bytes)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Suspends (`true`) or resumes the tenant in the catalog: only an active tenant is
+    /// suspended and only a suspended one resumed; anything else is left as it is. Returns
+    /// the tenant as it now is.
+    pub async fn set_tenant_suspended(&self, tenant_id: Uuid, suspended: bool) -> Result<()> {
+        let sql = if suspended {
+            "UPDATE tenants SET status = 'suspended', suspended_at = coalesce(suspended_at, now()), updated_at = now()
+              WHERE id = $1 AND status IN ('active', 'suspended')"
+        } else {
+            "UPDATE tenants SET status = 'active', suspended_at = NULL, updated_at = now()
+              WHERE id = $1 AND status IN ('active', 'suspended')"
+        };
+        sqlx::query(sql).bind(tenant_id).execute(self.pool()).await?;
+        Ok(())
     }
 }

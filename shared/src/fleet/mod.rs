@@ -8,15 +8,17 @@
 mod backups;
 pub mod cursor;
 mod jobs;
+mod lifecycle;
 mod neon;
 pub mod rollouts;
 mod servers;
 mod tenants;
 
 pub use jobs::JobFilter;
+pub use lifecycle::LimitChanges;
 pub use neon::ServerSpec;
 pub use rollouts::{Plan, RolloutOptions, Started};
-pub use servers::{ReachableDatabase, ServerReport};
+pub use servers::{ReachableDatabase, ServerChanges, ServerReport, ServerState};
 pub use tenants::{TenantFilter, TenantSettings, MAX_PAGE};
 
 use crate::catalog::{Catalog, CatalogError};

@@ -9,6 +9,7 @@ use crate::neon::{NeonClient, NeonSettings, RateLimiter};
 use crate::slug::TenantSlug;
 use crate::status::{ServerKind, TenantStatus};
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::ConnectOptions;
 use std::sync::Arc;
 
 impl From<JobError> for FleetError {
@@ -32,30 +33,44 @@ pub enum ServerSpec {
 }
 
 impl Fleet {
-    /// Registers a tenant server. A Neon key is tried first (one `GET /projects`), so a
-    /// wrong key or URL is refused here rather than at the first signup.
+    /// Registers a tenant server, checked first so a bad one is refused here rather than at
+    /// the first signup: a self-hosted server must answer and its admin role must be able
+    /// to create roles and databases (the rest of `server check`'s findings come back as
+    /// warnings); a Neon key is tried with one `GET /projects`.
     pub async fn add_server(
         &self,
         name: &str,
         region: Option<&str>,
+        capacity: Option<i32>,
         spec: ServerSpec,
-        make_default: bool,
-    ) -> Result<ServerRecord> {
-        let ok_name = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !ok_name {
-            return Err(FleetError::Invalid(format!(
-                "server name {:?} is not allowed: use letters, digits, '-' and '_' (at most 63)",
-                name.chars().take(70).collect::<String>()
-            )));
+    ) -> Result<(ServerRecord, Option<super::ServerReport>)> {
+        crate::message::validate_server_name(name).map_err(FleetError::Invalid)?;
+        if capacity.is_some_and(|c| c < 0) {
+            return Err(FleetError::Invalid("--capacity must be 0 or more".into()));
         }
+        let mut report = None;
         match &spec {
             ServerSpec::Postgres { url } => {
-                crate::postgres::connect_options(url.expose_secret())
-                    .map_err(|_| FleetError::Invalid("--url is not a valid Postgres URL".into()))?;
+                let options = crate::postgres::connect_options(url.expose_secret())
+                    .map_err(|_| FleetError::Invalid("the URL is not a valid Postgres URL".into()))?
+                    .log_statements(tracing::log::LevelFilter::Off);
+                let admin = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect_lazy_with(options);
+                let found = self.inspect(name, &admin, None).await.map_err(|e| {
+                    FleetError::Invalid(format!(
+                        "server {name} could not be checked, nothing was registered: {e}"
+                    ))
+                })?;
+                admin.close().await;
+                if !found.admin_can_provision {
+                    return Err(FleetError::Invalid(format!(
+                        "server {name} was not registered: {}",
+                        found.findings.first().cloned().unwrap_or_default()
+                    )));
+                }
+                report = Some(found);
             }
             ServerSpec::Neon { settings, api_key } => {
                 url::Url::parse(&settings.api_url)
@@ -78,11 +93,8 @@ impl Fleet {
             ServerSpec::Postgres { url } => NewServer::Postgres { url },
             ServerSpec::Neon { settings, api_key } => NewServer::Neon { settings, api_key },
         };
-        Ok(self.catalog.add_server(name, region, new, make_default).await?)
-    }
-
-    pub async fn servers(&self) -> Result<Vec<ServerRecord>> {
-        Ok(self.catalog.servers().await?)
+        let server = self.catalog.add_server(name, region, capacity, new).await?;
+        Ok((server, report))
     }
 
     async fn neon_tenant(&self, slug: &TenantSlug) -> Result<crate::catalog::TenantRecord> {

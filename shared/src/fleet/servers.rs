@@ -7,7 +7,9 @@
 //! `max_connections` against the sum of the tenants' connection limits.
 
 use super::{Fleet, Result};
+use super::FleetError;
 use crate::catalog::ServerRecord;
+use crate::status::ServerStatus;
 use anyhow::Context;
 use serde::Serialize;
 
@@ -57,17 +59,27 @@ impl Fleet {
     }
 
     async fn check(&self, server: &ServerRecord) -> Result<ServerReport> {
-        let catalog = &self.catalog;
         let admin = self.servers.admin_pool(server.id).await?;
+        self.inspect(&server.name, &admin, Some(server.id)).await
+    }
+
+    /// The report on the server behind `admin` (`server_id`: its tenants, once registered).
+    pub(super) async fn inspect(
+        &self,
+        name: &str,
+        admin: &sqlx::PgPool,
+        server_id: Option<uuid::Uuid>,
+    ) -> Result<ServerReport> {
+        let catalog = &self.catalog;
         let (version, admin_role, can_provision, max_connections, reserved): (String, String, bool, String, String) =
         sqlx::query_as(
             "SELECT current_setting('server_version'), current_user::text,
                     (SELECT rolsuper OR (rolcreaterole AND rolcreatedb) FROM pg_roles WHERE rolname = current_user),
                     current_setting('max_connections'), current_setting('superuser_reserved_connections')",
         )
-        .fetch_one(&admin)
+        .fetch_one(admin)
         .await
-        .with_context(|| format!("reading the settings of tenant server {}", server.name))?;
+        .with_context(|| format!("reading the settings of tenant server {name}"))?;
         let open: Vec<String> = sqlx::query_scalar(
             "SELECT d.datname::text FROM pg_database d
           WHERE d.datallowconn
@@ -75,18 +87,23 @@ impl Fleet {
                          WHERE a.grantee = 0 AND a.privilege_type = 'CONNECT')
           ORDER BY 1",
         )
-        .fetch_all(&admin)
+        .fetch_all(admin)
         .await
         .context("listing databases open to PUBLIC")?;
         let server_identifier: Option<String> =
             sqlx::query_scalar("SELECT system_identifier::text FROM pg_control_system()")
-                .fetch_one(&admin)
+                .fetch_one(admin)
                 .await
                 .ok();
         let (catalog_database, catalog_identifier) = catalog.database_identity().await?;
         let same_cluster = server_identifier.is_some() && server_identifier == catalog_identifier;
-        let tenant_databases = catalog.server_tenant_databases(server.id).await?;
-        let (tenants, limits, unlimited) = catalog.server_connection_limits(server.id).await?;
+        let (tenant_databases, (tenants, limits, unlimited)) = match server_id {
+            Some(id) => (
+                catalog.server_tenant_databases(id).await?,
+                catalog.server_connection_limits(id).await?,
+            ),
+            None => (Vec::new(), (0, None, 0)),
+        };
 
         let reachable: Vec<ReachableDatabase> = open
             .into_iter()
@@ -133,7 +150,7 @@ impl Fleet {
         ));
         }
         Ok(ServerReport {
-            server: server.name.clone(),
+            server: name.to_owned(),
             version,
             admin_role,
             admin_can_provision: can_provision,
@@ -145,5 +162,79 @@ impl Fleet {
             tenants_unlimited: unlimited,
             findings,
         })
+    }
+}
+
+/// A server as `server list` shows it: the catalog's record and what the server says.
+#[derive(Debug)]
+pub struct ServerState {
+    pub record: ServerRecord,
+    /// The server's version (`None`: it did not answer within a few seconds).
+    pub version: Option<String>,
+}
+
+/// What `server set` changes; `None` leaves one as it is.
+#[derive(Debug, Default)]
+pub struct ServerChanges {
+    pub url: Option<secrecy::SecretString>,
+    /// `Some(None)`: no limit.
+    pub capacity: Option<Option<i32>>,
+    /// `Some(None)`: no region.
+    pub region: Option<Option<String>>,
+    pub status: Option<ServerStatus>,
+}
+
+impl Fleet {
+    /// Every server with its tenants, capacity, status and version (asked of each server,
+    /// a few seconds at most each, all at once).
+    pub async fn servers(&self) -> Result<Vec<ServerState>> {
+        let records = self.catalog.servers().await?;
+        let versions = futures_util::future::join_all(records.iter().map(|s| self.server_version(s))).await;
+        Ok(records
+            .into_iter()
+            .zip(versions)
+            .map(|(record, version)| ServerState { record, version })
+            .collect())
+    }
+
+    async fn server_version(&self, server: &ServerRecord) -> Option<String> {
+        if let Some(neon) = &server.neon {
+            return Some(neon.0.pg_version.map_or_else(|| "neon".to_owned(), |v| format!("neon {v}")));
+        }
+        let admin = self.servers.admin_pool(server.id).await.ok()?;
+        let ask = sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&admin);
+        tokio::time::timeout(std::time::Duration::from_secs(5), ask)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Changes a server (see `ServerChanges`); a server being removed can't be changed.
+    pub async fn set_server(&self, name: &str, changes: ServerChanges) -> Result<ServerRecord> {
+        if changes.capacity.flatten().is_some_and(|c| c < 0) {
+            return Err(FleetError::Invalid("--capacity must be 0 or more".into()));
+        }
+        if let Some(Some(region)) = &changes.region {
+            crate::message::validate_region(region).map_err(|e| FleetError::Invalid(e.to_string()))?;
+        }
+        if changes.status == Some(ServerStatus::Removed) {
+            return Err(FleetError::Invalid("use `pgfleet server remove` to remove a server".into()));
+        }
+        if let Some(url) = &changes.url {
+            self.set_server_url(name, url).await?;
+        }
+        let server = self.catalog.server_by_name(name).await?;
+        if server.status == ServerStatus::Removed {
+            return Err(FleetError::NotFound(format!("tenant server {name:?} is not registered")));
+        }
+        Ok(self
+            .catalog
+            .update_server(name, changes.capacity, changes.region.as_ref().map(|r| r.as_deref()), changes.status)
+            .await?)
+    }
+
+    /// Removes a server that holds no tenant (see `Catalog::remove_server`).
+    pub async fn remove_server(&self, name: &str) -> Result<()> {
+        Ok(self.catalog.remove_server(name).await?)
     }
 }

@@ -37,6 +37,11 @@ pub async fn run(ctx: &JobContext, claimed: &Claimed<NoFields>) -> Result<Outcom
     if tenant.status == TenantStatus::Deleted {
         return Ok(Outcome::new("already deleted", serde_json::json!({})));
     }
+    if tenant.status == TenantStatus::Moving {
+        return Err(JobError::permanent(format!(
+            "tenant {slug} is being moved to another server; delete it once the move has ended (`pgfleet jobs list --tenant {slug}`)"
+        )));
+    }
     if tenant.server_kind == ServerKind::Neon {
         return delete_neon(ctx, claimed, &tenant).await;
     }
@@ -228,7 +233,8 @@ async fn delete(
 }
 
 /// Gives the tenant's role a password only this attempt knows and ends every session on its
-/// database, so nothing can be written after the final dump. Returns the password.
+/// database, so nothing can be written after the final dump. Returns the password. (LOGIN:
+/// a suspended tenant's final dump logs in too; a hand-back makes it NOLOGIN again.)
 async fn lock_out(admin: &PgPool, tenant: &TenantRecord) -> Result<secrecy::SecretString, JobError> {
     let password = generate_password();
     let verifier = {
@@ -238,7 +244,7 @@ async fn lock_out(admin: &PgPool, tenant: &TenantRecord) -> Result<secrecy::Secr
             .map_err(|e| JobError::Other(e.into()))?
     };
     sqlx::raw_sql(&format!(
-        "ALTER ROLE {} WITH PASSWORD {}",
+        "ALTER ROLE {} WITH LOGIN PASSWORD {}",
         quote_ident(&tenant.role_name),
         quote_literal(verifier.expose_secret())
     ))

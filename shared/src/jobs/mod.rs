@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod delete;
 pub mod migrate;
+pub mod move_tenant;
 pub mod provision;
 pub mod prune;
 pub mod restore;
@@ -31,7 +32,8 @@ pub struct JobContext {
     pub servers: TenantServers,
     pub namespace: Namespace,
     pub tenant_migrations: Arc<MigrationSet>,
-    pub tenant_connection_limit: i32,
+    /// The namespace defaults new tenants get.
+    pub tenant_limits: crate::catalog::TenantLimits,
     pub store: Arc<BackupStore>,
     pub gzip: GzipSettings,
     /// Attempts recorded on jobs this process creates (a rollout's next phase).
@@ -120,6 +122,7 @@ pub async fn run(ctx: &JobContext, job: &JobRecord) -> Result<Outcome, JobError>
         JobSpec::Restore(spec) => restore::run(ctx, &Claimed { job, tenant, spec }).await,
         JobSpec::Delete(spec) => delete::run(ctx, &Claimed { job, tenant, spec }).await,
         JobSpec::Migrate(spec) => migrate::run(ctx, &Claimed { job, tenant, spec }).await,
+        JobSpec::Move(spec) => move_tenant::run(ctx, &Claimed { job, tenant, spec }).await,
     }
 }
 
@@ -169,6 +172,20 @@ pub async fn after_finish(
             }
         }
         _ => Ok(Vec::new()),
+    }
+}
+
+/// A job ended for good without success (failed, dead, or out of attempts at a claim): the
+/// kinds that leave a tenant half-way put it back (a delete hands the tenant back, a move is
+/// undone or, past its switch, finished). Safe to call more than once.
+pub async fn gave_up(ctx: &JobContext, job: &JobRecord) {
+    let result = match job.kind {
+        crate::status::JobKind::Delete => delete::give_up(ctx, job).await,
+        crate::status::JobKind::Move => move_tenant::give_up(ctx, job).await,
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(job_id = %job.id, error = %format!("{e:#}"), "could not put the tenant of a job that gave up back in order; `pgfleet jobs show` has the job");
     }
 }
 

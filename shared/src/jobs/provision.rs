@@ -5,7 +5,7 @@
 //! provision of an active tenant changes nothing.
 
 use super::{Claimed, JobContext, Outcome};
-use crate::catalog::{Fence, NewTenant, TenantRecord};
+use crate::catalog::{Fence, NewTenant, PlacementError, TenantRecord};
 use crate::error::{server_sql_error, CancelReason, JobError, ServerSql};
 use crate::message::ProvisionSpec;
 use crate::postgres::{quote_ident, quote_literal};
@@ -56,6 +56,15 @@ async fn provision(
             "tenant {slug} is {}; a deleted tenant's slug is not reused",
             tenant.status
         )));
+    }
+    if matches!(tenant.status, TenantStatus::Suspended | TenantStatus::Moving) {
+        // Provisioned already; a suspended role stays locked until `tenant resume`, and a
+        // moving tenant is the move's to finish.
+        info!(tenant = %slug, status = %tenant.status, "provision: nothing to do");
+        return Ok(Outcome::new(
+            format!("already provisioned ({})", tenant.status),
+            serde_json::json!({ "database": tenant.database_name, "server": tenant.server, "status": tenant.status }),
+        ));
     }
     if tenant.server_kind == ServerKind::Neon {
         return provision_neon(ctx, slug, tenant, fence).await;
@@ -186,28 +195,20 @@ async fn ensure_catalog_row(
         return Ok(existing);
     }
     ctx.faults.check("provision.before_placement", slug)?;
-    // An unreachable catalog is retried like any outage; only "no server at all" is final.
-    let server = ctx.catalog.server_for_region(region).await?.ok_or_else(|| {
-        JobError::permanent(format!(
-            "no tenant server is registered{}; start a pgfleet worker with PGFLEET_SERVER_URL set",
-            region
-                .map(|r| format!(" for region {r} and no default"))
-                .unwrap_or_default()
-        ))
-    })?;
     let name = object_name(ctx.namespace.as_str(), slug);
-    Ok(ctx
-        .catalog
-        .ensure_tenant(NewTenant {
-            slug,
-            region,
-            server_id: server.id,
-            database_name: name.clone(),
-            role_name: name,
-            password: generate_password(),
-            connection_limit: ctx.tenant_connection_limit,
-        })
-        .await?)
+    let new = NewTenant {
+        slug,
+        database_name: name.clone(),
+        role_name: name,
+        password: generate_password(),
+        limits: ctx.tenant_limits,
+    };
+    // An unreachable catalog is retried like any outage; "no server takes it" is final.
+    match ctx.catalog.place_tenant(new, region).await {
+        Ok(tenant) => Ok(tenant),
+        Err(PlacementError::NoServer(why)) => Err(JobError::permanent(why)),
+        Err(PlacementError::Catalog(e)) => Err(e.into()),
+    }
 }
 
 /// Database and role name of a tenant: `<namespace>_<slug>`, so installs sharing a server
@@ -235,8 +236,9 @@ struct RoleState {
     rolpassword: Option<String>,
 }
 
-/// Makes the login role exist with the stored password and limits. Returns what changed
-/// (`None` when nothing did).
+/// Makes the login role exist with the stored password and limits (login refused while the
+/// tenant is suspended), and its session defaults (`limits`). Returns what changed (`None`
+/// when nothing did).
 pub(crate) async fn ensure_role(
     ctx: &JobContext,
     admin: &PgPool,
@@ -245,18 +247,25 @@ pub(crate) async fn ensure_role(
     let password = ctx.catalog.tenant_password(tenant)?;
     let role = quote_ident(&tenant.role_name);
     let limit = tenant.connection_limit;
+    let login = if tenant.suspended_at.is_none() {
+        "LOGIN"
+    } else {
+        "NOLOGIN"
+    };
+    let settings_changed = |changed: Vec<&'static str>| (!changed.is_empty()).then_some("settings updated");
     let state = match read_role(admin, &tenant.role_name).await? {
         Some(state) => state,
         None => {
             let verifier = verifier_off_runtime(&password).await?;
             // One batch, one transaction: the role never exists without its comment.
             let create = format!(
-                "CREATE ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {limit} PASSWORD {}; {}",
+                "CREATE ROLE {role} WITH {login} NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {limit} PASSWORD {}; {}",
                 quote_literal(verifier.expose_secret()),
                 comment_sql("ROLE", &role, &tenant.slug),
             );
             match sqlx::raw_sql(&create).execute(admin).await {
                 Ok(_) => {
+                    crate::limits::ensure_role_settings(admin, tenant).await?;
                     return Ok(Some("created"));
                 }
                 // A concurrent provision created it first: check what it made.
@@ -280,23 +289,24 @@ pub(crate) async fn ensure_role(
         }
         None => false,
     };
-    let attributes_ok = state.rolcanlogin
+    let attributes_ok = state.rolcanlogin == tenant.suspended_at.is_none()
         && !state.rolsuper
         && !state.rolcreatedb
         && !state.rolcreaterole
         && state.rolconnlimit == limit;
     if password_ok && attributes_ok {
-        return Ok(None);
+        return Ok(settings_changed(crate::limits::ensure_role_settings(admin, tenant).await?));
     }
     let verifier = verifier_off_runtime(&password).await?;
     let alter = format!(
-        "ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {limit} PASSWORD {}",
+        "ALTER ROLE {role} WITH {login} NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {limit} PASSWORD {}",
         quote_literal(verifier.expose_secret())
     );
     sqlx::raw_sql(&alter)
         .execute(admin)
         .await
         .doing(format!("updating role {}", tenant.role_name))?;
+    crate::limits::ensure_role_settings(admin, tenant).await?;
     Ok(Some("updated"))
 }
 

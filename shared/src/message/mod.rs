@@ -4,11 +4,13 @@
 //! reason that ends up in `<ns>.dead`.
 
 mod migrate;
+mod move_tenant;
 mod provision;
 mod restore;
 
 pub use crate::status::JobKind;
 pub use migrate::MigrateSpec;
+pub use move_tenant::{validate_server_name, MoveSpec};
 pub use provision::{validate_region, ProvisionSpec};
 pub use restore::{validate_database_name, RestoreSpec};
 
@@ -29,6 +31,8 @@ pub enum JobSpec {
     Delete(NoFields),
     /// Apply a rollout's recorded migration set to the tenant.
     Migrate(MigrateSpec),
+    /// Copy the tenant to another server, verify, switch, drop the old copy.
+    Move(MoveSpec),
 }
 
 /// The fields of a kind that has none of its own (`backup`, `prune`, `delete`).
@@ -44,6 +48,7 @@ impl JobSpec {
             JobSpec::Restore(_) => JobKind::Restore,
             JobSpec::Delete(_) => JobKind::Delete,
             JobSpec::Migrate(_) => JobKind::Migrate,
+            JobSpec::Move(_) => JobKind::Move,
         }
     }
 
@@ -56,6 +61,7 @@ impl JobSpec {
             JobKind::Restore => JobSpec::Restore(RestoreSpec::parse(fields)?),
             JobKind::Delete => JobSpec::Delete(NoFields {}),
             JobKind::Migrate => JobSpec::Migrate(MigrateSpec::parse(fields)?),
+            JobKind::Move => JobSpec::Move(MoveSpec::parse(fields)?),
         })
     }
 }

@@ -298,11 +298,7 @@ impl Worker {
             ClaimOutcome::Exhausted(job) => {
                 let reason = job.error.clone().unwrap_or_else(|| "out of attempts".into());
                 warn!(job_id = %job.id, reason, "job is dead");
-                if job.kind == JobKind::Delete {
-                    if let Err(e) = crate::jobs::delete::give_up(&self.ctx, &job).await {
-                        warn!(job_id = %job.id, error = %format!("{e:#}"), "could not hand the tenant of a dead delete back");
-                    }
-                }
+                crate::jobs::gave_up(&self.ctx, &job).await;
                 self.dead_letter(&delivery, &queue_name, &reason, Some(job.id))
                     .await;
             }

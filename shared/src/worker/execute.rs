@@ -85,9 +85,15 @@ impl Worker {
             }
             Disposition::Failed(message) => {
                 error!(error = %message, "job failed permanently");
-                catalog
+                let written = catalog
                     .finish_unsuccessful(job.id, job.epoch, crate::status::JobStatus::Failed, &message)
-                    .await
+                    .await;
+                if matches!(written, Ok(true)) && job.kind == crate::status::JobKind::Move {
+                    let mut ended = job.clone();
+                    ended.error = Some(message.clone());
+                    jobs::gave_up(&self.ctx, &ended).await;
+                }
+                written
             }
             Disposition::Dead(message) => {
                 error!(error = %message, "job is dead");
@@ -95,6 +101,11 @@ impl Worker {
                     .finish_unsuccessful(job.id, job.epoch, crate::status::JobStatus::Dead, &message)
                     .await;
                 if matches!(written, Ok(true)) {
+                    if job.kind == crate::status::JobKind::Move {
+                        let mut ended = job.clone();
+                        ended.error = Some(message.clone());
+                        jobs::gave_up(&self.ctx, &ended).await;
+                    }
                     self.dead_letter_job(job, &message).await;
                 }
                 written

@@ -2,7 +2,8 @@
 //! (their worker died), moves on rollouts whose last worker died before its follow-up, and
 //! re-publishes queued jobs that are due and have no (recent) message — retries, jobs whose
 //! producer lost the broker, deferred deliveries — and, once a minute, deletes history past
-//! its retention. Safe to run from every worker at once.
+//! its retention, and every `storage_interval` measures the tenants' databases (one query
+//! per server). Safe to run from every worker at once.
 
 use super::Worker;
 use crate::queue::Outgoing;
@@ -21,6 +22,7 @@ const HISTORY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 impl Worker {
     pub(super) async fn sweep_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut last_history = std::time::Instant::now() - HISTORY_EVERY;
+        let mut last_storage = std::time::Instant::now() - self.settings.storage_interval;
         loop {
             let jitter = rand::thread_rng().gen_range(0.8..1.2);
             tokio::select! {
@@ -34,6 +36,13 @@ impl Worker {
                 last_history = std::time::Instant::now();
                 if let Err(e) = self.prune_history().await {
                     warn!(error = %format!("{e:#}"), "pruning old history failed; will try again");
+                }
+            }
+            if last_storage.elapsed() >= self.settings.storage_interval {
+                last_storage = std::time::Instant::now();
+                match crate::limits::measure_all(&self.ctx.catalog, &self.ctx.servers).await {
+                    Ok(n) => debug!(tenants = n, "measured tenant storage"),
+                    Err(e) => warn!(error = %format!("{e:#}"), "measuring tenant storage failed; will try again"),
                 }
             }
         }
