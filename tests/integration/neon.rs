@@ -24,7 +24,7 @@ async fn start_fake(
 }
 
 /// `pgfleet server add NAME --neon …` against the fake.
-fn add_neon_server(
+async fn add_neon_server(
     env: &TestEnv,
     fake: &FakeNeon,
     name: &str,
@@ -44,9 +44,6 @@ fn add_neon_server(
         &fake.url,
         "--json",
     ];
-    if default {
-        args.push("--default");
-    }
     let out = env
         .pgfleet()
         .env("PGFLEET_NEON_API_KEY", API_KEY)
@@ -58,8 +55,14 @@ fn add_neon_server(
         "server add: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if default {
+        // New tenants go to the Neon server: the self-hosted `default` takes none.
+        env.catalog().await; // registers `default`, as every worker does at start
+        cli_ok(env, &["server", "drain", "default"]);
+    }
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
 
 fn tenant_json(env: &TestEnv, slug: &str) -> serde_json::Value {
     serde_json::from_str(&cli_ok(env, &["tenant", "show", slug, "--json"])).unwrap()
@@ -91,9 +94,8 @@ async fn every_neon_tenant_gets_exactly_one_project_through_every_fault() {
         },
     )
     .await;
-    let server = add_neon_server(&env, &fake, "neon-east", "aws-us-east-2", true);
+    let server = add_neon_server(&env, &fake, "neon-east", "aws-us-east-2", true).await;
     assert_eq!(server["kind"], "neon");
-    assert_eq!(server["default"], true);
 
     // More than the fake's 6 a second, so 429s happen and Retry-After is honoured.
     let worker = env
@@ -110,7 +112,7 @@ async fn every_neon_tenant_gets_exactly_one_project_through_every_fault() {
     assert_eq!(kinds, ["postgres", "neon"], "{listed}");
     assert!(!listed.contains(API_KEY), "the API key is never shown: {listed}");
 
-    assert_eq!(servers[0]["default"], false);
+    assert_eq!(servers[0]["status"], "draining");
     let slugs = ["neon-a", "neon-b", "neon-c", "neon-d", "neon-e"];
     for slug in slugs {
         cli_ok(&env, &["tenant", "create", slug]);
@@ -183,7 +185,7 @@ async fn a_neon_tenant_goes_through_every_job_kind_like_a_self_hosted_one() {
     let env = TestEnv::new().with_migrations(&[]);
     let fake = start_fake(&env, 50, None, Faults::default()).await;
     // Placed by region: Neon for aws-us-east-2, the self-hosted default for the rest.
-    add_neon_server(&env, &fake, "neon-east", "aws-us-east-2", false);
+    add_neon_server(&env, &fake, "neon-east", "aws-us-east-2", false).await;
     let _worker = env.spawn_worker("w", &["--concurrency", "4"], &[]).await;
     cli_ok(
         &env,
@@ -360,7 +362,7 @@ async fn a_neon_tenant_goes_through_every_job_kind_like_a_self_hosted_one() {
 async fn a_worker_never_exceeds_its_neon_request_rate() {
     let env = TestEnv::new();
     let fake = start_fake(&env, 50, None, Faults::default()).await;
-    add_neon_server(&env, &fake, "neon-east", "aws-us-east-2", true);
+    add_neon_server(&env, &fake, "neon-east", "aws-us-east-2", true).await;
     let _worker = env
         .spawn_worker(
             "w",
@@ -415,7 +417,7 @@ async fn a_worker_never_exceeds_its_neon_request_rate() {
 async fn a_worker_killed_while_its_project_is_made_leaves_one_project() {
     let env = TestEnv::new();
     let fake = start_fake(&env, 4_000, None, Faults::default()).await;
-    add_neon_server(&env, &fake, "neon-east", "aws-us-east-2", true);
+    add_neon_server(&env, &fake, "neon-east", "aws-us-east-2", true).await;
     let mut first = env.spawn_worker("w1", &["--lease-secs", "3"], &[]).await;
     cli_ok(&env, &["tenant", "create", "crashy"]);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -30,7 +30,8 @@ async fn connections_are_encrypted_when_the_urls_require_it() {
         .catalog
         .ensure_default_server(config.server_url.as_ref())
         .await
-        .unwrap();
+        .unwrap()
+        .expect("a fresh catalog is seeded with the default server");
     let (migrations, _) = pgfleet_shared::migration_set::MigrationSet::load(None).unwrap();
     let ctx = services
         .job_context(&config, migrations, FaultPoints::default())

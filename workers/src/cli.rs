@@ -299,6 +299,25 @@ pub fn parse_quota(raw: &str) -> Result<Option<i64>, String> {
     pgfleet_shared::limits::parse_size(raw).map(Some)
 }
 
+/// A capacity: a number of tenants, or `none`.
+fn parse_capacity(raw: &str) -> Result<Option<i32>, String> {
+    if raw == "none" {
+        return Ok(None);
+    }
+    raw.parse::<i32>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .map(Some)
+        .ok_or_else(|| format!("{raw:?} is not a capacity: a number of tenants (0 or more), or none"))
+}
+
+fn parse_optional_region(raw: &str) -> Result<Option<String>, String> {
+    if raw == "none" {
+        return Ok(None);
+    }
+    parse_region(raw).map(Some)
+}
+
 fn parse_region(raw: &str) -> Result<String, String> {
     pgfleet_shared::message::validate_region(raw)
         .map(|()| raw.to_owned())
@@ -408,15 +427,16 @@ pub enum ServerCommand {
     /// which every tenant gets a Neon project of its own.
     Add {
         name: String,
-        /// Admin URL of a self-hosted server (stored encrypted, shown redacted).
-        #[arg(
-            long,
-            env = "PGFLEET_NEW_SERVER_URL",
-            hide_env_values = true,
-            required_unless_present = "neon",
-            conflicts_with = "neon"
-        )]
+        /// Admin URL of a self-hosted server (stored encrypted, shown redacted); also from
+        /// `--url` or PGFLEET_NEW_SERVER_URL, which keep it out of the process list.
+        #[arg(conflicts_with_all = ["neon", "url"])]
+        admin_url: Option<String>,
+        #[arg(long, env = "PGFLEET_NEW_SERVER_URL", hide_env_values = true, conflicts_with = "neon")]
         url: Option<String>,
+        /// Tenants it may hold (default: no limit). Placement fills the server with the
+        /// most free places first.
+        #[arg(long)]
+        capacity: Option<i32>,
         /// A Neon server: tenants placed on it get one Neon project each.
         #[arg(long)]
         neon: bool,
@@ -436,27 +456,43 @@ pub enum ServerCommand {
         /// Neon API key (stored encrypted in the catalog; never shown).
         #[arg(long, env = "PGFLEET_NEON_API_KEY", hide_env_values = true, requires = "neon")]
         neon_api_key: Option<String>,
-        /// Make it the default server: new tenants without a region of their own go there.
-        #[arg(long)]
-        default: bool,
         #[arg(long)]
         json: bool,
     },
-    /// List tenant servers (self-hosted and Neon) with their tenants.
+    /// List tenant servers (self-hosted and Neon): tenants, capacity, status, version.
     List {
         #[arg(long)]
         json: bool,
     },
     /// Change a tenant server: `--url` points it at a new admin URL (the server moved, or
-    /// its admin credentials changed). Tenants keep their names and passwords.
+    /// its admin credentials changed; tenants keep their names and passwords), `--capacity`
+    /// (a number, or `none`), `--region` (or `none`).
     Set {
         name: String,
         /// New admin URL (stored encrypted, shown redacted).
         #[arg(long, env = "PGFLEET_NEW_SERVER_URL", hide_env_values = true)]
-        url: String,
+        url: Option<String>,
+        #[arg(long, value_parser = parse_capacity)]
+        capacity: Option<::std::option::Option<i32>>,
+        #[arg(long, value_parser = parse_optional_region)]
+        region: Option<::std::option::Option<String>>,
         #[arg(long)]
         json: bool,
     },
+    /// Stop placing new tenants on a server; its tenants stay (move them with `tenant move`).
+    Drain {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Place new tenants on a drained server again.
+    Undrain {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a server that holds no tenant (drain it and move its tenants off first).
+    Remove { name: String },
     /// What a tenant role can reach on the server (databases open to PUBLIC, the catalog if
     /// co-located), whether pgfleet's admin role can provision, and max_connections against
     /// the tenants' connection limits. Exits 1 if anything needs attention.
@@ -552,20 +588,26 @@ pub enum TenantCommand {
         #[arg(long, conflicts_with = "direct")]
         branch: Option<String>,
     },
-    /// Make a dev/test branch of a Neon tenant, with a read-write endpoint, and print its
-    /// connection URL (contains the password). Asking again for the same name prints it again.
+    /// Make a dev/test copy of a tenant and print its connection URL (contains the
+    /// password). Self-hosted: a database and a role of its own on the tenant's server,
+    /// from the newest good backup (or `--from-backup`), or `--schema-only` from the live
+    /// schema; waits for the job. Neon: a branch of its project with a read-write endpoint.
+    /// Asking again for the same name prints it again.
     Branch {
         slug: TenantSlug,
         #[arg(long)]
         name: String,
         /// The tenant's schema without its data.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "from_backup")]
         schema_only: bool,
+        /// Backup id to copy (self-hosted; default: the newest good one).
+        #[arg(long)]
+        from_backup: Option<uuid::Uuid>,
         /// Print the branch as JSON (with its `url`).
         #[arg(long)]
         json: bool,
     },
-    /// List a Neon tenant's branches made by pgfleet (dev branches and restore targets).
+    /// List a tenant's branches made by pgfleet (dev copies, Neon restore targets).
     Branches {
         slug: TenantSlug,
         #[arg(long)]
@@ -577,9 +619,47 @@ pub enum TenantCommand {
         #[arg(long)]
         name: String,
     },
-    /// Change a tenant's backup settings.
+    /// Move a self-hosted tenant to another server: logins blocked, sessions ended, pg_dump
+    /// streamed into the target, every table verified, the catalog switched, the old copy
+    /// dropped. Prints the downtime.
+    Move {
+        slug: TenantSlug,
+        /// Target server.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        enqueue: EnqueueArgs,
+    },
+    /// Suspend a tenant: its role may not log in, its sessions end, scheduled backups stop.
+    Suspend {
+        slug: TenantSlug,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a suspended tenant (and bring its schema up to date if a rollout moved on).
+    Resume {
+        slug: TenantSlug,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a tenant's backup settings and limits.
     Set {
         slug: TenantSlug,
+        /// Connection limit of its role (-1: none).
+        #[arg(long, allow_negative_numbers = true)]
+        connection_limit: Option<i32>,
+        /// Its role's statement_timeout (e.g. 30s, 500ms; off).
+        #[arg(long, value_parser = pgfleet_shared::limits::parse_timeout_ms)]
+        statement_timeout: Option<::std::option::Option<i32>>,
+        /// Its role's idle_in_transaction_session_timeout (e.g. 5m; off).
+        #[arg(long, value_parser = pgfleet_shared::limits::parse_timeout_ms)]
+        idle_in_transaction_timeout: Option<::std::option::Option<i32>>,
+        /// Its role's work_mem (e.g. 16MB; off).
+        #[arg(long, value_parser = pgfleet_shared::limits::parse_work_mem_kb)]
+        work_mem: Option<::std::option::Option<i32>>,
+        /// Storage quota (e.g. 10GB; off): reported when exceeded, never enforced.
+        #[arg(long, value_parser = parse_quota)]
+        storage_quota: Option<::std::option::Option<i64>>,
         /// Backup schedule, cron syntax in UTC (e.g. "0 3 * * *"), or "off".
         #[arg(long)]
         backup_schedule: Option<String>,

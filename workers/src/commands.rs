@@ -10,13 +10,14 @@ use crate::output;
 use anyhow::Result;
 use pgfleet_shared::catalog::JobRecord;
 use pgfleet_shared::fleet::{
-    cursor, Fleet, JobFilter, RolloutOptions, ServerSpec, TenantFilter, TenantSettings, MAX_PAGE,
+    cursor, BranchMade, Fleet, JobFilter, LimitChanges, RolloutOptions, ServerChanges, ServerSpec, TenantFilter,
+    TenantSettings, MAX_PAGE,
 };
 use pgfleet_shared::neon::NeonSettings;
 use pgfleet_shared::producer::Enqueued;
 use pgfleet_shared::secrets::SecretKey;
 use pgfleet_shared::services::Services;
-use pgfleet_shared::status::{JobStatus, RolloutStatus};
+use pgfleet_shared::status::{JobStatus, RolloutStatus, ServerStatus};
 use secrecy::ExposeSecret;
 use std::process::ExitCode;
 
@@ -33,14 +34,15 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
         }
         Command::Server(ServerCommand::Add {
             name,
+            admin_url,
             url,
+            capacity,
             neon,
             region,
             pg_version,
             org,
             neon_api_url,
             neon_api_key,
-            default,
             json,
         }) => {
             let fleet = fleet_with_key(g).await?;
@@ -55,19 +57,51 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
                     api_key: neon_api_key.clone().unwrap_or_default().into(),
                 }
             } else {
-                ServerSpec::Postgres {
-                    url: url.clone().unwrap_or_default().into(),
-                }
+                let Some(url) = admin_url.clone().or_else(|| url.clone()) else {
+                    anyhow::bail!("give the server's admin URL: `pgfleet server add NAME URL` (or --url / PGFLEET_NEW_SERVER_URL), or --neon");
+                };
+                ServerSpec::Postgres { url: url.into() }
             };
-            let server = fleet.add_server(name, region.as_deref(), spec, *default).await?;
+            let (server, report) = fleet.add_server(name, region.as_deref(), *capacity, spec).await?;
             output::print_server(&server, *json);
+            for finding in report.iter().flat_map(|r| &r.findings) {
+                eprintln!("warning: {finding}");
+            }
         }
         Command::Server(ServerCommand::List { json }) => {
-            output::print_servers(&fleet(g).await?.servers().await?, *json);
+            output::print_servers(&fleet_with_optional_key(g).await?.servers().await?, *json);
         }
-        Command::Server(ServerCommand::Set { name, url, json }) => {
+        Command::Server(ServerCommand::Set {
+            name,
+            url,
+            capacity,
+            region,
+            json,
+        }) => {
             let fleet = fleet_with_key(g).await?;
-            output::print_server(&fleet.set_server_url(name, &url.clone().into()).await?, *json);
+            let changes = ServerChanges {
+                url: url.clone().map(Into::into),
+                capacity: *capacity,
+                region: region.clone(),
+                status: None,
+            };
+            output::print_server(&fleet.set_server(name, changes).await?, *json);
+        }
+        Command::Server(ServerCommand::Drain { name, json }) | Command::Server(ServerCommand::Undrain { name, json }) => {
+            let status = if matches!(command, Command::Server(ServerCommand::Drain { .. })) {
+                ServerStatus::Draining
+            } else {
+                ServerStatus::Active
+            };
+            let changes = ServerChanges {
+                status: Some(status),
+                ..ServerChanges::default()
+            };
+            output::print_server(&fleet(g).await?.set_server(name, changes).await?, *json);
+        }
+        Command::Server(ServerCommand::Remove { name }) => {
+            fleet(g).await?.remove_server(name).await?;
+            eprintln!("removed server {name}");
         }
         Command::Server(ServerCommand::Check { name, json }) => {
             let report = fleet(g).await?.check_server(name).await?;
@@ -174,6 +208,11 @@ async fn fleet(g: &GlobalArgs) -> Result<Fleet> {
     Ok(services.fleet(&config, g.max_attempts()))
 }
 
+/// `fleet`, named for commands that read servers (the key, if configured, opens admin URLs).
+async fn fleet_with_optional_key(g: &GlobalArgs) -> Result<Fleet> {
+    fleet(g).await
+}
+
 /// The fleet service with the install's key (commands that write a credential).
 async fn fleet_with_key(g: &GlobalArgs) -> Result<Fleet> {
     let config = g.config()?;
@@ -206,6 +245,11 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
         }
         TenantCommand::Set {
             slug,
+            connection_limit,
+            statement_timeout,
+            idle_in_transaction_timeout,
+            work_mem,
+            storage_quota,
             backup_schedule,
             retention_days,
             keep_min,
@@ -216,7 +260,47 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
                 retention_days: *retention_days,
                 keep_min: *keep_min,
             };
-            output::print_tenant(&fleet.set_tenant(slug, &settings).await?, *json);
+            let limits = LimitChanges {
+                connection_limit: *connection_limit,
+                statement_timeout_ms: *statement_timeout,
+                idle_in_transaction_timeout_ms: *idle_in_transaction_timeout,
+                work_mem_kb: *work_mem,
+                storage_quota_bytes: *storage_quota,
+            };
+            let mut tenant = fleet.set_tenant(slug, &settings).await?;
+            if !limits.is_empty() {
+                tenant = fleet.set_tenant_limits(slug, &limits).await?;
+            }
+            output::print_tenant(&tenant, *json);
+        }
+        TenantCommand::Move { slug, to, enqueue } => {
+            let enqueued = fleet.move_tenant(slug, to, enqueue.key.clone()).await?;
+            let job = enqueued.job.id;
+            let code = follow(fleet, vec![enqueued], enqueue).await?;
+            if enqueue.wait {
+                let done = fleet.job(job).await?;
+                if let Some(outcome) = done.outcome.as_ref().filter(|_| done.status == JobStatus::Succeeded) {
+                    let details = &outcome["details"];
+                    eprintln!(
+                        "moved {slug} from {} to {}: downtime {} ms, total {} ms",
+                        details["from"].as_str().unwrap_or("?"),
+                        details["to"].as_str().unwrap_or("?"),
+                        details["downtime_ms"],
+                        outcome["duration_ms"]
+                    );
+                }
+            }
+            return Ok(code);
+        }
+        TenantCommand::Suspend { slug, json } => {
+            output::print_tenant(&fleet.suspend_tenant(slug).await?, *json);
+        }
+        TenantCommand::Resume { slug, json } => {
+            let (tenant, catch_up) = fleet.resume_tenant(slug).await?;
+            if let Some(job) = catch_up {
+                eprintln!("schema behind the latest rollout: provision job {} brings it up to date", job.job.id);
+            }
+            output::print_tenant(&tenant, *json);
         }
         TenantCommand::List {
             limit: None,
@@ -235,7 +319,18 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
                 eprintln!("next page: --cursor {next}");
             }
         }
-        TenantCommand::Show { slug, json } => output::print_tenant(&fleet.tenant(slug).await?, *json),
+        TenantCommand::Show { slug, json } => {
+            let tenant = fleet.tenant(slug).await?;
+            // A fresh storage figure when the server answers; the last recorded one if not.
+            let tenant = match fleet.measure_storage(&tenant).await {
+                Ok(_) => fleet.tenant(slug).await?,
+                Err(e) => {
+                    eprintln!("warning: could not measure the tenant's database now: {e}");
+                    tenant
+                }
+            };
+            output::print_tenant(&tenant, *json)
+        }
         TenantCommand::Url { slug, direct, branch } => {
             let url = match branch {
                 Some(name) => fleet.branch_url(slug, name).await?,
@@ -247,11 +342,26 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
             slug,
             name,
             schema_only,
+            from_backup,
             json,
-        } => {
-            let (branch, url) = fleet.create_branch(slug, name, *schema_only).await?;
-            output::print_branch_made(&branch, &url, *json);
-        }
+        } => match fleet.branch_tenant(slug, name, *schema_only, *from_backup, None).await? {
+            BranchMade::Ready(branch, url) => output::print_branch_made(&branch, &url, *json),
+            BranchMade::Enqueued(enqueued) => {
+                eprintln!("making branch {name} of {slug} (job {})…", enqueued.job.id);
+                let jobs = fleet.wait_for_jobs(&[enqueued.job.id], |_| {}).await?;
+                if jobs[0].status != JobStatus::Succeeded {
+                    output::print_job(&jobs[0], *json);
+                    return Ok(exit(false));
+                }
+                let tenant = fleet.tenant(slug).await?;
+                let branch = fleet
+                    .catalog
+                    .branch(tenant.id, name)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("branch {name} vanished"))?;
+                output::print_branch_made(&branch, &fleet.branch_url(slug, name).await?, *json);
+            }
+        },
         TenantCommand::Branches { slug, json } => output::print_branches(&fleet.branches(slug).await?, *json),
         TenantCommand::BranchDelete { slug, name } => {
             fleet.delete_branch(slug, name).await?;

@@ -261,22 +261,25 @@ pub fn print_server_report(r: &pgfleet_shared::fleet::ServerReport, as_json: boo
     }
 }
 
-pub fn print_servers(servers: &[pgfleet_shared::catalog::ServerRecord], as_json: bool) {
+pub fn print_servers(servers: &[pgfleet_shared::fleet::ServerState], as_json: bool) {
     if as_json {
-        return print_json(&Value::Array(servers.iter().map(views::server).collect()));
+        return print_json(&Value::Array(servers.iter().map(views::server_state).collect()));
     }
     println!(
-        "{:<20} {:<9} {:<16} {:>8} {:<8} WHERE",
-        "NAME", "KIND", "REGION", "TENANTS", "DEFAULT"
+        "{:<20} {:<9} {:<14} {:<9} {:>8} {:>9} {:<12} WHERE",
+        "NAME", "KIND", "REGION", "STATUS", "TENANTS", "CAPACITY", "VERSION"
     );
-    for s in servers {
+    for state in servers {
+        let s = &state.record;
         println!(
-            "{:<20} {:<9} {:<16} {:>8} {:<8} {}",
+            "{:<20} {:<9} {:<14} {:<9} {:>8} {:>9} {:<12} {}",
             s.name,
             s.kind,
             s.region.as_deref().unwrap_or("-"),
-            s.tenants.unwrap_or(0),
-            if s.is_default { "yes" } else { "" },
+            s.status,
+            s.tenants,
+            s.capacity.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            state.version.as_deref().unwrap_or("unreachable"),
             s.display_url
         );
     }

@@ -263,7 +263,6 @@ async fn run_pgfleet(
         "--neon",
         "--region",
         "aws-us-east-2",
-        "--default",
         "--neon-api-url",
         &fake.url,
     ])
@@ -283,6 +282,13 @@ async fn run_pgfleet(
     let mut worker = cmd.spawn().context("starting the worker")?;
     let result = async {
         wait_for_consumer(namespace).await?;
+        // The worker registered the self-hosted `default` server: new tenants go to Neon.
+        let mut drain = Command::new(pgfleet);
+        drain.args(["server", "drain", "default"]);
+        env(&mut drain);
+        if !drain.status()?.success() {
+            bail!("pgfleet server drain default failed");
+        }
         publish_and_wait_active(namespace, &catalog_url, tenants, &log_path).await
     }
     .await;

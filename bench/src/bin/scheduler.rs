@@ -8,6 +8,7 @@
 //!
 //! Run: `bench/scheduler.sh [--tenants 10000]`.
 
+use anyhow::Context;
 use anyhow::{ensure, Result};
 use chrono::{DurationRound, Utc};
 use pgfleet_bench::{bench_namespace, cleanup, numeric_flag, peak_rss_kib, AMQP_URL};
@@ -36,7 +37,8 @@ async fn run(namespace: &str, tenants: usize) -> Result<()> {
     let catalog = Catalog::open(&catalog_url.into(), Arc::new(SecretKey::generate().into()), 8).await?;
     let server = catalog
         .ensure_default_server(Some(&pgfleet_bench::ADMIN_URL.to_owned().into()))
-        .await?;
+        .await?
+        .context("the fresh catalog has a default server")?;
     println!("recording {tenants} active tenants (catalog rows) due at the same midnight…");
     sqlx::query(
         "INSERT INTO tenants (slug, status, server_id, database_name, role_name, password_ciphertext, connection_limit)

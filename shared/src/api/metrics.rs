@@ -226,6 +226,63 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
         }
     }
 
+    // Storage: the largest tenants (all with --metrics-per-tenant) and every tenant over its
+    // quota, as measured by the workers (`PGFLEET_STORAGE_INTERVAL`).
+    let (largest, over_quota, total) = catalog
+        .tenant_storage((!state.metrics_per_tenant).then_some(OLDEST_SHOWN))
+        .await?;
+    gauge(
+        &mut s,
+        "pgfleet_storage_bytes_total",
+        "Sum of the live tenants' database sizes as last measured.",
+        total,
+    );
+    family(
+        &mut s,
+        "pgfleet_tenant_storage_bytes",
+        "gauge",
+        "Database size of the largest tenants (at most 10; every tenant with --metrics-per-tenant) as last measured.",
+    );
+    for (slug, bytes, _) in &largest {
+        let _ = writeln!(s, "pgfleet_tenant_storage_bytes{{tenant=\"{}\"}} {bytes}", label(slug));
+    }
+    family(
+        &mut s,
+        "pgfleet_tenant_storage_over_quota_bytes",
+        "gauge",
+        "Tenants past their storage quota: bytes above it (reported, never enforced).",
+    );
+    for (slug, bytes, quota) in &over_quota {
+        let _ = writeln!(
+            s,
+            "pgfleet_tenant_storage_over_quota_bytes{{tenant=\"{}\"}} {}",
+            label(slug),
+            bytes - quota
+        );
+    }
+    gauge(
+        &mut s,
+        "pgfleet_tenants_over_storage_quota",
+        "Tenants whose database is larger than their storage quota.",
+        over_quota.len() as i64,
+    );
+    family(&mut s, "pgfleet_server_tenants", "gauge", "Tenants (not deleted) on each server, with its capacity and status.");
+    for server in catalog.servers().await? {
+        let _ = writeln!(
+            s,
+            "pgfleet_server_tenants{{server=\"{}\",status=\"{}\"}} {}",
+            label(&server.name),
+            server.status,
+            server.tenants
+        );
+    }
+    family(&mut s, "pgfleet_server_capacity", "gauge", "Tenants each server may hold (servers with a capacity only).");
+    for server in catalog.servers().await? {
+        if let Some(capacity) = server.capacity {
+            let _ = writeln!(s, "pgfleet_server_capacity{{server=\"{}\"}} {capacity}", label(&server.name));
+        }
+    }
+
     gauge(
         &mut s,
         "pgfleet_dead_letters",

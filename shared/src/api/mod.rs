@@ -59,7 +59,27 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/tenants",
             post(routes::create_tenant).get(routes::list_tenants),
         )
-        .route("/v1/tenants/{slug}", get(routes::show_tenant))
+        .route(
+            "/v1/tenants/{slug}",
+            get(routes::show_tenant).patch(routes::update_tenant),
+        )
+        .route("/v1/tenants/{slug}/suspend", post(routes::suspend_tenant))
+        .route("/v1/tenants/{slug}/resume", post(routes::resume_tenant))
+        .route("/v1/tenants/{slug}/move", post(routes::move_tenant))
+        .route(
+            "/v1/tenants/{slug}/branches",
+            post(routes::create_branch).get(routes::list_branches),
+        )
+        .route(
+            "/v1/tenants/{slug}/branches/{name}",
+            axum::routing::delete(routes::delete_branch),
+        )
+        .route("/v1/tenants/{slug}/branches/{name}/url", get(routes::branch_url))
+        .route("/v1/servers", get(routes::list_servers).post(routes::add_server))
+        .route(
+            "/v1/servers/{name}",
+            axum::routing::patch(routes::update_server).delete(routes::remove_server),
+        )
         .route(
             "/v1/tenants/{slug}/backups",
             post(routes::start_backup).get(routes::list_backups),

@@ -223,3 +223,208 @@ pub(super) async fn show_job(State(state): State<Arc<ApiState>>, Path(id): Path<
     let job = state.fleet.job(parse_id(&id, "job")?).await?;
     Ok(Json(views::job(&job)).into_response())
 }
+
+/// A field that may be absent (leave it), `null` (clear it) or a value.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `PATCH /v1/tenants/{slug}`: backup settings and limits (absent: unchanged; `null`: cleared).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateTenant {
+    backup_schedule: Option<String>,
+    retention_days: Option<i32>,
+    keep_min: Option<i32>,
+    connection_limit: Option<i32>,
+    #[serde(default, deserialize_with = "nullable")]
+    statement_timeout_ms: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    idle_in_transaction_timeout_ms: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    work_mem_kb: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    storage_quota_bytes: Option<Option<i64>>,
+}
+
+pub(super) async fn update_tenant(
+    State(state): State<Arc<ApiState>>,
+    Path(slug): Path<String>,
+    JsonBody(body): JsonBody<UpdateTenant>,
+) -> ApiResult {
+    let slug = parse_slug(&slug)?;
+    let settings = crate::fleet::TenantSettings {
+        backup_schedule: body.backup_schedule,
+        retention_days: body.retention_days,
+        keep_min: body.keep_min,
+    };
+    let limits = crate::fleet::LimitChanges {
+        connection_limit: body.connection_limit,
+        statement_timeout_ms: body.statement_timeout_ms,
+        idle_in_transaction_timeout_ms: body.idle_in_transaction_timeout_ms,
+        work_mem_kb: body.work_mem_kb,
+        storage_quota_bytes: body.storage_quota_bytes,
+    };
+    let mut tenant = state.fleet.set_tenant(&slug, &settings).await?;
+    if !limits.is_empty() {
+        tenant = state.fleet.set_tenant_limits(&slug, &limits).await?;
+    }
+    Ok(Json(views::tenant(&tenant)).into_response())
+}
+
+pub(super) async fn suspend_tenant(State(state): State<Arc<ApiState>>, Path(slug): Path<String>) -> ApiResult {
+    let tenant = state.fleet.suspend_tenant(&parse_slug(&slug)?).await?;
+    Ok(Json(views::tenant(&tenant)).into_response())
+}
+
+pub(super) async fn resume_tenant(State(state): State<Arc<ApiState>>, Path(slug): Path<String>) -> ApiResult {
+    let (tenant, catch_up) = state.fleet.resume_tenant(&parse_slug(&slug)?).await?;
+    let mut body = views::tenant(&tenant);
+    body["catch_up_job_id"] = json!(catch_up.map(|e| e.job.id));
+    Ok(Json(body).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MoveTenant {
+    to: String,
+    key: Option<String>,
+}
+
+pub(super) async fn move_tenant(
+    State(state): State<Arc<ApiState>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<MoveTenant>,
+) -> ApiResult {
+    let slug = parse_slug(&slug)?;
+    let key = idempotency_key(&headers, body.key)?;
+    Ok(accepted(state.fleet.move_tenant(&slug, &body.to, key).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateBranch {
+    name: String,
+    #[serde(default)]
+    schema_only: bool,
+    from_backup: Option<uuid::Uuid>,
+    key: Option<String>,
+}
+
+/// 201 with the branch and its URL when it is ready at once (Neon, or made before); 202
+/// with the job making it otherwise (its URL: `GET …/branches/{name}/url` once done).
+pub(super) async fn create_branch(
+    State(state): State<Arc<ApiState>>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateBranch>,
+) -> ApiResult {
+    use secrecy::ExposeSecret;
+    let slug = parse_slug(&slug)?;
+    let key = idempotency_key(&headers, body.key)?;
+    match state
+        .fleet
+        .branch_tenant(&slug, &body.name, body.schema_only, body.from_backup, key)
+        .await?
+    {
+        crate::fleet::BranchMade::Ready(branch, url) => {
+            let mut v = views::branch(&branch);
+            v["url"] = json!(url.expose_secret());
+            Ok((StatusCode::CREATED, Json(v)).into_response())
+        }
+        crate::fleet::BranchMade::Enqueued(enqueued) => Ok(accepted(enqueued)),
+    }
+}
+
+pub(super) async fn list_branches(State(state): State<Arc<ApiState>>, Path(slug): Path<String>) -> ApiResult {
+    let branches = state.fleet.branches(&parse_slug(&slug)?).await?;
+    Ok(Json(branches.iter().map(views::branch).collect::<Vec<_>>()).into_response())
+}
+
+/// The branch's connection URL (with its password): asked for explicitly.
+pub(super) async fn branch_url(
+    State(state): State<Arc<ApiState>>,
+    Path((slug, name)): Path<(String, String)>,
+) -> ApiResult {
+    use secrecy::ExposeSecret;
+    let url = state.fleet.branch_url(&parse_slug(&slug)?, &name).await?;
+    Ok(Json(json!({ "url": url.expose_secret() })).into_response())
+}
+
+pub(super) async fn delete_branch(
+    State(state): State<Arc<ApiState>>,
+    Path((slug, name)): Path<(String, String)>,
+) -> ApiResult {
+    state.fleet.delete_branch(&parse_slug(&slug)?, &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn list_servers(State(state): State<Arc<ApiState>>) -> ApiResult {
+    let servers = state.fleet.servers().await?;
+    Ok(Json(servers.iter().map(views::server_state).collect::<Vec<_>>()).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AddServer {
+    name: String,
+    /// Admin URL of a self-hosted server (stored encrypted, never shown again).
+    url: String,
+    region: Option<String>,
+    capacity: Option<i32>,
+}
+
+/// Registers a self-hosted server (checked first); 201 with it and the check's warnings.
+pub(super) async fn add_server(
+    State(state): State<Arc<ApiState>>,
+    JsonBody(body): JsonBody<AddServer>,
+) -> ApiResult {
+    if let Some(region) = &body.region {
+        crate::message::validate_region(region).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    let spec = crate::fleet::ServerSpec::Postgres { url: body.url.into() };
+    let (server, report) = state
+        .fleet
+        .add_server(&body.name, body.region.as_deref(), body.capacity, spec)
+        .await?;
+    let mut v = views::server(&server);
+    v["warnings"] = json!(report.map(|r| r.findings).unwrap_or_default());
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateServer {
+    url: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    capacity: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    region: Option<Option<String>>,
+    /// `active` or `draining`.
+    status: Option<String>,
+}
+
+pub(super) async fn update_server(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<UpdateServer>,
+) -> ApiResult {
+    let changes = crate::fleet::ServerChanges {
+        url: body.url.map(Into::into),
+        capacity: body.capacity,
+        region: body.region,
+        status: parse_opt(body.status.as_deref())?,
+    };
+    let server = state.fleet.set_server(&name, changes).await?;
+    Ok(Json(views::server(&server)).into_response())
+}
+
+pub(super) async fn remove_server(State(state): State<Arc<ApiState>>, Path(name): Path<String>) -> ApiResult {
+    state.fleet.remove_server(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

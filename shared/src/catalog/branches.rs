@@ -24,12 +24,17 @@ pub struct BranchRecord {
     pub neon_project_id: Option<String>,
     /// Dev branches: made; restore targets: loaded.
     pub ready: bool,
+    /// Self-hosted tenants' branches: the database (and role, of the same name) and the
+    /// backup it was loaded from.
+    pub database_name: Option<String>,
+    pub backup_id: Option<Uuid>,
+    pub server_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 
 const SELECT_BRANCH: &str =
     "SELECT id, tenant_id, name, purpose, schema_only, job_id, neon_branch_id, neon_project_id,
-        uri_ciphertext IS NOT NULL AS ready, created_at FROM tenant_branches";
+        uri_ciphertext IS NOT NULL AS ready, created_at, database_name, backup_id, server_id FROM tenant_branches";
 
 impl Catalog {
     /// The branch's row, made if missing. A row of that name made for something else (a
@@ -89,6 +94,27 @@ impl Catalog {
         .bind(tenant_id)
         .fetch_all(self.pool())
         .await?)
+    }
+
+    /// Where a self-hosted tenant's branch lives: its server, and its database and role
+    /// (`object`); the backup it was made from.
+    pub async fn set_branch_place(
+        &self,
+        id: Uuid,
+        server_id: Uuid,
+        object: &str,
+        backup_id: Option<Uuid>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE tenant_branches SET server_id = $2, database_name = $3, role_name = $3, backup_id = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(server_id)
+        .bind(object)
+        .bind(backup_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     pub async fn set_branch_id(&self, id: Uuid, neon_branch_id: &str) -> Result<()> {

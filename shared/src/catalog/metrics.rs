@@ -133,6 +133,31 @@ impl Catalog {
         .await?)
     }
 
+    /// Live tenants' measured storage: `n` largest (all with `n` = None), and every tenant
+    /// over its quota, as (slug, bytes, quota); plus the fleet's total bytes.
+    pub async fn tenant_storage(&self, n: Option<i64>) -> Result<(Vec<(String, i64, Option<i64>)>, Vec<(String, i64, i64)>, i64)> {
+        let largest = sqlx::query_as(
+            "SELECT slug::text, storage_bytes, storage_quota_bytes FROM tenants
+              WHERE status IN ('active', 'suspended', 'moving') AND storage_bytes IS NOT NULL
+              ORDER BY storage_bytes DESC, slug LIMIT $1",
+        )
+        .bind(n)
+        .fetch_all(self.pool())
+        .await?;
+        let over = sqlx::query_as(
+            "SELECT slug::text, storage_bytes, storage_quota_bytes FROM tenants
+              WHERE status IN ('active', 'suspended', 'moving') AND storage_bytes > storage_quota_bytes ORDER BY slug",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let total: Option<i64> = sqlx::query_scalar(
+            "SELECT sum(storage_bytes)::int8 FROM tenants WHERE status IN ('active', 'suspended', 'moving')",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok((largest, over, total.unwrap_or(0)))
+    }
+
     /// Recorded dead letters.
     pub async fn dead_letter_count(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT count(*) FROM dead_letters")

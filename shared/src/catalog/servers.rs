@@ -71,7 +71,7 @@ impl Catalog {
     /// a process started with another `PGFLEET_SERVER_URL` is refused rather than silently
     /// pointing existing tenants at another cluster. Moving a server is an explicit command
     /// (`set_server_url`).
-    /// Once the catalog has other servers and `default` was removed, nothing is seeded.
+    /// Once `default` was removed (`server remove default`), it is not seeded again.
     pub async fn ensure_default_server(&self, url: Option<&SecretString>) -> Result<Option<ServerRecord>> {
         let existing: Option<(Uuid, String, Vec<u8>)> = sqlx::query_as(
             "SELECT id, display_url, admin_url_ciphertext FROM tenant_servers
@@ -101,7 +101,8 @@ impl Catalog {
                 let id = Uuid::now_v7();
                 sqlx::query(
                     "INSERT INTO tenant_servers (id, name, display_url, admin_url_ciphertext, is_default)
-                     SELECT $1, 'default', $2, $3, true WHERE NOT EXISTS (SELECT 1 FROM tenant_servers)
+                     SELECT $1, 'default', $2, $3, true
+                      WHERE NOT EXISTS (SELECT 1 FROM tenant_servers WHERE name LIKE 'default.removed.%')
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(id)
@@ -244,6 +245,18 @@ impl Catalog {
                 "server {name} still holds tenants ({}{}); drain it (`pgfleet server drain {name}`) and move them off (`pgfleet tenant move SLUG --to OTHER`) first",
                 live.join(", "),
                 if server.tenants > 5 { format!(" and {} more", server.tenants - 5) } else { String::new() }
+            )));
+        }
+        let branches: Vec<String> = sqlx::query_scalar(
+            "SELECT database_name FROM tenant_branches WHERE server_id = $1 AND database_name IS NOT NULL ORDER BY 1 LIMIT 5",
+        )
+        .bind(server.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !branches.is_empty() {
+            return Err(CatalogError::Conflict(format!(
+                "server {name} still holds tenants' dev copies ({}); delete them first (`pgfleet tenant branch-delete SLUG --name NAME`)",
+                branches.join(", ")
             )));
         }
         let moves: i64 = sqlx::query_scalar(

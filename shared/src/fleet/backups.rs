@@ -62,7 +62,7 @@ impl Fleet {
             )));
         }
         self.tenant(slug).await?;
-        self.enqueue(slug.clone(), JobSpec::Restore(RestoreSpec { backup, into }), key)
+        self.enqueue(slug.clone(), JobSpec::Restore(RestoreSpec { backup, into, schema_only: false }), key)
             .await
     }
 

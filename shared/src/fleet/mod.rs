@@ -16,7 +16,7 @@ mod tenants;
 
 pub use jobs::JobFilter;
 pub use lifecycle::LimitChanges;
-pub use neon::ServerSpec;
+pub use neon::{BranchMade, ServerSpec};
 pub use rollouts::{Plan, RolloutOptions, Started};
 pub use servers::{ReachableDatabase, ServerChanges, ServerReport, ServerState};
 pub use tenants::{TenantFilter, TenantSettings, MAX_PAGE};

@@ -21,6 +21,12 @@ impl From<JobError> for FleetError {
     }
 }
 
+/// A branch asked for: ready (Neon, or made earlier) with its URL, or being made by a job.
+pub enum BranchMade {
+    Ready(BranchRecord, SecretString),
+    Enqueued(crate::producer::Enqueued),
+}
+
 /// What `server add` registers.
 pub enum ServerSpec {
     Postgres {
@@ -97,6 +103,57 @@ impl Fleet {
         Ok((server, report))
     }
 
+    /// Makes a dev/test branch of a tenant. Neon: a branch of its project, made here and
+    /// returned ready. Self-hosted: a database and role of its own, loaded from a backup (the
+    /// newest good one, or `from_backup`) or, `schema_only`, from the live schema — a
+    /// `restore` job into `branch:NAME`, returned enqueued.
+    pub async fn branch_tenant(
+        &self,
+        slug: &TenantSlug,
+        name: &str,
+        schema_only: bool,
+        from_backup: Option<uuid::Uuid>,
+        key: Option<String>,
+    ) -> Result<BranchMade> {
+        let tenant = self.tenant(slug).await?;
+        if tenant.server_kind == ServerKind::Neon {
+            if from_backup.is_some() {
+                return Err(FleetError::Invalid(
+                    "--from-backup is for self-hosted tenants; a Neon branch starts from the project's current state (restore a backup into one with `pgfleet restore SLUG --into branch:NAME`)".into(),
+                ));
+            }
+            let (row, url) = self.create_branch(slug, name, schema_only).await?;
+            return Ok(BranchMade::Ready(row, url));
+        }
+        if tenant.status != TenantStatus::Active {
+            return Err(FleetError::Conflict(format!(
+                "tenant {slug} is {}, not active",
+                tenant.status
+            )));
+        }
+        if schema_only && from_backup.is_some() {
+            return Err(FleetError::Invalid(
+                "--schema-only copies the live schema; it takes no --from-backup".into(),
+            ));
+        }
+        let into = format!("branch:{name}");
+        crate::message::validate_database_name(&into).map_err(|e| FleetError::Invalid(e.to_string()))?;
+        if let Some(existing) = self.catalog.branch(tenant.id, name).await? {
+            if existing.ready {
+                return Ok(BranchMade::Ready(existing.clone(), self.branch_url(slug, name).await?));
+            }
+        }
+        let spec = crate::message::RestoreSpec {
+            backup: from_backup,
+            into,
+            schema_only,
+        };
+        Ok(BranchMade::Enqueued(
+            self.enqueue(slug.clone(), crate::message::JobSpec::Restore(spec), key)
+                .await?,
+        ))
+    }
+
     async fn neon_tenant(&self, slug: &TenantSlug) -> Result<crate::catalog::TenantRecord> {
         let tenant = self.tenant(slug).await?;
         if tenant.server_kind != ServerKind::Neon {
@@ -162,9 +219,15 @@ impl Fleet {
         Ok(self.catalog.branches(tenant.id).await?)
     }
 
-    /// Deletes a branch pgfleet made (from Neon and the catalog).
+    /// Deletes a branch pgfleet made (from Neon, or its database and role, and the catalog).
     pub async fn delete_branch(&self, slug: &TenantSlug, name: &str) -> Result<()> {
         let tenant = self.tenant(slug).await?;
+        if let Some(row) = self.catalog.branch(tenant.id, name).await? {
+            if row.database_name.is_some() {
+                crate::jobs::dev_copy::delete(&self.catalog, &self.servers, &row).await?;
+                return Ok(());
+            }
+        }
         if !tenants::delete_branch(&self.catalog, &self.servers, &tenant, name).await? {
             return Err(FleetError::NotFound(format!(
                 "tenant {slug} has no branch {name}"

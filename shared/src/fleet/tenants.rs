@@ -102,6 +102,43 @@ impl Fleet {
             .ok_or_else(|| FleetError::NotFound(format!("no tenant {slug}")))
     }
 
+    /// Enqueues the tenant's move to server `to` (see `jobs::move_tenant`), checked here
+    /// first so a mistake is refused at once.
+    pub async fn move_tenant(&self, slug: &TenantSlug, to: &str, key: Option<String>) -> Result<Enqueued> {
+        crate::message::validate_server_name(to).map_err(FleetError::Invalid)?;
+        let tenant = self.tenant(slug).await?;
+        let server = self.catalog.server_by_name(to).await?;
+        if server.id == tenant.server_id {
+            return Err(FleetError::Conflict(format!("tenant {slug} is on server {to} already")));
+        }
+        if tenant.server_kind != crate::status::ServerKind::Postgres
+            || server.kind != crate::status::ServerKind::Postgres
+        {
+            return Err(FleetError::Invalid(
+                "moves are between self-hosted servers (a Neon tenant lives in a project of its own)".into(),
+            ));
+        }
+        if tenant.status != TenantStatus::Active {
+            return Err(FleetError::Conflict(format!(
+                "tenant {slug} is {}; only an active tenant is moved",
+                tenant.status
+            )));
+        }
+        if server.status != crate::status::ServerStatus::Active || server.free() == Some(0) {
+            return Err(FleetError::Conflict(format!(
+                "server {to} takes no new tenants ({}{})",
+                server.status,
+                if server.free() == Some(0) { ", full" } else { "" }
+            )));
+        }
+        self.enqueue(
+            slug.clone(),
+            JobSpec::Move(crate::message::MoveSpec { to: to.to_owned() }),
+            key,
+        )
+        .await
+    }
+
     /// Enqueues the tenant's deletion: a final backup, then its database and role dropped.
     pub async fn delete_tenant(&self, slug: &TenantSlug, key: Option<String>) -> Result<Enqueued> {
         self.tenant(slug).await?;

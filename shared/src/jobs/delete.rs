@@ -196,6 +196,12 @@ async fn delete(
     .execute(admin)
     .await
     .doing(format!("dropping database {}", tenant.database_name))?;
+    // Its dev copies hold its data too.
+    for branch in ctx.catalog.branches(tenant.id).await? {
+        if branch.database_name.is_some() {
+            super::dev_copy::delete(&ctx.catalog, &ctx.servers, &branch).await?;
+        }
+    }
     // Databases the role still owns (e.g. restores made with `pgfleet restore`) would make
     // DROP ROLE fail; say which, rather than retrying what can't succeed.
     let still_owned: Vec<String> = sqlx::query_scalar(

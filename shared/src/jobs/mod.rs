@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod delete;
+pub mod dev_copy;
 pub mod migrate;
 pub mod move_tenant;
 pub mod provision;

@@ -77,9 +77,23 @@ pub async fn run(ctx: &JobContext, claimed: &Claimed<RestoreSpec>) -> Result<Out
                 "tenant {slug} is on Neon: restore it into a new branch of its project (--into branch:NAME) or a new project (--into project:NAME)"
             )))
         }
+        (ServerKind::Postgres, Some(name)) if into.starts_with("branch:") => {
+            if tenant.status != TenantStatus::Active {
+                return Err(JobError::permanent(format!(
+                    "tenant {slug} is {}; branches are made of active tenants",
+                    tenant.status
+                )));
+            }
+            let backup = if claimed.spec.schema_only {
+                None
+            } else {
+                Some(choose_backup(ctx, &tenant, backup_id).await?)
+            };
+            return super::dev_copy::run(ctx, claimed, &tenant, backup, name).await;
+        }
         (ServerKind::Postgres, Some(_)) => {
             return Err(JobError::Permanent(anyhow!(
-                "--into {into}: branches and projects are for Neon tenants; tenant {slug} is on a self-hosted server, give a database name"
+                "--into {into}: projects are for Neon tenants; tenant {slug} is on a self-hosted server, give a database name (or branch:NAME for a dev copy)"
             )))
         }
         (ServerKind::Postgres, None) => {}
@@ -304,7 +318,7 @@ async fn choose_backup(
 /// Copies the object into a temp file that is unlinked at once (nothing is left behind,
 /// whatever happens to this process), reading no more than the recorded size, and checks
 /// size and SHA-256 against the catalog. Returns the file, rewound.
-async fn fetch_verified(ctx: &JobContext, backup: &BackupRecord) -> Result<tokio::fs::File, JobError> {
+pub(super) async fn fetch_verified(ctx: &JobContext, backup: &BackupRecord) -> Result<tokio::fs::File, JobError> {
     let expected_sha = backup
         .sha256
         .clone()
@@ -502,7 +516,7 @@ async fn prepare_target(admin: &PgPool, owner: &str, into: &str, marker: &str) -
 }
 
 /// Streams the verified copy → gunzip → `psql -v ON_ERROR_STOP=1` as the loading role.
-async fn load(
+pub(super) async fn load(
     ctx: &JobContext,
     tenant: &TenantRecord,
     backup: &BackupRecord,
