@@ -23,7 +23,10 @@ fn wanted(limits: &TenantLimits) -> [(&'static str, Option<i64>); 3] {
 
 /// Makes the role's managed settings match the tenant's limits (its connection limit is
 /// `provision::ensure_role`'s). Returns the names of the settings it changed.
-pub async fn ensure_role_settings(admin: &PgPool, tenant: &TenantRecord) -> Result<Vec<&'static str>, JobError> {
+pub async fn ensure_role_settings(
+    admin: &PgPool,
+    tenant: &TenantRecord,
+) -> Result<Vec<&'static str>, JobError> {
     ensure_settings_of(admin, &tenant.role_name, &tenant.limits()).await
 }
 
@@ -53,7 +56,11 @@ pub async fn ensure_settings_of(
 
 /// The settings that differ from `current` (`name=value` entries) and the statements that
 /// make them so.
-fn settings_statements(role: &str, limits: &TenantLimits, current: &[String]) -> (Vec<&'static str>, Vec<String>) {
+fn settings_statements(
+    role: &str,
+    limits: &TenantLimits,
+    current: &[String],
+) -> (Vec<&'static str>, Vec<String>) {
     let mut statements = Vec::new();
     let mut changed = Vec::new();
     for (name, value) in wanted(limits) {

@@ -144,7 +144,10 @@ impl Services {
 fn stall_point_from_env() -> FaultPoints {
     match std::env::var("PGFLEET_TEST_STALL_AT") {
         Ok(point) if !point.is_empty() => {
-            tracing::warn!(point, "PGFLEET_TEST_STALL_AT is set: jobs stall at that point (tests only)");
+            tracing::warn!(
+                point,
+                "PGFLEET_TEST_STALL_AT is set: jobs stall at that point (tests only)"
+            );
             FaultPoints::new(move |at, tenant| {
                 if at == point {
                     tracing::warn!(point = at, %tenant, "stalled at fault point");

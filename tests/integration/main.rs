@@ -15,5 +15,6 @@ mod runtime;
 mod scale;
 mod scheduler;
 mod security;
+mod servers;
 mod support;
 mod tls;

@@ -31,7 +31,7 @@ async fn add_neon_server(
     region: &str,
     default: bool,
 ) -> serde_json::Value {
-    let mut args = vec![
+    let args = vec![
         "server",
         "add",
         name,
@@ -62,7 +62,6 @@ async fn add_neon_server(
     }
     serde_json::from_slice(&out.stdout).unwrap()
 }
-
 
 fn tenant_json(env: &TestEnv, slug: &str) -> serde_json::Value {
     serde_json::from_str(&cli_ok(env, &["tenant", "show", slug, "--json"])).unwrap()

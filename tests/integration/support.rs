@@ -22,6 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// A second Postgres cluster for fleet tests (placement, moves): `.ci/run` starts it
+/// (`pg_createcluster 15 fleet2 --port 5433`).
+pub const SECOND_URL: &str = "postgres://postgres@127.0.0.1:5433/postgres";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const PGFLEET: &str = env!("CARGO_BIN_EXE_pgfleet");
 
@@ -94,7 +97,10 @@ impl TestEnv {
             server_url: Some(ADMIN_URL.to_owned().into()),
             namespace: Namespace::parse(&self.namespace).unwrap(),
             tenant_migrations: self.migrations_dir.clone(),
-            tenant_limits: pgfleet_shared::catalog::TenantLimits { connection_limit: 10, ..Default::default() },
+            tenant_limits: pgfleet_shared::catalog::TenantLimits {
+                connection_limit: 10,
+                ..Default::default()
+            },
             backup_url: self.backup_url.clone(),
             backup_gzip_level: 3,
             s3_attempt_timeout: Duration::from_secs(120),
@@ -332,6 +338,31 @@ impl TestEnv {
 
     /// Drops everything this test created: tenant databases and roles, the catalog, queues.
     pub async fn cleanup(self) {
+        if let Ok(mut second) = PgConnection::connect(SECOND_URL).await {
+            let prefix = format!("{}_", self.namespace);
+            let dbs: Vec<String> =
+                sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
+                    .bind(&prefix)
+                    .fetch_all(&mut second)
+                    .await
+                    .unwrap_or_default();
+            for db in dbs {
+                let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+                    .execute(&mut second)
+                    .await;
+            }
+            let roles: Vec<String> =
+                sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)")
+                    .bind(&prefix)
+                    .fetch_all(&mut second)
+                    .await
+                    .unwrap_or_default();
+            for role in roles {
+                let _ = sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\""))
+                    .execute(&mut second)
+                    .await;
+            }
+        }
         let mut admin = admin().await;
         let mut databases = self.tenant_databases().await;
         databases.push(format!("{}_catalog", self.namespace));
@@ -927,4 +958,16 @@ pub async fn claim_backup(catalog: &Catalog, slug: &TenantSlug, key: &str) -> Jo
         pgfleet_shared::catalog::ClaimOutcome::Claimed(job) => job,
         other => panic!("not claimed: {other:?}"),
     }
+}
+
+/// The second cluster's `database`, as the superuser; a clear failure if it is not running.
+pub async fn second_db(database: &str) -> PgConnection {
+    PgConnection::connect(&format!("postgres://postgres@127.0.0.1:5433/{database}"))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the second Postgres cluster (127.0.0.1:5433) is not reachable ({e}); \
+                 `.ci/run` starts it, or: pg_createcluster 15 fleet2 --port 5433 --start -- --auth-host=trust --auth-local=trust"
+            )
+        })
 }

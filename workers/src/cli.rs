@@ -431,7 +431,12 @@ pub enum ServerCommand {
         /// `--url` or PGFLEET_NEW_SERVER_URL, which keep it out of the process list.
         #[arg(conflicts_with_all = ["neon", "url"])]
         admin_url: Option<String>,
-        #[arg(long, env = "PGFLEET_NEW_SERVER_URL", hide_env_values = true, conflicts_with = "neon")]
+        #[arg(
+            long,
+            env = "PGFLEET_NEW_SERVER_URL",
+            hide_env_values = true,
+            conflicts_with = "neon"
+        )]
         url: Option<String>,
         /// Tenants it may hold (default: no limit). Placement fills the server with the
         /// most free places first.

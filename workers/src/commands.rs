@@ -10,8 +10,8 @@ use crate::output;
 use anyhow::Result;
 use pgfleet_shared::catalog::JobRecord;
 use pgfleet_shared::fleet::{
-    cursor, BranchMade, Fleet, JobFilter, LimitChanges, RolloutOptions, ServerChanges, ServerSpec, TenantFilter,
-    TenantSettings, MAX_PAGE,
+    cursor, BranchMade, Fleet, JobFilter, LimitChanges, RolloutOptions, ServerChanges, ServerSpec,
+    TenantFilter, TenantSettings, MAX_PAGE,
 };
 use pgfleet_shared::neon::NeonSettings;
 use pgfleet_shared::producer::Enqueued;
@@ -87,7 +87,8 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
             };
             output::print_server(&fleet.set_server(name, changes).await?, *json);
         }
-        Command::Server(ServerCommand::Drain { name, json }) | Command::Server(ServerCommand::Undrain { name, json }) => {
+        Command::Server(ServerCommand::Drain { name, json })
+        | Command::Server(ServerCommand::Undrain { name, json }) => {
             let status = if matches!(command, Command::Server(ServerCommand::Drain { .. })) {
                 ServerStatus::Draining
             } else {
@@ -279,7 +280,11 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
             let code = follow(fleet, vec![enqueued], enqueue).await?;
             if enqueue.wait {
                 let done = fleet.job(job).await?;
-                if let Some(outcome) = done.outcome.as_ref().filter(|_| done.status == JobStatus::Succeeded) {
+                if let Some(outcome) = done
+                    .outcome
+                    .as_ref()
+                    .filter(|_| done.status == JobStatus::Succeeded)
+                {
                     let details = &outcome["details"];
                     eprintln!(
                         "moved {slug} from {} to {}: downtime {} ms, total {} ms",
@@ -298,7 +303,10 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
         TenantCommand::Resume { slug, json } => {
             let (tenant, catch_up) = fleet.resume_tenant(slug).await?;
             if let Some(job) = catch_up {
-                eprintln!("schema behind the latest rollout: provision job {} brings it up to date", job.job.id);
+                eprintln!(
+                    "schema behind the latest rollout: provision job {} brings it up to date",
+                    job.job.id
+                );
             }
             output::print_tenant(&tenant, *json);
         }
@@ -344,7 +352,10 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
             schema_only,
             from_backup,
             json,
-        } => match fleet.branch_tenant(slug, name, *schema_only, *from_backup, None).await? {
+        } => match fleet
+            .branch_tenant(slug, name, *schema_only, *from_backup, None)
+            .await?
+        {
             BranchMade::Ready(branch, url) => output::print_branch_made(&branch, &url, *json),
             BranchMade::Enqueued(enqueued) => {
                 eprintln!("making branch {name} of {slug} (job {})…", enqueued.job.id);

@@ -244,7 +244,11 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
         "Database size of the largest tenants (at most 10; every tenant with --metrics-per-tenant) as last measured.",
     );
     for (slug, bytes, _) in &largest {
-        let _ = writeln!(s, "pgfleet_tenant_storage_bytes{{tenant=\"{}\"}} {bytes}", label(slug));
+        let _ = writeln!(
+            s,
+            "pgfleet_tenant_storage_bytes{{tenant=\"{}\"}} {bytes}",
+            label(slug)
+        );
     }
     family(
         &mut s,
@@ -266,7 +270,12 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
         "Tenants whose database is larger than their storage quota.",
         over_quota.len() as i64,
     );
-    family(&mut s, "pgfleet_server_tenants", "gauge", "Tenants (not deleted) on each server, with its capacity and status.");
+    family(
+        &mut s,
+        "pgfleet_server_tenants",
+        "gauge",
+        "Tenants (not deleted) on each server, with its capacity and status.",
+    );
     for server in catalog.servers().await? {
         let _ = writeln!(
             s,
@@ -276,10 +285,19 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
             server.tenants
         );
     }
-    family(&mut s, "pgfleet_server_capacity", "gauge", "Tenants each server may hold (servers with a capacity only).");
+    family(
+        &mut s,
+        "pgfleet_server_capacity",
+        "gauge",
+        "Tenants each server may hold (servers with a capacity only).",
+    );
     for server in catalog.servers().await? {
         if let Some(capacity) = server.capacity {
-            let _ = writeln!(s, "pgfleet_server_capacity{{server=\"{}\"}} {capacity}", label(&server.name));
+            let _ = writeln!(
+                s,
+                "pgfleet_server_capacity{{server=\"{}\"}} {capacity}",
+                label(&server.name)
+            );
         }
     }
 

@@ -276,7 +276,10 @@ pub(super) async fn update_tenant(
     Ok(Json(views::tenant(&tenant)).into_response())
 }
 
-pub(super) async fn suspend_tenant(State(state): State<Arc<ApiState>>, Path(slug): Path<String>) -> ApiResult {
+pub(super) async fn suspend_tenant(
+    State(state): State<Arc<ApiState>>,
+    Path(slug): Path<String>,
+) -> ApiResult {
     let tenant = state.fleet.suspend_tenant(&parse_slug(&slug)?).await?;
     Ok(Json(views::tenant(&tenant)).into_response())
 }

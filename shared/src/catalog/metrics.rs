@@ -135,7 +135,10 @@ impl Catalog {
 
     /// Live tenants' measured storage: `n` largest (all with `n` = None), and every tenant
     /// over its quota, as (slug, bytes, quota); plus the fleet's total bytes.
-    pub async fn tenant_storage(&self, n: Option<i64>) -> Result<(Vec<(String, i64, Option<i64>)>, Vec<(String, i64, i64)>, i64)> {
+    pub async fn tenant_storage(
+        &self,
+        n: Option<i64>,
+    ) -> Result<(Vec<(String, i64, Option<i64>)>, Vec<(String, i64, i64)>, i64)> {
         let largest = sqlx::query_as(
             "SELECT slug::text, storage_bytes, storage_quota_bytes FROM tenants
               WHERE status IN ('active', 'suspended', 'moving') AND storage_bytes IS NOT NULL

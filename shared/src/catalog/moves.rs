@@ -25,7 +25,8 @@ pub struct MoveRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const SELECT_MOVE: &str = "SELECT job_id, tenant_id, from_server_id, to_server_id, phase, blocked_at, switched_at,
+const SELECT_MOVE: &str =
+    "SELECT job_id, tenant_id, from_server_id, to_server_id, phase, blocked_at, switched_at,
         downtime_ms, verified, error, created_at, finished_at FROM tenant_moves";
 
 impl Catalog {

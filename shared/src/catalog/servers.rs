@@ -35,7 +35,8 @@ impl ServerRecord {
     }
 }
 
-const SELECT_SERVER: &str = "SELECT s.id, s.name::text AS name, s.kind, s.region, s.display_url, s.neon, s.capacity, s.status,
+const SELECT_SERVER: &str =
+    "SELECT s.id, s.name::text AS name, s.kind, s.region, s.display_url, s.neon, s.capacity, s.status,
         (SELECT count(*) FROM tenants t WHERE t.server_id = s.id AND t.status <> 'deleted') AS tenants
    FROM tenant_servers s";
 
@@ -465,7 +466,10 @@ impl Catalog {
 }
 
 /// The server a new tenant goes to among `candidates` (see `place_tenant`), or why none.
-fn choose_server(candidates: &[ServerRecord], region: Option<&str>) -> std::result::Result<ServerRecord, String> {
+fn choose_server(
+    candidates: &[ServerRecord],
+    region: Option<&str>,
+) -> std::result::Result<ServerRecord, String> {
     let mut best: Option<&ServerRecord> = None;
     for s in candidates {
         if s.status != ServerStatus::Active || s.free() == Some(0) {

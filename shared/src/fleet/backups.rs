@@ -62,8 +62,16 @@ impl Fleet {
             )));
         }
         self.tenant(slug).await?;
-        self.enqueue(slug.clone(), JobSpec::Restore(RestoreSpec { backup, into, schema_only: false }), key)
-            .await
+        self.enqueue(
+            slug.clone(),
+            JobSpec::Restore(RestoreSpec {
+                backup,
+                into,
+                schema_only: false,
+            }),
+            key,
+        )
+        .await
     }
 
     /// The tenant's backups, newest first.

@@ -48,8 +48,7 @@ impl LimitChanges {
             limits.statement_timeout_ms = non_negative(v, "statement_timeout")?;
         }
         if let Some(v) = self.idle_in_transaction_timeout_ms {
-            limits.idle_in_transaction_timeout_ms =
-                non_negative(v, "idle_in_transaction_session_timeout")?;
+            limits.idle_in_transaction_timeout_ms = non_negative(v, "idle_in_transaction_session_timeout")?;
         }
         if let Some(v) = self.work_mem_kb {
             if v.is_some_and(|kb| kb < 64) {
@@ -92,10 +91,13 @@ impl Fleet {
         }
         self.catalog.set_tenant_suspended(tenant.id, true).await?;
         let admin = self.servers.admin_pool(tenant.server_id).await?;
-        sqlx::raw_sql(&format!("ALTER ROLE {} WITH NOLOGIN", quote_ident(&tenant.role_name)))
-            .execute(&admin)
-            .await
-            .with_context(|| format!("locking role {}", tenant.role_name))?;
+        sqlx::raw_sql(&format!(
+            "ALTER ROLE {} WITH NOLOGIN",
+            quote_ident(&tenant.role_name)
+        ))
+        .execute(&admin)
+        .await
+        .with_context(|| format!("locking role {}", tenant.role_name))?;
         let ended: Vec<bool> = sqlx::query_scalar(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()",
         )
@@ -121,10 +123,13 @@ impl Fleet {
             )));
         }
         let admin = self.servers.admin_pool(tenant.server_id).await?;
-        sqlx::raw_sql(&format!("ALTER ROLE {} WITH LOGIN", quote_ident(&tenant.role_name)))
-            .execute(&admin)
-            .await
-            .with_context(|| format!("unlocking role {}", tenant.role_name))?;
+        sqlx::raw_sql(&format!(
+            "ALTER ROLE {} WITH LOGIN",
+            quote_ident(&tenant.role_name)
+        ))
+        .execute(&admin)
+        .await
+        .with_context(|| format!("unlocking role {}", tenant.role_name))?;
         self.servers.flush_wal(tenant.server_id).await?;
         self.catalog.set_tenant_suspended(tenant.id, false).await?;
         let target = self
@@ -134,8 +139,12 @@ impl Fleet {
             .and_then(|set| set.target_version());
         let catch_up = match target {
             Some(v) if tenant.schema_version != Some(v) => Some(
-                self.enqueue(slug.clone(), JobSpec::Provision(ProvisionSpec { region: None }), None)
-                    .await?,
+                self.enqueue(
+                    slug.clone(),
+                    JobSpec::Provision(ProvisionSpec { region: None }),
+                    None,
+                )
+                .await?,
             ),
             _ => None,
         };
@@ -188,13 +197,12 @@ impl Fleet {
             return Ok(tenant.storage_bytes);
         }
         let admin = self.servers.admin_pool(tenant.server_id).await?;
-        let size: Option<i64> = sqlx::query_scalar(
-            "SELECT pg_database_size(oid) FROM pg_database WHERE datname = $1",
-        )
-        .bind(&tenant.database_name)
-        .fetch_optional(&admin)
-        .await
-        .context("measuring the tenant's database")?;
+        let size: Option<i64> =
+            sqlx::query_scalar("SELECT pg_database_size(oid) FROM pg_database WHERE datname = $1")
+                .bind(&tenant.database_name)
+                .fetch_optional(&admin)
+                .await
+                .context("measuring the tenant's database")?;
         if let Some(bytes) = size {
             self.catalog.record_storage(&[(tenant.id, bytes)]).await?;
         }

@@ -140,7 +140,10 @@ impl Fleet {
         crate::message::validate_database_name(&into).map_err(|e| FleetError::Invalid(e.to_string()))?;
         if let Some(existing) = self.catalog.branch(tenant.id, name).await? {
             if existing.ready {
-                return Ok(BranchMade::Ready(existing.clone(), self.branch_url(slug, name).await?));
+                return Ok(BranchMade::Ready(
+                    existing.clone(),
+                    self.branch_url(slug, name).await?,
+                ));
             }
         }
         let spec = crate::message::RestoreSpec {

@@ -6,8 +6,8 @@
 //! that does. Also: the server's version, whether pgfleet's admin role can do its work, and
 //! `max_connections` against the sum of the tenants' connection limits.
 
-use super::{Fleet, Result};
 use super::FleetError;
+use super::{Fleet, Result};
 use crate::catalog::ServerRecord;
 use crate::status::ServerStatus;
 use anyhow::Context;
@@ -199,7 +199,11 @@ impl Fleet {
 
     async fn server_version(&self, server: &ServerRecord) -> Option<String> {
         if let Some(neon) = &server.neon {
-            return Some(neon.0.pg_version.map_or_else(|| "neon".to_owned(), |v| format!("neon {v}")));
+            return Some(
+                neon.0
+                    .pg_version
+                    .map_or_else(|| "neon".to_owned(), |v| format!("neon {v}")),
+            );
         }
         let admin = self.servers.admin_pool(server.id).await.ok()?;
         let ask = sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&admin);
@@ -218,18 +222,27 @@ impl Fleet {
             crate::message::validate_region(region).map_err(|e| FleetError::Invalid(e.to_string()))?;
         }
         if changes.status == Some(ServerStatus::Removed) {
-            return Err(FleetError::Invalid("use `pgfleet server remove` to remove a server".into()));
+            return Err(FleetError::Invalid(
+                "use `pgfleet server remove` to remove a server".into(),
+            ));
         }
         if let Some(url) = &changes.url {
             self.set_server_url(name, url).await?;
         }
         let server = self.catalog.server_by_name(name).await?;
         if server.status == ServerStatus::Removed {
-            return Err(FleetError::NotFound(format!("tenant server {name:?} is not registered")));
+            return Err(FleetError::NotFound(format!(
+                "tenant server {name:?} is not registered"
+            )));
         }
         Ok(self
             .catalog
-            .update_server(name, changes.capacity, changes.region.as_ref().map(|r| r.as_deref()), changes.status)
+            .update_server(
+                name,
+                changes.capacity,
+                changes.region.as_ref().map(|r| r.as_deref()),
+                changes.status,
+            )
             .await?)
     }
 

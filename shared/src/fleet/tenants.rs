@@ -109,7 +109,9 @@ impl Fleet {
         let tenant = self.tenant(slug).await?;
         let server = self.catalog.server_by_name(to).await?;
         if server.id == tenant.server_id {
-            return Err(FleetError::Conflict(format!("tenant {slug} is on server {to} already")));
+            return Err(FleetError::Conflict(format!(
+                "tenant {slug} is on server {to} already"
+            )));
         }
         if tenant.server_kind != crate::status::ServerKind::Postgres
             || server.kind != crate::status::ServerKind::Postgres

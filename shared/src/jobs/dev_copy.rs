@@ -202,9 +202,14 @@ async fn copy_schema(
     branch_env: &crate::servers::LibpqEnv,
 ) -> Result<(), JobError> {
     let major = ctx.servers.tenant_server_major(tenant).await?;
-    let pg_dump = pg_tools::find("pg_dump", major).await.map_err(JobError::Permanent)?;
+    let pg_dump = pg_tools::find("pg_dump", major)
+        .await
+        .map_err(JobError::Permanent)?;
     let psql = pg_tools::find("psql", major).await.map_err(JobError::Permanent)?;
-    let tenant_env = ctx.servers.tenant_libpq_env(tenant, &tenant.database_name).await?;
+    let tenant_env = ctx
+        .servers
+        .tenant_libpq_env(tenant, &tenant.database_name)
+        .await?;
     let mut dump = tokio::process::Command::new(&pg_dump.path);
     dump.args(["--schema-only", "--no-owner", "--no-privileges", "--no-password"])
         .stdin(Stdio::null())
@@ -212,7 +217,9 @@ async fn copy_schema(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     tenant_env.apply(&mut dump);
-    let mut dump = dump.spawn().with_context(|| format!("starting {}", pg_dump.path.display()))?;
+    let mut dump = dump
+        .spawn()
+        .with_context(|| format!("starting {}", pg_dump.path.display()))?;
     let dump_out: Stdio = dump
         .stdout
         .take()
@@ -221,19 +228,32 @@ async fn copy_schema(
         .context("piping pg_dump into psql")?;
     let dump_err = pg_tools::collect_stderr(dump.stderr.take().context("pg_dump has no stderr")?);
     let mut load = tokio::process::Command::new(&psql.path);
-    load.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password"])
-        .stdin(dump_out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    load.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--single-transaction",
+        "--no-password",
+    ])
+    .stdin(dump_out)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     branch_env.apply(&mut load);
-    let mut load = load.spawn().with_context(|| format!("starting {}", psql.path.display()))?;
+    let mut load = load
+        .spawn()
+        .with_context(|| format!("starting {}", psql.path.display()))?;
     let load_err = pg_tools::collect_stderr(load.stderr.take().context("psql has no stderr")?);
     let (dump_status, load_status) = (dump.wait().await, load.wait().await);
     let dump_status = dump_status.context("waiting for pg_dump")?;
     let load_status = load_status.context("waiting for psql")?;
     if !dump_status.success() {
-        return Err(anyhow!("pg_dump --schema-only failed ({dump_status}): {}", dump_err.await.unwrap_or_default().trim()).into());
+        return Err(anyhow!(
+            "pg_dump --schema-only failed ({dump_status}): {}",
+            dump_err.await.unwrap_or_default().trim()
+        )
+        .into());
     }
     if !load_status.success() {
         return Err(JobError::permanent(format!(

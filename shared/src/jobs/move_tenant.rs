@@ -114,7 +114,11 @@ enum Begun {
 }
 
 /// The first attempt: checks the request and records the move.
-async fn begin(ctx: &JobContext, claimed: &Claimed<MoveSpec>, tenant: &TenantRecord) -> Result<Begun, JobError> {
+async fn begin(
+    ctx: &JobContext,
+    claimed: &Claimed<MoveSpec>,
+    tenant: &TenantRecord,
+) -> Result<Begun, JobError> {
     let slug = &claimed.tenant;
     let to = match ctx.catalog.server_by_name(&claimed.spec.to).await {
         Ok(server) if server.status != ServerStatus::Removed => server,
@@ -158,7 +162,10 @@ async fn begin(ctx: &JobContext, claimed: &Claimed<MoveSpec>, tenant: &TenantRec
             to.capacity.unwrap_or(0)
         )));
     }
-    let (source_major, target_major) = (server_major(ctx, tenant.server_id).await?, server_major(ctx, to.id).await?);
+    let (source_major, target_major) = (
+        server_major(ctx, tenant.server_id).await?,
+        server_major(ctx, to.id).await?,
+    );
     if target_major < source_major {
         return Err(JobError::permanent(format!(
             "server {} runs PostgreSQL {target_major}, older than {}'s {source_major}: a dump does not load into an older major version",
@@ -221,10 +228,13 @@ async fn copy_and_verify(
     ctx.faults.check("move.after_target_role", slug)?;
 
     // Downtime starts: no new session of the tenant on the source, and none left.
-    sqlx::raw_sql(&format!("ALTER ROLE {} WITH NOLOGIN", quote_ident(&tenant.role_name)))
-        .execute(&source)
-        .await
-        .doing("blocking the tenant's logins on the source")?;
+    sqlx::raw_sql(&format!(
+        "ALTER ROLE {} WITH NOLOGIN",
+        quote_ident(&tenant.role_name)
+    ))
+    .execute(&source)
+    .await
+    .doing("blocking the tenant's logins on the source")?;
     ctx.catalog.move_blocked(job).await?;
     end_sessions(&source, &tenant.role_name).await?;
     ctx.faults.check("move.after_block", slug)?;
@@ -256,7 +266,11 @@ async fn copy_and_verify(
         return Err(JobError::permanent(format!(
             "the copy on {} does not match the source (tables differing: {}); the move was rolled back",
             to.name,
-            differing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            differing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let rows: i64 = source_sums.values().map(|(n, _)| *n).sum();
@@ -278,16 +292,20 @@ async fn copy_and_verify(
 
 /// The tenant's role on the target: same name and password, NOLOGIN until the switch, its
 /// limits. A role of that name that this job did not make is never adopted.
-async fn ensure_target_role(ctx: &JobContext, target: &PgPool, tenant: &TenantRecord, job: Uuid) -> Result<(), JobError> {
+async fn ensure_target_role(
+    ctx: &JobContext,
+    target: &PgPool,
+    tenant: &TenantRecord,
+    job: Uuid,
+) -> Result<(), JobError> {
     let role = quote_ident(&tenant.role_name);
     let marker = format!("pgfleet tenant {} (move job {job})", tenant.slug);
-    let existing: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-    )
-    .bind(&tenant.role_name)
-    .fetch_optional(target)
-    .await
-    .doing("looking for the tenant's role on the target")?;
+    let existing: Option<Option<String>> =
+        sqlx::query_scalar("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1")
+            .bind(&tenant.role_name)
+            .fetch_optional(target)
+            .await
+            .doing("looking for the tenant's role on the target")?;
     let password = ctx.catalog.tenant_password(tenant)?;
     let verifier = tokio::task::spawn_blocking(move || scram_sha256_verifier(&password))
         .await
@@ -390,7 +408,12 @@ async fn owned_by(admin: &PgPool, database: &str, role: &str) -> Result<bool, Jo
 }
 
 /// The mover login: a member of the tenant's role with a password only this attempt knows.
-async fn ensure_mover(admin: &PgPool, mover: &str, tenant_role: &str, password: &SecretString) -> Result<(), JobError> {
+async fn ensure_mover(
+    admin: &PgPool,
+    mover: &str,
+    tenant_role: &str,
+    password: &SecretString,
+) -> Result<(), JobError> {
     let password = password.clone();
     let verifier = tokio::task::spawn_blocking(move || scram_sha256_verifier(&password))
         .await
@@ -471,11 +494,18 @@ async fn stream_copy(
     .kill_on_drop(true);
     source_env.apply(&mut dump);
     let mut load = tokio::process::Command::new(&psql.path);
-    load.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    load.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--single-transaction",
+        "--no-password",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     target_env.apply(&mut load);
     let mut dump = dump
         .spawn()
@@ -500,9 +530,16 @@ async fn stream_copy(
     drop(load_in);
     let dump_status = dump.wait().await.context("waiting for pg_dump")?;
     let load_status = load.wait().await.context("waiting for psql")?;
-    let (dump_err, load_err) = (dump_err.await.unwrap_or_default(), load_err.await.unwrap_or_default());
+    let (dump_err, load_err) = (
+        dump_err.await.unwrap_or_default(),
+        load_err.await.unwrap_or_default(),
+    );
     if !dump_status.success() {
-        return Err(anyhow!("pg_dump of the tenant failed ({dump_status}): {}", dump_err.trim()).into());
+        return Err(anyhow!(
+            "pg_dump of the tenant failed ({dump_status}): {}",
+            dump_err.trim()
+        )
+        .into());
     }
     if !load_status.success() {
         return Err(JobError::permanent(format!(
@@ -595,7 +632,11 @@ async fn finish(ctx: &JobContext, tenant: &TenantRecord, record: &MoveRecord) ->
     }
     ctx.servers.flush_wal(record.from_server_id).await?;
     ctx.catalog.finish_move(record.job_id).await?;
-    let record = ctx.catalog.tenant_move(record.job_id).await?.unwrap_or_else(|| record.clone());
+    let record = ctx
+        .catalog
+        .tenant_move(record.job_id)
+        .await?
+        .unwrap_or_else(|| record.clone());
     done_outcome(ctx, &record, "moved").await
 }
 
@@ -625,17 +666,23 @@ async fn roll_back(
     let source = ctx.servers.admin_pool(record.from_server_id).await?;
     let mover = mover_role(ctx, record.job_id);
     let marker = copy_marker(record.job_id);
-    let comment: Option<Option<String>> =
-        sqlx::query_scalar("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1")
-            .bind(&tenant.database_name)
-            .fetch_optional(&target)
-            .await?;
+    let comment: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+    )
+    .bind(&tenant.database_name)
+    .fetch_optional(&target)
+    .await?;
     let final_comment = format!("pgfleet tenant {}", tenant.slug);
     if let Some(Some(c)) = comment {
-        if c == marker || (c == final_comment && owned_by(&target, &tenant.database_name, &tenant.role_name).await?) {
-            sqlx::raw_sql(&format!("DROP DATABASE {} WITH (FORCE)", quote_ident(&tenant.database_name)))
-                .execute(&target)
-                .await?;
+        if c == marker
+            || (c == final_comment && owned_by(&target, &tenant.database_name, &tenant.role_name).await?)
+        {
+            sqlx::raw_sql(&format!(
+                "DROP DATABASE {} WITH (FORCE)",
+                quote_ident(&tenant.database_name)
+            ))
+            .execute(&target)
+            .await?;
         }
     }
     let role_marker = format!("pgfleet tenant {} (move job {})", tenant.slug, record.job_id);
@@ -652,7 +699,9 @@ async fn roll_back(
     // The source role as the catalog says it should be (LOGIN unless suspended).
     super::provision::ensure_role(ctx, &source, tenant).await?;
     ctx.servers.flush_wal(record.from_server_id).await?;
-    ctx.catalog.roll_back_move(record.job_id, tenant.id, error).await?;
+    ctx.catalog
+        .roll_back_move(record.job_id, tenant.id, error)
+        .await?;
     warn!(tenant = %tenant.slug, "the unfinished move was undone; the tenant is active on its old server");
     Ok(())
 }

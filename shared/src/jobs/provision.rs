@@ -295,7 +295,9 @@ pub(crate) async fn ensure_role(
         && !state.rolcreaterole
         && state.rolconnlimit == limit;
     if password_ok && attributes_ok {
-        return Ok(settings_changed(crate::limits::ensure_role_settings(admin, tenant).await?));
+        return Ok(settings_changed(
+            crate::limits::ensure_role_settings(admin, tenant).await?,
+        ));
     }
     let verifier = verifier_off_runtime(&password).await?;
     let alter = format!(

@@ -318,7 +318,10 @@ async fn choose_backup(
 /// Copies the object into a temp file that is unlinked at once (nothing is left behind,
 /// whatever happens to this process), reading no more than the recorded size, and checks
 /// size and SHA-256 against the catalog. Returns the file, rewound.
-pub(super) async fn fetch_verified(ctx: &JobContext, backup: &BackupRecord) -> Result<tokio::fs::File, JobError> {
+pub(super) async fn fetch_verified(
+    ctx: &JobContext,
+    backup: &BackupRecord,
+) -> Result<tokio::fs::File, JobError> {
     let expected_sha = backup
         .sha256
         .clone()

@@ -39,7 +39,8 @@ impl RestoreSpec {
         if schema_only && (backup.is_some() || !into.starts_with("branch:")) {
             return Err(MessageError::InvalidField {
                 field: "schema_only",
-                why: "is for branches (into branch:NAME) and copies the live schema, so it takes no backup".into(),
+                why: "is for branches (into branch:NAME) and copies the live schema, so it takes no backup"
+                    .into(),
             });
         }
         Ok(Self {

@@ -42,7 +42,9 @@ impl Worker {
                 last_storage = std::time::Instant::now();
                 match crate::limits::measure_all(&self.ctx.catalog, &self.ctx.servers).await {
                     Ok(n) => debug!(tenants = n, "measured tenant storage"),
-                    Err(e) => warn!(error = %format!("{e:#}"), "measuring tenant storage failed; will try again"),
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "measuring tenant storage failed; will try again")
+                    }
                 }
             }
         }
