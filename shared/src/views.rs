@@ -84,6 +84,8 @@ pub fn branch(b: &BranchRecord) -> Value {
         "neon_branch_id": b.neon_branch_id,
         "ready": b.ready,
         "job_id": b.job_id,
+        "database": b.database_name,
+        "backup_id": b.backup_id,
         "created_at": time(&b.created_at),
     })
 }
