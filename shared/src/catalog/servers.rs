@@ -24,7 +24,7 @@ pub struct ServerRecord {
     /// Tenants (not deleted) it may hold; `None`: no limit.
     pub capacity: Option<i32>,
     pub status: ServerStatus,
-    /// Tenants on it that are not deleted.
+    /// Tenants on it that are not deleted, plus those being moved to it.
     pub tenants: i64,
 }
 
@@ -35,9 +35,12 @@ impl ServerRecord {
     }
 }
 
+/// `tenants` counts the server's tenants that are not deleted, and those on their way to it
+/// (an unfinished move's target): a place promised to a move is not given to a signup.
 const SELECT_SERVER: &str =
     "SELECT s.id, s.name::text AS name, s.kind, s.region, s.display_url, s.neon, s.capacity, s.status,
-        (SELECT count(*) FROM tenants t WHERE t.server_id = s.id AND t.status <> 'deleted') AS tenants
+        (SELECT count(*) FROM tenants t WHERE t.server_id = s.id AND t.status <> 'deleted')
+        + (SELECT count(*) FROM tenant_moves m WHERE m.to_server_id = s.id AND m.phase = 'copying') AS tenants
    FROM tenant_servers s";
 
 /// Why no server could take a new tenant.

@@ -71,6 +71,48 @@ pub async fn run(
     if row.ready {
         return Ok(Outcome::new("already branched", outcome.details));
     }
+    // One job at a time makes a given branch (two requests for a new name may race): the
+    // other is retried once this one is done, and then finds it made.
+    let mut lock = ctx
+        .catalog
+        .pool()
+        .acquire()
+        .await
+        .context("taking a catalog connection for the branch's lock")?
+        .detach();
+    let id = row.id.as_u128();
+    let key = ((id >> 64) as u64 ^ id as u64) as i32;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(BRANCH_LOCK)
+        .bind(key)
+        .fetch_one(&mut lock)
+        .await
+        .context("locking the branch")?;
+    if !locked {
+        let _ = sqlx::Connection::close(lock).await;
+        return Err(anyhow!("another job is making branch {name} right now; retried later").into());
+    }
+    let made = make(ctx, tenant, backup, name, &object, &row, outcome).await;
+    // Closing the connection releases the lock.
+    let _ = sqlx::Connection::close(lock).await;
+    made
+}
+
+/// Class of the session advisory lock one branch's job holds ("BRCH").
+const BRANCH_LOCK: i32 = 0x4252_4348;
+
+async fn make(
+    ctx: &JobContext,
+    tenant: &TenantRecord,
+    backup: Option<BackupRecord>,
+    name: &str,
+    object: &str,
+    row: &crate::catalog::BranchRecord,
+    outcome: Outcome,
+) -> Result<Outcome, JobError> {
+    if ctx.catalog.branch_uri(row.id).await?.is_some() {
+        return Ok(Outcome::new("already branched", outcome.details));
+    }
     let admin = ctx.servers.admin_pool(tenant.server_id).await?;
     // A backup is verified before anything is made: a tampered object leaves nothing.
     let verified = match &backup {
@@ -79,32 +121,32 @@ pub async fn run(
     };
     let password = generate_password();
     // Marked with the branch's id: any job making this branch adopts what an earlier made.
-    ensure_branch_role(&admin, &object, tenant, name, row.id, &password).await?;
-    prepare_database(&admin, &object, row.id).await?;
+    ensure_branch_role(&admin, object, tenant, name, row.id, &password).await?;
+    prepare_database(&admin, object, row.id).await?;
     let env = ctx
         .servers
-        .role_libpq_env(tenant.server_id, &object, &password, &object)
+        .role_libpq_env(tenant.server_id, object, &password, object)
         .await?;
     let loaded = match (verified, &backup) {
         (Some(file), Some(b)) => load(ctx, tenant, b, file, &env).await,
-        _ => copy_schema(ctx, tenant, &object, &env).await,
+        _ => copy_schema(ctx, tenant, object, &env).await,
     };
     if let Err(e) = loaded {
         if matches!(e, JobError::Permanent(_)) {
-            let _ = drop_branch_objects(&admin, &object).await;
+            let _ = drop_branch_objects(&admin, object).await;
         }
         return Err(e);
     }
     sqlx::raw_sql(&format!(
         "COMMENT ON DATABASE {} IS {}",
-        quote_ident(&object),
+        quote_ident(object),
         quote_literal(&format!("pgfleet branch {name} of tenant {}", tenant.slug))
     ))
     .execute(&admin)
     .await
     .doing("marking the branch complete")?;
     ctx.servers.flush_wal(tenant.server_id).await?;
-    let url = branch_url(ctx, tenant, &object, &password).await?;
+    let url = branch_url(ctx, tenant, object, &password).await?;
     ctx.catalog.set_branch_ready(row.id, &url).await?;
     info!(branch = name, database = %object, "dev copy made");
     Ok(outcome)
@@ -308,4 +350,22 @@ pub async fn delete(
     }
     catalog.delete_branch_row(branch.id).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::branch_object_name;
+
+    #[test]
+    fn branch_names_fit_and_never_look_like_a_tenant() {
+        assert_eq!(branch_object_name("pgfleet", "acme", "dev"), "pgfleet_acme_dev");
+        let slug = format!("a{}", "b".repeat(50));
+        let (a, b) = (
+            branch_object_name("pgfleet", &slug, "pr-1"),
+            branch_object_name("pgfleet", &slug, "pr-2"),
+        );
+        assert!(a.len() <= 63 && b.len() <= 63 && a != b, "{a} {b}");
+        // Tenant names are `<namespace>_<slug>` and slugs have no '_': a branch always has two.
+        assert!(a.matches('_').count() >= 2, "{a}");
+    }
 }
