@@ -416,9 +416,7 @@ async fn limits_are_set_from_defaults_changed_per_tenant_and_reasserted() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(&format!(
-            "pgfleet_tenant_storage_over_quota_bytes{{tenant=\"capped\"}}"
-        )),
+        metrics.contains("pgfleet_tenant_storage_over_quota_bytes{tenant=\"capped\"}"),
         "{metrics}"
     );
     assert!(metrics.contains("pgfleet_tenants{status=\"suspended\"} 0"));

@@ -55,7 +55,7 @@ pub async fn run(ctx: &JobContext, claimed: &Claimed<MoveSpec>) -> Result<Outcom
         },
     };
     match record.phase.as_str() {
-        "done" => return Ok(done_outcome(ctx, &record, "already moved").await?),
+        "done" => return done_outcome(ctx, &record, "already moved").await,
         "rolled_back" => {
             return Err(JobError::permanent(format!(
                 "this move was rolled back: {}",
