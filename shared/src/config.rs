@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(slots.get(JobKind::Backup), 6);
         assert_eq!(slots.get(JobKind::Provision), 16);
         assert_eq!(slots.get(JobKind::Migrate), 8);
-        assert_eq!(slots.total(), 6 + 16 + 8 + 2 + 2 + 2);
+        assert_eq!(slots.total(), 6 + 16 + 8 + 2 + 2 + 2 + 2);
         for bad in ["backup", "backups=2", "backup=0", "backup=x"] {
             let err = KindSlots::parse(8, bad).unwrap_err().to_string();
             assert!(err.contains("PGFLEET_KIND_CONCURRENCY"), "{err}");
