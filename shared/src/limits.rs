@@ -120,6 +120,25 @@ pub async fn measure_all(
     Ok(measured)
 }
 
+/// Measures one tenant's database and records it (after a provision or a move, so a new
+/// figure does not wait for the next sweep). A failure is only logged: the sweep retries.
+pub async fn record_size(catalog: &crate::catalog::Catalog, admin: &PgPool, tenant: &TenantRecord) {
+    let size: Result<Option<i64>, sqlx::Error> =
+        sqlx::query_scalar("SELECT pg_database_size(oid) FROM pg_database WHERE datname = $1")
+            .bind(&tenant.database_name)
+            .fetch_optional(admin)
+            .await;
+    match size {
+        Ok(Some(bytes)) => {
+            if let Err(e) = catalog.record_storage(&[(tenant.id, bytes)]).await {
+                tracing::warn!(error = %e, "could not record the tenant's storage");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not measure the tenant's database"),
+    }
+}
+
 /// A size such as `64MB`, `10GB`, `512kB` or a plain number of bytes.
 pub fn parse_size(text: &str) -> Result<i64, String> {
     let err = || format!("{text:?} is not a size: use e.g. 512kB, 64MB or 10GB");

@@ -327,18 +327,7 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
                 eprintln!("next page: --cursor {next}");
             }
         }
-        TenantCommand::Show { slug, json } => {
-            let tenant = fleet.tenant(slug).await?;
-            // A fresh storage figure when the server answers; the last recorded one if not.
-            let tenant = match fleet.measure_storage(&tenant).await {
-                Ok(_) => fleet.tenant(slug).await?,
-                Err(e) => {
-                    eprintln!("warning: could not measure the tenant's database now: {e}");
-                    tenant
-                }
-            };
-            output::print_tenant(&tenant, *json)
-        }
+        TenantCommand::Show { slug, json } => output::print_tenant(&fleet.tenant(slug).await?, *json),
         TenantCommand::Url { slug, direct, branch } => {
             let url = match branch {
                 Some(name) => fleet.branch_url(slug, name).await?,

@@ -186,29 +186,6 @@ impl Fleet {
         self.tenant(slug).await
     }
 
-    /// Measures the tenant's database (`pg_database_size`) and records it.
-    pub async fn measure_storage(&self, tenant: &TenantRecord) -> Result<Option<i64>> {
-        if tenant.server_kind == ServerKind::Neon
-            || !matches!(
-                tenant.status,
-                TenantStatus::Active | TenantStatus::Suspended | TenantStatus::Moving
-            )
-        {
-            return Ok(tenant.storage_bytes);
-        }
-        let admin = self.servers.admin_pool(tenant.server_id).await?;
-        let size: Option<i64> =
-            sqlx::query_scalar("SELECT pg_database_size(oid) FROM pg_database WHERE datname = $1")
-                .bind(&tenant.database_name)
-                .fetch_optional(&admin)
-                .await
-                .context("measuring the tenant's database")?;
-        if let Some(bytes) = size {
-            self.catalog.record_storage(&[(tenant.id, bytes)]).await?;
-        }
-        Ok(size)
-    }
-
     /// Measures every live self-hosted tenant's database (see `limits::measure_all`).
     pub async fn measure_all_storage(&self) -> Result<usize> {
         Ok(crate::limits::measure_all(&self.catalog, &self.servers).await?)

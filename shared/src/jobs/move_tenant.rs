@@ -631,6 +631,7 @@ async fn finish(ctx: &JobContext, tenant: &TenantRecord, record: &MoveRecord) ->
         drop_role(&source, &tenant.role_name).await?;
     }
     ctx.servers.flush_wal(record.from_server_id).await?;
+    crate::limits::record_size(&ctx.catalog, &target, tenant).await;
     ctx.catalog.finish_move(record.job_id).await?;
     let record = ctx
         .catalog

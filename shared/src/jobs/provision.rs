@@ -84,6 +84,7 @@ async fn provision(
     ctx.servers.flush_wal(tenant.server_id).await?;
 
     let was_active = activate(ctx, &tenant, &applied, fence).await?;
+    crate::limits::record_size(&ctx.catalog, &admin, &tenant).await;
 
     let nothing_done =
         was_active && role_changed.is_none() && !database_created && applied.applied.is_empty();
