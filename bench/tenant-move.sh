@@ -45,7 +45,7 @@ for _ in $(seq 1 60); do grep -q consuming "$work/worker.log" && break; sleep 0.
 tenant_url="$("$pgfleet" tenant url big)"
 db="${ns}_big"
 echo "loading bench/tenant-data.sql scale $scale into tenant big…"
-"$bin/psql" -X -q -v scale="$scale" -d "$tenant_url" -f bench/tenant-data.sql >/dev/null
+"$bin/psql" -X -q -v scale="$scale" -d "$tenant_url" -f bench/tenant-data.sql >/dev/null 2>&1
 size="$("$bin/psql" -X -At -d "$src/postgres" -c "SELECT pg_size_pretty(pg_database_size('$db'))")"
 "$pgfleet" server undrain second >/dev/null
 
@@ -81,6 +81,6 @@ printf '\nmove of a tenant of %s (bench/tenant-data.sql scale %s), 5432 → 5433
 printf '%-52s %12s %12s\n' "" "downtime" "total"
 printf '%-52s %10s ms %10s ms\n' "by hand: pg_dump -Fc + pg_restore" "$hand_ms" "$hand_ms"
 printf '%-52s %10s ms %10s ms\n' "by hand: pg_dump -Fc + pg_restore -j 2" "$hand_j_ms" "$hand_j_ms"
-printf '%-52s %10s ms %10s ms\n' "pgfleet tenant move (job; verified $verified)" "$downtime" "$job_ms"
+printf "%-52s %10s ms %10s ms\n" "pgfleet tenant move (the job, copy verified)" "$downtime" "$job_ms"
 printf '%-52s %10s    %10s ms\n' "pgfleet tenant move --wait, as the CLI user waits" "" "$cli_ms"
-printf '(by hand: dump %s ms, restore %s ms / -j 2 %s ms; no verification, no catalog switch, roles made by hand)\n' "$dump_ms" "$restore_ms" "$restore_j_ms"
+printf '(verified: %s; by hand: dump %s ms, restore %s ms / -j 2 %s ms, no verification, no catalog switch, roles made by hand)\n' "${verified//_/ }" "$dump_ms" "$restore_ms" "$restore_j_ms"
