@@ -86,6 +86,7 @@ pub fn branch(b: &BranchRecord) -> Value {
         "job_id": b.job_id,
         "database": b.database_name,
         "backup_id": b.backup_id,
+        "backups": b.backups_enabled,
         "created_at": time(&b.created_at),
     })
 }
@@ -111,6 +112,7 @@ pub fn backup(b: &BackupRecord) -> Value {
     json!({
         "id": b.id,
         "tenant": b.tenant,
+        "branch": b.branch,
         "key": b.key,
         "bytes": b.bytes,
         "raw_bytes": b.raw_bytes,

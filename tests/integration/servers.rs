@@ -554,6 +554,86 @@ async fn a_branch_has_the_parents_data_and_credentials_of_its_own() {
         databases_on(&mut admin, &prefix).await,
         vec![format!("{prefix}bare"), format!("{prefix}dev")]
     );
+
+    // Copies are not backed up unless asked; asked, they are backed up with their tenant,
+    // as themselves, under the tenant's prefix, without counting as the tenant's backups.
+    let backups = |env: &TestEnv| json_of(&cli_ok(env, &["backups", "list", "parent", "--json"]));
+    assert!(backups(&env)
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["branch"].is_null()));
+    let set = json_of(&cli_ok(
+        &env,
+        &[
+            "tenant",
+            "branch-set",
+            "parent",
+            "--name",
+            "dev",
+            "--backups",
+            "on",
+            "--json",
+        ],
+    ));
+    assert_eq!(set[0]["backups"], true, "{set}");
+    let job = json_of(&cli_ok(&env, &["backup", "parent", "--wait", "--json"]));
+    let copies = job["outcome"]["details"]["branches"].as_array().unwrap().clone();
+    assert_eq!(copies.len(), 1, "only the copy asked for: {job}");
+    assert_eq!(copies[0]["branch"], "dev");
+    let key = copies[0]["key"].as_str().unwrap().to_owned();
+    assert!(
+        key.contains(&format!("{}/parent/branch-dev-", env.namespace)),
+        "{key}"
+    );
+    let listed = backups(&env);
+    let of_dev: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["branch"] == "dev")
+        .collect();
+    assert_eq!(of_dev.len(), 1);
+    assert_eq!(of_dev[0]["status"], "succeeded");
+    // The copy's backup is the copy's data, restorable with stock tools.
+    let object = env.dir.join("backups").join(key.trim_start_matches('/'));
+    let sql = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gunzip -c '{}' | grep -c 'after the first backup'",
+            object.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sql.stdout).trim(),
+        "1",
+        "{}",
+        object.display()
+    );
+    // Once the copy is deleted, its backups expire with the tenant's retention; the
+    // tenant's newest good one stays.
+    cli_ok(&env, &["tenant", "branch-delete", "parent", "--name", "dev"]);
+    cli_ok(&env, &["tenant", "set", "parent", "--retention-days", "0"]);
+    cli_ok(&env, &["prune", "parent", "--wait"]);
+    let listed = backups(&env);
+    let statuses = |branch: Option<&str>| -> Vec<String> {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["branch"].as_str() == branch)
+            .map(|b| b["status"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(statuses(Some("dev")), vec!["pruned"]);
+    assert_eq!(
+        statuses(None).iter().filter(|s| *s == "succeeded").count(),
+        1,
+        "{listed}"
+    );
+    assert!(!object.exists());
+
     cli_ok(&env, &["tenant", "delete", "parent", "--wait"]);
     assert!(databases_on(&mut admin, &prefix).await.is_empty());
     assert!(roles_on(&mut admin, &prefix).await.is_empty());
@@ -985,6 +1065,18 @@ async fn the_api_manages_servers_moves_suspends_and_branches() {
         shown.iter().filter(|k| *k != "url").count(),
         properties("Branch").len() - 1,
         "{first}"
+    );
+    let (status, patched) = call(
+        &client,
+        Method::PATCH,
+        &format!("{base}/v1/tenants/webby/branches/qa"),
+        Some(serde_json::json!({"backups": true})),
+    )
+    .await;
+    assert_eq!(
+        (status, patched["backups"].as_bool()),
+        (200, Some(true)),
+        "{patched}"
     );
     let (status, url) = call(
         &client,

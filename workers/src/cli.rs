@@ -299,6 +299,14 @@ pub fn parse_quota(raw: &str) -> Result<Option<i64>, String> {
     pgfleet_shared::limits::parse_size(raw).map(Some)
 }
 
+fn parse_on_off(raw: &str) -> Result<bool, String> {
+    match raw {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("{raw:?}: use on or off")),
+    }
+}
+
 /// A capacity: a number of tenants, or `none`.
 fn parse_capacity(raw: &str) -> Result<Option<i32>, String> {
     if raw == "none" {
@@ -608,6 +616,9 @@ pub enum TenantCommand {
         /// Backup id to copy (self-hosted; default: the newest good one).
         #[arg(long)]
         from_backup: Option<uuid::Uuid>,
+        /// Back the copy up with its tenant (scheduled and requested backups; off by default).
+        #[arg(long)]
+        backups: bool,
         /// Print the branch as JSON (with its `url`).
         #[arg(long)]
         json: bool,
@@ -615,6 +626,16 @@ pub enum TenantCommand {
     /// List a tenant's branches made by pgfleet (dev copies, Neon restore targets).
     Branches {
         slug: TenantSlug,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn backups of a dev copy on or off (they run with the tenant's backups).
+    BranchSet {
+        slug: TenantSlug,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_on_off, action = clap::ArgAction::Set)]
+        backups: bool,
         #[arg(long)]
         json: bool,
     },

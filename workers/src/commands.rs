@@ -340,9 +340,10 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
             name,
             schema_only,
             from_backup,
+            backups,
             json,
         } => match fleet
-            .branch_tenant(slug, name, *schema_only, *from_backup, None)
+            .branch_tenant(slug, name, *schema_only, *from_backup, *backups, None)
             .await?
         {
             BranchMade::Ready(branch, url) => output::print_branch_made(&branch, &url, *json),
@@ -363,6 +364,12 @@ async fn tenant(fleet: &Fleet, cmd: &TenantCommand) -> Result<ExitCode> {
             }
         },
         TenantCommand::Branches { slug, json } => output::print_branches(&fleet.branches(slug).await?, *json),
+        TenantCommand::BranchSet {
+            slug,
+            name,
+            backups,
+            json,
+        } => output::print_branches(&[fleet.set_branch_backups(slug, name, *backups).await?], *json),
         TenantCommand::BranchDelete { slug, name } => {
             fleet.delete_branch(slug, name).await?;
             eprintln!("deleted branch {name} of tenant {slug}");

@@ -72,7 +72,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route(
             "/v1/tenants/{slug}/branches/{name}",
-            axum::routing::delete(routes::delete_branch),
+            axum::routing::delete(routes::delete_branch).patch(routes::update_branch),
         )
         .route("/v1/tenants/{slug}/branches/{name}/url", get(routes::branch_url))
         .route("/v1/servers", get(routes::list_servers).post(routes::add_server))

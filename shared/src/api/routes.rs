@@ -316,6 +316,8 @@ pub(super) struct CreateBranch {
     #[serde(default)]
     schema_only: bool,
     from_backup: Option<uuid::Uuid>,
+    #[serde(default)]
+    backups: bool,
     key: Option<String>,
 }
 
@@ -332,7 +334,14 @@ pub(super) async fn create_branch(
     let key = idempotency_key(&headers, body.key)?;
     match state
         .fleet
-        .branch_tenant(&slug, &body.name, body.schema_only, body.from_backup, key)
+        .branch_tenant(
+            &slug,
+            &body.name,
+            body.schema_only,
+            body.from_backup,
+            body.backups,
+            key,
+        )
         .await?
     {
         crate::fleet::BranchMade::Ready(branch, url) => {
@@ -357,6 +366,24 @@ pub(super) async fn branch_url(
     use secrecy::ExposeSecret;
     let url = state.fleet.branch_url(&parse_slug(&slug)?, &name).await?;
     Ok(Json(json!({ "url": url.expose_secret() })).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateBranch {
+    backups: bool,
+}
+
+pub(super) async fn update_branch(
+    State(state): State<Arc<ApiState>>,
+    Path((slug, name)): Path<(String, String)>,
+    JsonBody(body): JsonBody<UpdateBranch>,
+) -> ApiResult {
+    let branch = state
+        .fleet
+        .set_branch_backups(&parse_slug(&slug)?, &name, body.backups)
+        .await?;
+    Ok(Json(views::branch(&branch)).into_response())
 }
 
 pub(super) async fn delete_branch(

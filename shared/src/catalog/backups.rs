@@ -30,12 +30,14 @@ pub struct BackupRecord {
     pub pruned_at: Option<DateTime<Utc>>,
     /// Status of the job that wrote it (`None` if the job row is gone).
     pub job_status: Option<JobStatus>,
+    /// A backup of the tenant's dev copy of that name (`None`: of the tenant itself).
+    pub branch: Option<String>,
 }
 
 const SELECT_BACKUP: &str =
     "SELECT b.id, b.tenant_id, t.slug::text AS tenant, b.job_id, b.key, b.status, b.bytes,
         b.raw_bytes, b.sha256, b.compression, b.pg_dump, b.duration_ms, b.error, b.created_at, b.finished_at,
-        b.pruned_at, j.status AS job_status
+        b.pruned_at, j.status AS job_status, b.branch
    FROM backups b JOIN tenants t ON t.id = b.tenant_id LEFT JOIN jobs j ON j.id = b.job_id";
 
 /// Figures of a completed backup.
@@ -57,10 +59,11 @@ impl Catalog {
         fence: Fence,
         key: &str,
         created_at: DateTime<Utc>,
+        branch: Option<&str>,
     ) -> Result<Uuid> {
         let recorded: Option<Uuid> = sqlx::query_scalar(&format!(
-            "INSERT INTO backups (id, tenant_id, job_id, key, created_at)
-             SELECT $1, $2, $3, $4, $5 WHERE {fenced}
+            "INSERT INTO backups (id, tenant_id, job_id, key, created_at, branch)
+             SELECT $1, $2, $3, $4, $5, $7 WHERE {fenced}
              ON CONFLICT (key) DO UPDATE SET status = 'running', error = NULL, finished_at = NULL,
                     created_at = EXCLUDED.created_at
              WHERE backups.status = 'failed' AND backups.job_id = EXCLUDED.job_id
@@ -73,6 +76,7 @@ impl Catalog {
         .bind(key)
         .bind(created_at)
         .bind(fence.epoch)
+        .bind(branch)
         .fetch_optional(self.pool())
         .await?;
         recorded.ok_or_else(|| {
@@ -159,16 +163,23 @@ impl Catalog {
 
     /// The good backup an earlier attempt of this job stored and recorded, if any: the job's
     /// own outcome was lost after it (a killed worker), and a re-run must not store another.
-    pub async fn succeeded_backup_of_job(&self, job_id: Uuid) -> Result<Option<BackupRecord>> {
+    /// `branch`: of that dev copy; `None`: of the tenant itself.
+    pub async fn succeeded_backup_of_job(
+        &self,
+        job_id: Uuid,
+        branch: Option<&str>,
+    ) -> Result<Option<BackupRecord>> {
         Ok(sqlx::query_as(&format!(
-            "{SELECT_BACKUP} WHERE b.job_id = $1 AND b.status = 'succeeded' ORDER BY b.created_at DESC LIMIT 1"
+            "{SELECT_BACKUP} WHERE b.job_id = $1 AND b.status = 'succeeded' AND b.branch IS NOT DISTINCT FROM $2
+              ORDER BY b.created_at DESC LIMIT 1"
         ))
         .bind(job_id)
+        .bind(branch)
         .fetch_optional(self.pool())
         .await?)
     }
 
-    /// Newest first.
+    /// Newest first: the tenant's own and its dev copies' (`branch` set).
     pub async fn backups(&self, tenant_id: Uuid) -> Result<Vec<BackupRecord>> {
         Ok(sqlx::query_as(&format!(
             "{SELECT_BACKUP} WHERE b.tenant_id = $1 ORDER BY b.created_at DESC, b.id DESC"

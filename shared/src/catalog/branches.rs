@@ -29,12 +29,14 @@ pub struct BranchRecord {
     pub database_name: Option<String>,
     pub backup_id: Option<Uuid>,
     pub server_id: Option<Uuid>,
+    /// Backed up with its tenant (asked for with `--backups`); off by default.
+    pub backups_enabled: bool,
     pub created_at: DateTime<Utc>,
 }
 
 const SELECT_BRANCH: &str =
     "SELECT id, tenant_id, name, purpose, schema_only, job_id, neon_branch_id, neon_project_id,
-        uri_ciphertext IS NOT NULL AS ready, created_at, database_name, backup_id, server_id FROM tenant_branches";
+        uri_ciphertext IS NOT NULL AS ready, created_at, database_name, backup_id, server_id, backups_enabled FROM tenant_branches";
 
 impl Catalog {
     /// The branch's row, made if missing. A row of that name made for something else (a
@@ -114,6 +116,16 @@ impl Catalog {
         .bind(backup_id)
         .execute(self.pool())
         .await?;
+        Ok(())
+    }
+
+    /// Whether the branch is backed up with its tenant.
+    pub async fn set_branch_backups(&self, id: Uuid, enabled: bool) -> Result<()> {
+        sqlx::query("UPDATE tenant_branches SET backups_enabled = $2 WHERE id = $1")
+            .bind(id)
+            .bind(enabled)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 

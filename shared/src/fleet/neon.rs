@@ -70,7 +70,7 @@ impl Fleet {
                     ))
                 })?;
                 admin.close().await;
-                if !found.admin_can_provision {
+                if !found.admin_can_provision || !found.version_supported {
                     return Err(FleetError::Invalid(format!(
                         "server {name} was not registered: {}",
                         found.findings.first().cloned().unwrap_or_default()
@@ -113,10 +113,16 @@ impl Fleet {
         name: &str,
         schema_only: bool,
         from_backup: Option<uuid::Uuid>,
+        backups: bool,
         key: Option<String>,
     ) -> Result<BranchMade> {
         let tenant = self.tenant(slug).await?;
         if tenant.server_kind == ServerKind::Neon {
+            if backups {
+                return Err(FleetError::Invalid(
+                    "--backups is for self-hosted tenants' copies; a Neon branch shares its project's history".into(),
+                ));
+            }
             if from_backup.is_some() {
                 return Err(FleetError::Invalid(
                     "--from-backup is for self-hosted tenants; a Neon branch starts from the project's current state (restore a backup into one with `pgfleet restore SLUG --into branch:NAME`)".into(),
@@ -138,13 +144,17 @@ impl Fleet {
         }
         let into = format!("branch:{name}");
         crate::message::validate_database_name(&into).map_err(|e| FleetError::Invalid(e.to_string()))?;
-        if let Some(existing) = self.catalog.branch(tenant.id, name).await? {
-            if existing.ready {
-                return Ok(BranchMade::Ready(
-                    existing.clone(),
-                    self.branch_url(slug, name).await?,
-                ));
-            }
+        // The row first: it fixes the copy's settings before the job makes it.
+        let row = self
+            .catalog
+            .ensure_branch_row(tenant.id, name, tenants::BranchPurpose::Dev { schema_only })
+            .await?;
+        if backups && !row.backups_enabled {
+            self.catalog.set_branch_backups(row.id, true).await?;
+        }
+        if row.ready {
+            let row = self.catalog.branch(tenant.id, name).await?.unwrap_or(row);
+            return Ok(BranchMade::Ready(row, self.branch_url(slug, name).await?));
         }
         let spec = crate::message::RestoreSpec {
             backup: from_backup,
@@ -220,6 +230,30 @@ impl Fleet {
     pub async fn branches(&self, slug: &TenantSlug) -> Result<Vec<BranchRecord>> {
         let tenant = self.tenant(slug).await?;
         Ok(self.catalog.branches(tenant.id).await?)
+    }
+
+    /// Turns backups of a self-hosted tenant's dev copy on or off (they run with the
+    /// tenant's backups, under its prefix and retention).
+    pub async fn set_branch_backups(
+        &self,
+        slug: &TenantSlug,
+        name: &str,
+        enabled: bool,
+    ) -> Result<BranchRecord> {
+        let tenant = self.tenant(slug).await?;
+        let row = self
+            .catalog
+            .branch(tenant.id, name)
+            .await?
+            .ok_or_else(|| FleetError::NotFound(format!("tenant {slug} has no branch {name}")))?;
+        if row.database_name.is_none() && tenant.server_kind == ServerKind::Neon {
+            return Err(FleetError::Invalid(
+                "backups are for self-hosted tenants' copies; a Neon branch shares its project's history"
+                    .into(),
+            ));
+        }
+        self.catalog.set_branch_backups(row.id, enabled).await?;
+        Ok(self.catalog.branch(tenant.id, name).await?.unwrap_or(row))
     }
 
     /// Deletes a branch pgfleet made (from Neon, or its database and role, and the catalog).

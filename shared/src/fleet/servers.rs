@@ -13,6 +13,9 @@ use crate::status::ServerStatus;
 use anyhow::Context;
 use serde::Serialize;
 
+/// The oldest PostgreSQL major pgfleet manages tenants on.
+pub const MIN_SERVER_MAJOR: u32 = 14;
+
 /// What `check` found.
 #[derive(Debug, Serialize)]
 pub struct ServerReport {
@@ -21,6 +24,8 @@ pub struct ServerReport {
     /// The admin role pgfleet connects as, and whether it may create roles and databases.
     pub admin_role: String,
     pub admin_can_provision: bool,
+    /// Whether its major version is one pgfleet supports (`MIN_SERVER_MAJOR` or newer).
+    pub version_supported: bool,
     /// Databases every tenant role can connect to (PUBLIC has CONNECT), tenant databases
     /// excluded (pgfleet revokes PUBLIC on those).
     pub reachable_by_every_tenant: Vec<ReachableDatabase>,
@@ -130,6 +135,17 @@ impl Fleet {
         let reserved_connections: i32 = reserved.parse().unwrap_or(0);
         let tenant_connection_limits = limits.unwrap_or(0);
         let mut findings = Vec::new();
+        let major: u32 = version
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        let version_supported = major >= MIN_SERVER_MAJOR;
+        if !version_supported {
+            findings.push(format!(
+                "PostgreSQL {version} is too old: pgfleet needs {MIN_SERVER_MAJOR} or newer (it drops databases WITH (FORCE) and relies on the predefined role pg_database_owner)"
+            ));
+        }
         if !can_provision {
             findings.push(format!(
             "the admin role {admin_role} can't create roles and databases: give it CREATEROLE and CREATEDB (or use a superuser)"
@@ -154,6 +170,7 @@ impl Fleet {
             version,
             admin_role,
             admin_can_provision: can_provision,
+            version_supported,
             reachable_by_every_tenant: reachable,
             max_connections,
             reserved_connections,

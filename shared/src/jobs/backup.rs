@@ -3,7 +3,9 @@
 //! memory bounded whatever the size. The catalog row turns `succeeded` only after pg_dump
 //! exited 0, the compressor finished, the store completed the object and its size matched
 //! what was streamed. Earlier attempts of the same job (a killed worker) are cleaned up
-//! first; a successful backup is followed by a prune of the tenant.
+//! first; a successful backup is followed by a prune of the tenant. Dev copies whose
+//! backups were asked for (`tenant branch … --backups`) are backed up by the same job, each
+//! as the copy's own role, to `<prefix>/<slug>/branch-<name>-<UTC time>-<job id>.sql.gz`.
 
 use super::{prune, Claimed, JobContext, Outcome};
 use crate::catalog::{BackupStats, JobRecord, TenantRecord};
@@ -26,7 +28,7 @@ pub async fn run(ctx: &JobContext, job: &Claimed<NoFields>) -> Result<Outcome, J
     let tenant = super::active_tenant(ctx, &job.tenant, "backed up").await?;
     // Not for delete's final backup: a delete handed back after a failure and retried must
     // dump what the tenant wrote since.
-    let backup = match ctx.catalog.succeeded_backup_of_job(job.job.id).await? {
+    let backup = match ctx.catalog.succeeded_backup_of_job(job.job.id, None).await? {
         Some(done) => {
             info!(key = %done.key, "an earlier attempt of this job stored and recorded the backup");
             BackupDone::recorded(done)
@@ -34,6 +36,27 @@ pub async fn run(ctx: &JobContext, job: &Claimed<NoFields>) -> Result<Outcome, J
         None => backup_tenant(ctx, &job.job, &tenant, None).await?,
     };
     let mut details = backup.to_json();
+    // Dev copies whose backups were asked for (`tenant branch … --backups`), each once per job.
+    let mut branches = Vec::new();
+    for branch in ctx.catalog.branches(tenant.id).await? {
+        if !branch.backups_enabled || !branch.ready || branch.database_name.is_none() {
+            continue;
+        }
+        let done = match ctx
+            .catalog
+            .succeeded_backup_of_job(job.job.id, Some(&branch.name))
+            .await?
+        {
+            Some(done) => BackupDone::recorded(done),
+            None => store_dump(ctx, &job.job, &tenant, Source::Branch(&branch)).await?,
+        };
+        let mut one = done.to_json();
+        one["branch"] = serde_json::json!(branch.name);
+        branches.push(one);
+    }
+    if !branches.is_empty() {
+        details["branches"] = serde_json::json!(branches);
+    }
     match prune::prune_tenant(ctx, &tenant).await {
         Ok(report) => details["prune"] = report.to_json(),
         // The backup itself is good; the next prune (or backup) tries again.
@@ -92,19 +115,70 @@ pub async fn backup_tenant(
     tenant: &TenantRecord,
     login: Option<&SecretString>,
 ) -> Result<BackupDone, JobError> {
+    store_dump(ctx, job, tenant, Source::Tenant { login }).await
+}
+
+/// What one backup dumps: the tenant's database, or one of its dev copies (under the
+/// tenant's prefix, as the copy's own role).
+enum Source<'a> {
+    Tenant { login: Option<&'a SecretString> },
+    Branch(&'a crate::catalog::BranchRecord),
+}
+
+async fn store_dump(
+    ctx: &JobContext,
+    job: &JobRecord,
+    tenant: &TenantRecord,
+    source: Source<'_>,
+) -> Result<BackupDone, JobError> {
     let slug = TenantSlug::parse(&tenant.slug).map_err(|e| JobError::Permanent(e.into()))?;
     let prefix = ctx.store.tenant_prefix(&ctx.namespace, &slug);
+    let branch = match &source {
+        Source::Branch(b) => Some(b.name.as_str()),
+        Source::Tenant { .. } => None,
+    };
+    // Dumps of one job run one after another: any unfinished one of this job is a leftover.
     discard_own_leftovers(ctx, job.id, &prefix).await?;
+    let env = match &source {
+        Source::Tenant {
+            login: Some(password),
+        } => {
+            ctx.servers
+                .role_libpq_env(
+                    tenant.server_id,
+                    &tenant.role_name,
+                    password,
+                    &tenant.database_name,
+                )
+                .await?
+        }
+        Source::Tenant { login: None } => {
+            ctx.servers
+                .tenant_libpq_env(tenant, &tenant.database_name)
+                .await?
+        }
+        Source::Branch(b) => {
+            let uri = ctx
+                .catalog
+                .branch_uri(b.id)
+                .await?
+                .ok_or_else(|| anyhow!("branch {} is not ready", b.name))?;
+            ctx.servers.uri_libpq_env(&uri)?
+        }
+    };
 
     // The catalog's time, not this worker's: backups are ordered and aged by it.
     let started_at = ctx.catalog.now().await?;
     let started = Instant::now();
-    let key = prefix.backup_key(started_at, job.id);
+    let key = match branch {
+        Some(name) => prefix.branch_backup_key(name, started_at, job.id),
+        None => prefix.backup_key(started_at, job.id),
+    };
     prefix.check(&key).map_err(JobError::Permanent)?;
     // A retry within the same second reuses its failed row (the key is the same): its id.
     let id = match ctx
         .catalog
-        .insert_backup(Uuid::now_v7(), tenant.id, job.fence(), &key, started_at)
+        .insert_backup(Uuid::now_v7(), tenant.id, job.fence(), &key, started_at, branch)
         .await
     {
         Ok(id) => id,
@@ -114,7 +188,7 @@ pub async fn backup_tenant(
         Err(e) => return Err(e.into()),
     };
 
-    match dump_to_store(ctx, job.kind, tenant, &key, login).await {
+    match dump_to_store(ctx, job.kind, tenant, &key, &env).await {
         Ok((stored, compressed, pg_dump)) => {
             let duration_ms = started.elapsed().as_millis() as u64;
             let recorded = ctx
@@ -202,29 +276,12 @@ async fn dump_to_store(
     kind: JobKind,
     tenant: &TenantRecord,
     key: &str,
-    login: Option<&SecretString>,
+    env: &crate::servers::LibpqEnv,
 ) -> Result<(Stored, Compressed, String), JobError> {
     let major = ctx.servers.tenant_server_major(tenant).await?;
     let pg_dump = pg_tools::find("pg_dump", major)
         .await
         .map_err(JobError::Permanent)?;
-    let env = match login {
-        Some(password) => {
-            ctx.servers
-                .role_libpq_env(
-                    tenant.server_id,
-                    &tenant.role_name,
-                    password,
-                    &tenant.database_name,
-                )
-                .await?
-        }
-        None => {
-            ctx.servers
-                .tenant_libpq_env(tenant, &tenant.database_name)
-                .await?
-        }
-    };
     // Scheduled and requested backups are bulk work; a delete's final backup is not (a
     // person waits for the delete). Bulk work steps aside for a signup also before it
     // starts `pg_dump`, whose schema queries are a burst of work on the server.

@@ -47,12 +47,9 @@ pub async fn run(ctx: &JobContext, claimed: &Claimed<NoFields>) -> Result<Outcom
     }
     let admin = ctx.servers.admin_pool(tenant.server_id).await?;
     let database_exists = database_exists(&admin, &tenant.database_name).await?;
-    let final_backup = ctx
-        .catalog
-        .backups(tenant.id)
-        .await?
-        .into_iter()
-        .find(|b| b.job_id == Some(claimed.job.id) && b.status == BackupStatus::Succeeded);
+    let final_backup = ctx.catalog.backups(tenant.id).await?.into_iter().find(|b| {
+        b.job_id == Some(claimed.job.id) && b.status == BackupStatus::Succeeded && b.branch.is_none()
+    });
     if !database_exists && final_backup.is_none() {
         return Err(JobError::permanent(format!(
             "tenant {slug}'s database {} does not exist on server {}; pgfleet does not mark a tenant deleted without a final backup. \
@@ -91,7 +88,9 @@ async fn own_final_backup(
         .backups(tenant.id)
         .await?
         .into_iter()
-        .find(|b| b.job_id == Some(claimed.job.id) && b.status == BackupStatus::Succeeded)
+        .find(|b| {
+            b.job_id == Some(claimed.job.id) && b.status == BackupStatus::Succeeded && b.branch.is_none()
+        })
         .map(|b| b.id))
 }
 

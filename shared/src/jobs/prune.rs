@@ -1,6 +1,8 @@
 //! `prune`: deletes a tenant's backups older than its retention (by the catalog's clock),
 //! but never its newest `keep_min` (at least one) successful ones — so a run of failing
-//! backups can never prune the last good one. Two-phase per backup (`pruning`, delete the
+//! backups can never prune the last good one. Backups of the tenant's dev copies (asked
+//! for with `--backups`) follow the tenant's retention, each copy keeping its own newest
+//! `keep_min` while it exists. Two-phase per backup (`pruning`, delete the
 //! object, `pruned`), so a replay resumes. Only what this install recorded is deleted:
 //! objects under the tenant's prefix that the catalog doesn't know are reported and left
 //! alone; unfinished uploads of its jobs that are no longer running, and objects a failed
@@ -86,13 +88,29 @@ pub async fn prune_tenant(ctx: &JobContext, tenant: &TenantRecord) -> Result<Pru
     };
 
     let backups = ctx.catalog.backups(tenant.id).await?;
-    // Newest first: the first `keep_min` good ones are kept whatever their age.
-    let mut good_seen = 0usize;
+    // A dev copy's backups keep its own newest `keep_min` while it exists; once it is
+    // deleted they all expire with the tenant's retention.
+    let live_branches: HashSet<String> = ctx
+        .catalog
+        .branches(tenant.id)
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    // Newest first: the first `keep_min` good ones (of the tenant, and of each dev copy) are
+    // kept whatever their age.
+    let mut good_seen: std::collections::HashMap<Option<&str>, usize> = Default::default();
     for backup in &backups {
         let resume = backup.status == BackupStatus::Pruning;
+        let group = backup.branch.as_deref();
+        let group_keep = match group {
+            Some(name) if !live_branches.contains(name) => 0,
+            _ => keep_min,
+        };
         let expired = backup.status == BackupStatus::Succeeded && {
-            good_seen += 1;
-            good_seen > keep_min && backup.created_at < cutoff
+            let seen = good_seen.entry(group).or_default();
+            *seen += 1;
+            *seen > group_keep && backup.created_at < cutoff
         };
         if backup.status == BackupStatus::Succeeded && !expired {
             report.kept += 1;

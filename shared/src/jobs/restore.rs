@@ -305,7 +305,7 @@ async fn choose_backup(
             .backups(tenant.id)
             .await?
             .into_iter()
-            .find(|b| b.status == BackupStatus::Succeeded)
+            .find(|b| b.status == BackupStatus::Succeeded && b.branch.is_none())
             .ok_or_else(|| {
                 JobError::Permanent(anyhow!(
                     "tenant {} has no successful backup to restore",

@@ -172,6 +172,16 @@ impl TenantPrefix {
         )
     }
 
+    /// `<prefix>/<namespace>/<slug>/branch-<name>-<YYYYMMDDTHHMMSSZ>-<job id>.sql.gz`: a
+    /// backup of the tenant's dev copy `name` (letters, digits, '_' and '-': no '/').
+    pub fn branch_backup_key(&self, branch: &str, started: DateTime<Utc>, job_id: Uuid) -> String {
+        format!(
+            "{}branch-{branch}-{}-{job_id}.sql.gz",
+            self.current,
+            started.format("%Y%m%dT%H%M%SZ")
+        )
+    }
+
     /// Refuses any key outside this prefix (or one that could climb out of it).
     pub fn check(&self, key: &str) -> Result<()> {
         let inside = |prefix: &str| {
