@@ -58,6 +58,11 @@ impl std::fmt::Display for Namespace {
     }
 }
 
+/// A scheduled backup due this long without a good one counts as overdue (metrics,
+/// `backup.overdue` notifications): longer than a spread window plus a backlog, short enough
+/// to page someone the same night.
+pub const BACKUP_OVERDUE_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
 /// Where pgfleet's own state and the tenant servers are.
 pub struct Config {
     pub catalog_url: SecretString,
@@ -111,6 +116,9 @@ pub struct WorkerSettings {
     pub history_retention: Duration,
     /// How often the sweep measures tenant databases (`pg_database_size`).
     pub storage_interval: Duration,
+    /// Whether this worker posts webhook deliveries (off: e.g. no egress from its network;
+    /// another worker delivers them).
+    pub deliver_webhooks: bool,
 }
 
 impl Default for WorkerSettings {
@@ -129,6 +137,7 @@ impl Default for WorkerSettings {
             delivery_limit: crate::queue::DEFAULT_DELIVERY_LIMIT,
             history_retention: Duration::from_secs(30 * 86_400),
             storage_interval: Duration::from_secs(300),
+            deliver_webhooks: true,
         }
     }
 }

@@ -46,6 +46,7 @@ pub mod status;
 pub mod store;
 pub mod tenant_migrations;
 pub mod views;
+pub mod webhooks;
 pub mod worker;
 
 pub use config::{Config, KindSlots, Namespace, WorkerSettings};

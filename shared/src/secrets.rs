@@ -93,6 +93,14 @@ impl Binding {
         Self(format!("pgfleet:tenant_branches.uri_ciphertext:{branch_id}"))
     }
 
+    pub fn webhook_url(webhook_id: uuid::Uuid) -> Self {
+        Self(format!("pgfleet:webhooks.url_ciphertext:{webhook_id}"))
+    }
+
+    pub fn webhook_secret(webhook_id: uuid::Uuid) -> Self {
+        Self(format!("pgfleet:webhooks.secret_ciphertext:{webhook_id}"))
+    }
+
     pub fn setting(name: &str) -> Self {
         Self(format!("pgfleet:settings.value:{name}"))
     }

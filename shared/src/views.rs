@@ -171,3 +171,31 @@ pub fn plan(plan: &Plan, target: i64, source: &str) -> Value {
         })).collect::<Vec<_>>(),
     })
 }
+
+/// A webhook (its URL shown as scheme://host/… only; its secret never).
+pub fn webhook(w: &crate::catalog::WebhookRecord) -> Value {
+    json!({
+        "id": w.id,
+        "url": w.display_url,
+        "events": w.events,
+        "format": w.format,
+        "created_at": time(&w.created_at),
+    })
+}
+
+/// A webhook delivery: the event it carries and how its attempts went.
+pub fn delivery(d: &crate::catalog::DeliveryRecord) -> Value {
+    json!({
+        "id": d.id,
+        "webhook_id": d.webhook_id,
+        "event": d.event,
+        "payload": d.payload,
+        "status": d.status,
+        "attempts": d.attempts,
+        "next_attempt_at": time(&d.next_attempt_at),
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "created_at": time(&d.created_at),
+        "delivered_at": d.delivered_at.as_ref().map(time),
+    })
+}

@@ -18,3 +18,4 @@ mod security;
 mod servers;
 mod support;
 mod tls;
+mod webhooks;

@@ -131,6 +131,9 @@ pub enum Command {
     /// Inspect tenant servers.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Failure notifications: webhooks on job failed/dead, rollout halted, backup overdue.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Back up one tenant or all active tenants (pg_dump | gzip into the backup store).
     Backup {
         /// Tenant to back up.
@@ -252,6 +255,10 @@ pub struct WorkerArgs {
     /// How often each worker measures the tenants' databases (storage figures and quotas).
     #[arg(long, env = "PGFLEET_STORAGE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub storage_interval: Duration,
+    /// Whether this worker posts webhook notifications (off: another worker does, e.g. when
+    /// this one's network has no egress).
+    #[arg(long, env = "PGFLEET_DELIVER_WEBHOOKS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub deliver_webhooks: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -398,6 +405,7 @@ impl WorkerArgs {
             delivery_limit: self.delivery_limit.max(1),
             history_retention: self.history_retention.max(Duration::from_secs(60)),
             storage_interval: self.storage_interval.max(Duration::from_secs(1)),
+            deliver_webhooks: self.deliver_webhooks,
             ..WorkerSettings::default()
         })
     }
@@ -512,6 +520,41 @@ pub enum ServerCommand {
     Check {
         /// Server name (`default` for PGFLEET_SERVER_URL's).
         name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCommand {
+    /// Register a receiver. Prints its signing secret once (HMAC-SHA256 over
+    /// `<timestamp>.<body>`, in `X-Pgfleet-Signature: t=…,v1=…`).
+    Add {
+        /// Receiver URL (stored sealed; shown as scheme://host/… only). Also from
+        /// PGFLEET_WEBHOOK_URL, which keeps it out of the process list.
+        #[arg(env = "PGFLEET_WEBHOOK_URL", hide_env_values = true)]
+        url: String,
+        /// Events, comma-separated (default: all): job.failed, job.dead, rollout.halted,
+        /// backup.overdue.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        /// `json` (the event) or `slack` (a message for Slack's incoming webhooks).
+        #[arg(long, default_value = "json")]
+        format: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List webhooks.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a webhook (and its pending deliveries).
+    Remove { id: uuid::Uuid },
+    /// Delivery attempts, newest first.
+    Deliveries {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
         #[arg(long)]
         json: bool,
     },

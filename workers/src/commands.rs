@@ -4,7 +4,7 @@
 
 use crate::cli::{
     BackupsCommand, Command, EnqueueArgs, GlobalArgs, JobsCommand, RolloutsCommand, SecretKeyCommand,
-    ServerCommand, TenantCommand,
+    ServerCommand, TenantCommand, WebhookCommand,
 };
 use crate::output;
 use anyhow::Result;
@@ -108,6 +108,26 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
             let report = fleet(g).await?.check_server(name).await?;
             output::print_server_report(&report, *json);
             return Ok(exit(report.findings.is_empty()));
+        }
+        Command::Webhook(WebhookCommand::Add {
+            url,
+            events,
+            format,
+            json,
+        }) => {
+            let fleet = fleet_with_key(g).await?;
+            let (webhook, secret) = fleet.add_webhook(&url.clone().into(), events, format).await?;
+            output::print_webhook_added(&webhook, &secret, *json);
+        }
+        Command::Webhook(WebhookCommand::List { json }) => {
+            output::print_webhooks(&fleet(g).await?.webhooks().await?, *json)
+        }
+        Command::Webhook(WebhookCommand::Remove { id }) => {
+            fleet(g).await?.remove_webhook(*id).await?;
+            eprintln!("removed webhook {id}");
+        }
+        Command::Webhook(WebhookCommand::Deliveries { limit, json }) => {
+            output::print_deliveries(&fleet(g).await?.webhook_deliveries(*limit).await?, *json)
         }
         Command::Tenant(cmd) => return tenant(&fleet(g).await?, cmd).await,
         Command::Jobs(JobsCommand::List {

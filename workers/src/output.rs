@@ -320,3 +320,67 @@ pub fn print_branches(branches: &[pgfleet_shared::catalog::BranchRecord], as_jso
         );
     }
 }
+
+/// A webhook just added, with its signing secret: the one time it is printed.
+pub fn print_webhook_added(
+    w: &pgfleet_shared::catalog::WebhookRecord,
+    secret: &secrecy::SecretString,
+    as_json: bool,
+) {
+    use secrecy::ExposeSecret;
+    let mut v = views::webhook(w);
+    v["secret"] = Value::String(secret.expose_secret().to_owned());
+    if as_json {
+        return print_json(&v);
+    }
+    println!(
+        "webhook {} → {} ({}; {})",
+        w.id,
+        w.display_url,
+        w.events.join(", "),
+        w.format
+    );
+    println!("signing secret (shown once): {}", secret.expose_secret());
+}
+
+pub fn print_webhooks(webhooks: &[pgfleet_shared::catalog::WebhookRecord], as_json: bool) {
+    if as_json {
+        return print_json(&Value::Array(webhooks.iter().map(views::webhook).collect()));
+    }
+    println!("{:<36} {:<6} {:<40} EVENTS", "ID", "FORMAT", "URL");
+    for w in webhooks {
+        println!(
+            "{:<36} {:<6} {:<40} {}",
+            w.id,
+            w.format,
+            w.display_url,
+            w.events.join(",")
+        );
+    }
+}
+
+pub fn print_deliveries(deliveries: &[pgfleet_shared::catalog::DeliveryRecord], as_json: bool) {
+    if as_json {
+        return print_json(&Value::Array(deliveries.iter().map(views::delivery).collect()));
+    }
+    println!(
+        "{:<36} {:<15} {:<10} {:>4}  {:<24} LAST",
+        "ID", "EVENT", "STATUS", "TRY", "CREATED"
+    );
+    for d in deliveries {
+        let last = match (d.last_status, &d.last_error) {
+            (_, Some(e)) => e.clone(),
+            (Some(s), None) => s.to_string(),
+            _ => String::new(),
+        };
+        println!(
+            "{:<36} {:<15} {:<10} {:>4}  {:<24} {}",
+            d.id,
+            d.event,
+            d.status,
+            d.attempts,
+            time(&d.created_at),
+            last
+        );
+    }
+}

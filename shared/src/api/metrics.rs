@@ -19,9 +19,7 @@ const BACKUP_AGE_BOUNDS: [f64; 8] = [
     3600.0, 21600.0, 43200.0, 86400.0, 172800.0, 259200.0, 604800.0, 2592000.0,
 ];
 
-/// A scheduled backup due this long without a good one counts as overdue: longer than a
-/// spread window plus a backlog, short enough to page someone the same night.
-const BACKUP_OVERDUE_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+use crate::config::BACKUP_OVERDUE_AFTER;
 
 /// How many of the oldest tenants `pgfleet_backup_oldest_age_seconds` names.
 const OLDEST_SHOWN: i64 = 10;

@@ -77,6 +77,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/tenants/{slug}/branches/{name}/url", get(routes::branch_url))
         .route("/v1/servers", get(routes::list_servers).post(routes::add_server))
         .route(
+            "/v1/webhooks",
+            get(routes::list_webhooks).post(routes::add_webhook),
+        )
+        .route("/v1/webhooks/deliveries", get(routes::list_deliveries))
+        .route("/v1/webhooks/{id}", axum::routing::delete(routes::remove_webhook))
+        .route(
             "/v1/servers/{name}",
             axum::routing::patch(routes::update_server).delete(routes::remove_server),
         )

@@ -458,3 +458,57 @@ pub(super) async fn remove_server(State(state): State<Arc<ApiState>>, Path(name)
     state.fleet.remove_server(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+pub(super) async fn list_webhooks(State(state): State<Arc<ApiState>>) -> ApiResult {
+    let webhooks = state.fleet.webhooks().await?;
+    Ok(Json(webhooks.iter().map(views::webhook).collect::<Vec<_>>()).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AddWebhook {
+    url: String,
+    #[serde(default)]
+    events: Vec<String>,
+    format: Option<String>,
+}
+
+/// 201 with the webhook and its signing secret (the one time it is shown).
+pub(super) async fn add_webhook(
+    State(state): State<Arc<ApiState>>,
+    JsonBody(body): JsonBody<AddWebhook>,
+) -> ApiResult {
+    use secrecy::ExposeSecret;
+    let (webhook, secret) = state
+        .fleet
+        .add_webhook(
+            &body.url.into(),
+            &body.events,
+            body.format.as_deref().unwrap_or("json"),
+        )
+        .await?;
+    let mut v = views::webhook(&webhook);
+    v["secret"] = json!(secret.expose_secret());
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+pub(super) async fn remove_webhook(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
+    state.fleet.remove_webhook(parse_id(&id, "webhook")?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeliveryQuery {
+    limit: Option<i64>,
+}
+
+pub(super) async fn list_deliveries(
+    State(state): State<Arc<ApiState>>,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
+) -> ApiResult {
+    let deliveries = state
+        .fleet
+        .webhook_deliveries(query.limit.unwrap_or(PAGE))
+        .await?;
+    Ok(Json(deliveries.iter().map(views::delivery).collect::<Vec<_>>()).into_response())
+}

@@ -17,6 +17,7 @@ mod schedules;
 mod secrets;
 mod servers;
 mod tenants;
+mod webhooks;
 
 pub use backups::{BackupRecord, BackupStats};
 pub use branches::BranchRecord;
@@ -30,6 +31,7 @@ pub use schedules::{scheduled_backup_key, scheduled_prune_key, DueBackup, Schedu
 pub use secrets::RotationReport;
 pub use servers::{NewServer, PlacementError, ServerRecord};
 pub use tenants::{NewTenant, TenantLimits, TenantRecord};
+pub use webhooks::{DeliveryRecord, WebhookRecord, WebhookTarget, WEBHOOK_EVENTS};
 
 use crate::secrets::{redact_url, Binding, KeyId, Keyring};
 use anyhow::{Context, Result};

@@ -28,7 +28,7 @@ struct SealedColumn {
     binding: fn(Uuid) -> Binding,
 }
 
-const SEALED_COLUMNS: [SealedColumn; 6] = [
+const SEALED_COLUMNS: [SealedColumn; 8] = [
     SealedColumn {
         what: "tenant passwords",
         table: "tenants",
@@ -64,6 +64,18 @@ const SEALED_COLUMNS: [SealedColumn; 6] = [
         table: "tenant_branches",
         column: "uri_ciphertext",
         binding: Binding::branch_uri,
+    },
+    SealedColumn {
+        what: "webhook URLs",
+        table: "webhooks",
+        column: "url_ciphertext",
+        binding: Binding::webhook_url,
+    },
+    SealedColumn {
+        what: "webhook signing secrets",
+        table: "webhooks",
+        column: "secret_ciphertext",
+        binding: Binding::webhook_secret,
     },
 ];
 

@@ -13,6 +13,7 @@ mod neon;
 pub mod rollouts;
 mod servers;
 mod tenants;
+mod webhooks;
 
 pub use jobs::JobFilter;
 pub use lifecycle::LimitChanges;

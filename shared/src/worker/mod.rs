@@ -96,6 +96,13 @@ impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
         info!(owner = %self.owner, slots = %self.settings.kind_slots, namespace = %self.ctx.namespace, "worker starting");
         let sweeper = tokio::spawn(self.clone().sweep_loop(shutdown.clone()));
+        let webhooks = self.settings.deliver_webhooks.then(|| {
+            tokio::spawn(crate::webhooks::delivery_loop(
+                self.ctx.catalog.clone(),
+                Duration::from_secs(1),
+                shutdown.clone(),
+            ))
+        });
         self.clone().consume_until(shutdown).await;
 
         self.tracker.close();
@@ -122,6 +129,9 @@ impl Worker {
             }
         }
         let _ = sweeper.await;
+        if let Some(webhooks) = webhooks {
+            let _ = webhooks.await;
+        }
         self.publisher.close().await;
         info!("worker stopped");
         Ok(())

@@ -37,6 +37,18 @@ impl Worker {
                 if let Err(e) = self.prune_history().await {
                     warn!(error = %format!("{e:#}"), "pruning old history failed; will try again");
                 }
+                match self
+                    .ctx
+                    .catalog
+                    .notify_overdue_backups(crate::config::BACKUP_OVERDUE_AFTER)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => info!(tenants = n, "backup overdue: notifications recorded"),
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "checking for overdue backups failed; will try again")
+                    }
+                }
             }
             if last_storage.elapsed() >= self.settings.storage_interval {
                 last_storage = std::time::Instant::now();
