@@ -5,6 +5,7 @@ mod amqps;
 mod api;
 mod backups;
 mod dead_letters;
+mod deploy;
 mod examples;
 mod faults;
 mod fleet;

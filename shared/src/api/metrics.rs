@@ -150,6 +150,35 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
         );
     }
 
+    family(
+        &mut s,
+        "pgfleet_rollouts",
+        "gauge",
+        "Rollouts in the catalog by status.",
+    );
+    let rollout_counts = catalog.rollout_counts().await?;
+    for status in crate::status::RolloutStatus::ALL {
+        let n = rollout_counts
+            .iter()
+            .find(|(st, _)| st == status.as_str())
+            .map_or(0, |c| c.1);
+        let _ = writeln!(s, "pgfleet_rollouts{{status=\"{status}\"}} {n}");
+    }
+    family(
+        &mut s,
+        "pgfleet_webhook_deliveries",
+        "gauge",
+        "Webhook deliveries in the catalog by status (pending: not delivered yet, retrying).",
+    );
+    let delivery_counts = catalog.delivery_counts().await?;
+    for status in ["pending", "delivered", "failed"] {
+        let n = delivery_counts
+            .iter()
+            .find(|(st, _)| st == status)
+            .map_or(0, |c| c.1);
+        let _ = writeln!(s, "pgfleet_webhook_deliveries{{status=\"{status}\"}} {n}");
+    }
+
     family(&mut s, "pgfleet_tenants", "gauge", "Tenants by status.");
     let tenant_counts = catalog.tenant_counts().await?;
     for status in TenantStatus::ALL {

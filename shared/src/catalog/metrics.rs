@@ -60,6 +60,24 @@ impl Catalog {
         Ok(histograms)
     }
 
+    /// Rollout counts by status.
+    pub async fn rollout_counts(&self) -> Result<Vec<(String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT status, count(*) FROM rollouts GROUP BY status ORDER BY status")
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// Webhook deliveries by status.
+    pub async fn delivery_counts(&self) -> Result<Vec<(String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT status, count(*) FROM webhook_deliveries GROUP BY status ORDER BY status")
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
     /// Tenant counts by status.
     pub async fn tenant_counts(&self) -> Result<Vec<(String, i64)>> {
         Ok(
