@@ -33,6 +33,7 @@ pub mod neon;
 pub mod pg_tools;
 pub(crate) mod postgres;
 pub mod priority;
+pub mod probe;
 pub mod producer;
 pub mod queue;
 pub(crate) mod schedule;

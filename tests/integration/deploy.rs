@@ -104,3 +104,92 @@ async fn alert_rules_pass_their_tests_and_dashboards_use_only_exported_series() 
     drop(api);
     env.cleanup().await;
 }
+
+/// Runs `program`, returning (success, stdout + stderr).
+fn attempt(dir: &std::path::Path, program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is not installed ({e}); .ci/run installs it"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_chart_lints_renders_and_validates_with_default_and_all_options() {
+    let helm = deploy_dir().join("helm");
+    let work = std::env::temp_dir().join(format!("pgfleet-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    for (name, extra) in [
+        ("default", vec![]),
+        ("all-options", vec!["-f", "pgfleet/ci/all-options-values.yaml"]),
+    ] {
+        let mut lint = vec!["lint", "pgfleet", "--strict"];
+        lint.extend(&extra);
+        run(&helm, "helm", &lint);
+        let mut template = vec!["template", "demo", "pgfleet"];
+        template.extend(&extra);
+        let rendered = run(&helm, "helm", &template);
+        let file = work.join(format!("{name}.yaml"));
+        std::fs::write(&file, &rendered).unwrap();
+        let validated = run(
+            &helm,
+            "kubernetes-validate",
+            &["--strict", file.to_str().unwrap()],
+        );
+        assert!(
+            !validated.contains("ERROR") && validated.contains("passed"),
+            "{name}: {validated}"
+        );
+        run(&helm, "python3", &["check-rendered.py", file.to_str().unwrap()]);
+        assert!(!rendered.contains("hunter2") && rendered.contains("secretKeyRef"));
+    }
+    // The checker catches a KEDA setup that would stop scaling in the middle of a backup.
+    let rendered = run(
+        &helm,
+        "helm",
+        &[
+            "template",
+            "demo",
+            "pgfleet",
+            "--set",
+            "keda.enabled=true",
+            "--set",
+            "keda.protocol=amqp",
+            "--set",
+            "keda.cooldownPeriod=300",
+        ],
+    );
+    let file = work.join("amqp.yaml");
+    std::fs::write(&file, rendered).unwrap();
+    let (ok, said) = attempt(&helm, "python3", &["check-rendered.py", file.to_str().unwrap()]);
+    assert!(!ok && said.contains("protocol http"), "{said}");
+    // The chart's PrometheusRule carries exactly deploy/prometheus/alerts.yml.
+    assert_eq!(
+        std::fs::read_to_string(helm.join("pgfleet/files/alerts.yml")).unwrap(),
+        std::fs::read_to_string(deploy_dir().join("prometheus/alerts.yml")).unwrap(),
+        "copy deploy/prometheus/alerts.yml to deploy/helm/pgfleet/files/alerts.yml"
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn the_dockerfile_lints_and_installs_client_tools_with_the_script_ci_runs() {
+    let docker = deploy_dir().join("docker");
+    run(&docker, "hadolint", &["Dockerfile"]);
+    let dockerfile = std::fs::read_to_string(docker.join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("install-pg-clients.sh --pgdg 14 15 16 17 18"));
+    assert!(dockerfile.contains("USER 10001") && dockerfile.contains("HEALTHCHECK"));
+    let ci = std::fs::read_to_string(deploy_dir().join("../.ci/run")).unwrap();
+    assert!(
+        ci.contains("deploy/docker/install-pg-clients.sh"),
+        ".ci/run must install client tools with the image's script"
+    );
+}

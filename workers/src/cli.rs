@@ -131,6 +131,11 @@ pub enum Command {
     /// Inspect tenant servers.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Exit 0 if a health URL answers 2xx within 3 s (the container healthcheck).
+    Probe {
+        #[arg(env = "PGFLEET_PROBE_URL", default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Failure notifications: webhooks on job failed/dead, rollout halted, backup overdue.
     #[command(subcommand)]
     Webhook(WebhookCommand),

@@ -109,6 +109,12 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
             output::print_server_report(&report, *json);
             return Ok(exit(report.findings.is_empty()));
         }
+        Command::Probe { url } => {
+            if let Err(e) = pgfleet_shared::probe::probe(url).await {
+                eprintln!("unhealthy: {e:#}");
+                return Ok(exit(false));
+            }
+        }
         Command::Webhook(WebhookCommand::Add {
             url,
             events,
