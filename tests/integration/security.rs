@@ -466,13 +466,35 @@ async fn the_signup_credential_can_only_create_tenants() {
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/rabbitmq/least-privilege.sh"
     );
+    let monitor = format!("mon_{}", env.namespace);
     let status = Command::new(script)
         .env("NAMESPACE", &env.namespace)
         .env("APP_USER", &app)
         .env("APP_PASSWORD", password)
+        .env("MONITOR_USER", &monitor)
+        .env("MONITOR_PASSWORD", "monitor-password-1")
+        .env("APPLY_POLICY", "1")
         .status()
         .unwrap();
     assert!(status.success());
+    // The operator policy is on pgfleet's queues (and everything below still works under it);
+    // the monitoring user may read figures, nothing else.
+    let policies = Command::new("rabbitmqctl")
+        .args(["-q", "list_policies"])
+        .output()
+        .unwrap();
+    let policies = String::from_utf8_lossy(&policies.stdout);
+    assert!(
+        policies.contains(&format!("{}-queues", env.namespace)) && policies.contains("\"delivery-limit\":50"),
+        "{policies}"
+    );
+    let users = Command::new("rabbitmqctl")
+        .args(["-q", "list_users"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&users.stdout)
+        .lines()
+        .any(|l| l.starts_with(&monitor) && l.contains("monitoring")));
     let exchange = format!("{}.jobs", env.namespace);
 
     let signup = br#"{"kind": "provision", "tenant": "newcomer", "key": "signup-1"}"#;
@@ -495,6 +517,8 @@ async fn the_signup_credential_can_only_create_tenants() {
         .await
         .unwrap();
     rabbitmqctl(&["delete_user", &app]);
+    rabbitmqctl(&["delete_user", &monitor]);
+    rabbitmqctl(&["clear_policy", &format!("{}-queues", env.namespace)]);
 
     // A key that looks like one of pgfleet's own can't pre-empt it: producers' keys live
     // in their own namespace.
