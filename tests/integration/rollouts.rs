@@ -433,6 +433,17 @@ async fn max_failures_halts_the_rollout_and_skips_what_had_not_started() {
             .unwrap();
     }
     add_migration(&env, NICKNAME);
+    let receiver = crate::webhooks::Receiver::start().await;
+    cli_ok(
+        &env,
+        &[
+            "webhook",
+            "add",
+            &receiver.url,
+            "--events",
+            "rollout.halted,job.failed",
+        ],
+    );
     // One job at a time, in slug order: the two first failures halt it.
     let _worker = env.spawn_worker("w", &["--concurrency", "1"], &[]).await;
 
@@ -454,6 +465,26 @@ async fn max_failures_halts_the_rollout_and_skips_what_had_not_started() {
         .as_str()
         .unwrap()
         .contains("max-failures 2"));
+    // Notified: the halt once, the two failures; the skipped jobs are not failures of their own.
+    let got = receiver.wait_accepted(3, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events: Vec<serde_json::Value> = receiver
+        .accepted()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!((got.len(), events.len()), (3, 3), "{events:?}");
+    let halted: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "rollout.halted").collect();
+    assert_eq!(halted.len(), 1, "{events:?}");
+    assert!(halted[0]["rollout"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("max-failures 2"));
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "job.failed").count(),
+        2,
+        "{events:?}"
+    );
     let skipped = rollout["per_tenant"]
         .as_array()
         .unwrap()

@@ -12,21 +12,21 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Debug)]
-struct Received {
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
+pub struct Received {
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
     answered: u16,
 }
 
 /// A minimal HTTP/1.1 receiver: records every request, answers 200 while `up`, else 503.
-struct Receiver {
-    url: String,
+pub struct Receiver {
+    pub url: String,
     up: Arc<AtomicBool>,
     got: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!(
             "http://{}/hooks/pgfleet?token=receiver-secret",
@@ -87,7 +87,7 @@ impl Receiver {
         Self { url, up, got }
     }
 
-    fn accepted(&self) -> Vec<Received> {
+    pub fn accepted(&self) -> Vec<Received> {
         self.got
             .lock()
             .unwrap()
@@ -97,7 +97,7 @@ impl Receiver {
             .collect()
     }
 
-    async fn wait_accepted(&self, n: usize, timeout: Duration) -> Vec<Received> {
+    pub async fn wait_accepted(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.accepted();
@@ -211,6 +211,7 @@ async fn a_receiver_that_was_down_gets_every_event_once_in_either_format() {
     let catalog = env.catalog().await;
     let receiver = Receiver::start().await;
     receiver.up.store(false, Ordering::SeqCst);
+    let down_since = Instant::now();
     let json_hook = add_webhook(&env, &receiver.url, &[]);
     let slack_hook = add_webhook(
         &env,
@@ -257,8 +258,10 @@ async fn a_receiver_that_was_down_gets_every_event_once_in_either_format() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Down for a minute in all, as a receiver's deploy or outage would be.
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(down_since.elapsed())).await;
     receiver.up.store(true, Ordering::SeqCst);
-    let got = receiver.wait_accepted(5, Duration::from_secs(60)).await;
+    let got = receiver.wait_accepted(5, Duration::from_secs(90)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got_after = receiver.accepted();
     assert_eq!(got_after.len(), 5, "an event arrived twice");
