@@ -710,6 +710,18 @@ async fn history_past_its_retention_is_pruned_and_metrics_do_not_scan_it() {
         "{scraped}"
     );
 
+    // Finished webhook deliveries age out with the rest; a pending one never does.
+    sqlx::raw_sql(
+        "INSERT INTO webhooks (id, display_url, url_ciphertext, secret_ciphertext, events)
+              VALUES ('00000000-0000-0000-0000-0000000000aa', 'http://receiver/', '\\x00', '\\x00', '{job.failed}');
+         INSERT INTO webhook_deliveries (webhook_id, event, payload, status, created_at, next_attempt_at)
+              VALUES ('00000000-0000-0000-0000-0000000000aa', 'job.failed', '{}', 'delivered', now() - interval '40 days', now()),
+                     ('00000000-0000-0000-0000-0000000000aa', 'job.failed', '{}', 'pending', now() - interval '40 days', now() + interval '1 day'),
+                     ('00000000-0000-0000-0000-0000000000aa', 'job.failed', '{}', 'delivered', now(), now())",
+    )
+    .execute(catalog.pool())
+    .await
+    .unwrap();
     let _worker = env
         .spawn_worker("w", &[], &[("PGFLEET_HISTORY_RETENTION", "30d")])
         .await;
@@ -726,6 +738,16 @@ async fn history_past_its_retention_is_pruned_and_metrics_do_not_scan_it() {
         .await
         .unwrap();
     assert_eq!(recent, 10);
+    let deliveries: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT status, created_at > now() - interval '1 day' FROM webhook_deliveries ORDER BY 1, 2",
+    )
+    .fetch_all(catalog.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        deliveries,
+        vec![("delivered".to_owned(), true), ("pending".to_owned(), false)]
+    );
     let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
         .fetch_one(catalog.pool())
         .await

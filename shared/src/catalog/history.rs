@@ -1,4 +1,5 @@
-//! Keeping history bounded: finished jobs, finished rollouts and dead letters older than the
+//! Keeping history bounded: finished jobs, finished rollouts, dead letters and finished
+//! webhook deliveries older than the
 //! retention are deleted in small batches (each its own short statement), by every worker's
 //! sweep now and then. Kept whatever their age: jobs still referenced by a rollout that is
 //! kept, the newest rollout (its recorded set is what new tenants get), and anything not
@@ -14,6 +15,7 @@ pub struct HistoryPruned {
     pub rollouts: u64,
     pub jobs: u64,
     pub dead_letters: u64,
+    pub deliveries: u64,
 }
 
 impl HistoryPruned {
@@ -57,10 +59,20 @@ impl Catalog {
                 batch,
             )
             .await?;
+        let deliveries = self
+            .delete_history(
+                "DELETE FROM webhook_deliveries WHERE id IN (
+                    SELECT id FROM webhook_deliveries
+                     WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1) LIMIT $2)",
+                cutoff,
+                batch,
+            )
+            .await?;
         Ok(HistoryPruned {
             rollouts,
             jobs,
             dead_letters,
+            deliveries,
         })
     }
 

@@ -77,6 +77,7 @@ impl Worker {
                 rollouts = pruned.rollouts,
                 jobs = pruned.jobs,
                 dead_letters = pruned.dead_letters,
+                deliveries = pruned.deliveries,
                 "pruned old history"
             );
         }
