@@ -9,6 +9,7 @@ mod deploy;
 mod examples;
 mod faults;
 mod fleet;
+mod job_actions;
 mod neon;
 mod provision;
 mod rollouts;

@@ -780,4 +780,20 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Retry a failed or dead job: a new job with the same request (asking twice gives the
+    /// same one).
+    Retry {
+        id: uuid::Uuid,
+        /// Block until the new job ends; exit 0 only if it succeeded.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a queued job (not started yet).
+    Cancel {
+        id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -155,6 +155,25 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
                 eprintln!("next page: --cursor {next}");
             }
         }
+        Command::Jobs(JobsCommand::Retry { id, wait, json }) => {
+            let fleet = fleet(g).await?;
+            let (job, created) = fleet.retry_job(*id).await?;
+            if !created {
+                eprintln!("job {id} was retried already: job {}", job.id);
+            }
+            let mut job = job;
+            if *wait {
+                job = fleet
+                    .wait_for_jobs(&[job.id], output::print_job_progress)
+                    .await?
+                    .remove(0);
+            }
+            output::print_job(&job, *json);
+            return Ok(exit(!*wait || job.status == JobStatus::Succeeded));
+        }
+        Command::Jobs(JobsCommand::Cancel { id, json }) => {
+            output::print_job(&fleet(g).await?.cancel_job(*id).await?, *json)
+        }
         Command::Jobs(JobsCommand::Show { id, json }) => {
             output::print_job(&fleet(g).await?.job(*id).await?, *json)
         }

@@ -94,6 +94,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/rollouts/{id}", get(routes::show_rollout))
         .route("/v1/jobs", get(routes::list_jobs))
         .route("/v1/jobs/{id}", get(routes::show_job))
+        .route("/v1/jobs/{id}/retry", post(routes::retry_job))
+        .route("/v1/jobs/{id}/cancel", post(routes::cancel_job))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

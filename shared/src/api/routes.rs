@@ -512,3 +512,19 @@ pub(super) async fn list_deliveries(
         .await?;
     Ok(Json(deliveries.iter().map(views::delivery).collect::<Vec<_>>()).into_response())
 }
+
+/// 202 with the new job (the same one if the job was retried already).
+pub(super) async fn retry_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
+    let (job, created) = state.fleet.retry_job(parse_id(&id, "job")?).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/jobs/{}", job.id))],
+        Json(json!({"job_id": job.id, "created": created, "job": views::job(&job)})),
+    )
+        .into_response())
+}
+
+pub(super) async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
+    let job = state.fleet.cancel_job(parse_id(&id, "job")?).await?;
+    Ok(Json(views::job(&job)).into_response())
+}

@@ -518,6 +518,19 @@ impl Catalog {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Cancels a job that has not started: `failed` with `cancelled: <why>`. `None` if it
+    /// is not `queued` (any more).
+    pub async fn cancel_job(&self, id: Uuid, why: &str) -> Result<Option<JobRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "UPDATE jobs SET status = 'failed', error = 'cancelled: ' || $2, finished_at = now(), updated_at = now()
+              WHERE id = $1 AND status = 'queued' RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(why)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
     /// Requeues running jobs whose lease expired (their worker died); returns (id, lost owner).
     pub async fn reap_expired_leases(&self) -> Result<Vec<(Uuid, Option<String>)>> {
         let rows = sqlx::query_as(

@@ -1,4 +1,6 @@
-//! Jobs: list (newest first, filtered), show one, and wait for some to end.
+//! Jobs: list (newest first, filtered), show one, wait for some to end, and the operator's
+//! actions on one: retry a failed or dead job (a new job with the same request), cancel a
+//! queued one.
 
 use super::{Fleet, FleetError, Result};
 use crate::catalog::JobRecord;
@@ -36,6 +38,59 @@ impl Fleet {
             .job(id)
             .await?
             .ok_or_else(|| FleetError::NotFound(format!("no job {id}")))
+    }
+
+    /// Retries a failed or dead job: a new job with the same kind, tenant and fields, keyed
+    /// `retry:<id>` so asking twice gives the same new job. Not for a rollout's `migrate`
+    /// jobs (the rollout owns those: `pgfleet migrate --tenant SLUG` retries a tenant).
+    /// Returns the new job and whether this call created it. Publishing is best effort: a
+    /// job the broker did not take is published by a worker's sweep.
+    pub async fn retry_job(&self, id: Uuid) -> Result<(JobRecord, bool)> {
+        let old = self.job(id).await?;
+        if !matches!(old.status, JobStatus::Failed | JobStatus::Dead) {
+            return Err(FleetError::Conflict(format!(
+                "job {id} is {}; only failed or dead jobs are retried",
+                old.status
+            )));
+        }
+        if old.kind == crate::status::JobKind::Migrate {
+            return Err(FleetError::Conflict(format!(
+                "job {id} belongs to a rollout; retry its tenant with `pgfleet migrate --tenant {}`",
+                old.tenant
+            )));
+        }
+        let tenant = TenantSlug::parse(&old.tenant).map_err(|e| FleetError::Other(e.into()))?;
+        let new = crate::catalog::NewJob {
+            id: Uuid::now_v7(),
+            key: format!("retry:{id}"),
+            kind: old.kind,
+            tenant,
+            payload: old.payload.clone(),
+            max_attempts: self.max_attempts,
+            recorded: false,
+        };
+        let (job, created) = self
+            .catalog
+            .insert_jobs(std::slice::from_ref(&new))
+            .await?
+            .pop()
+            .ok_or_else(|| FleetError::Other(anyhow::anyhow!("the retry was not recorded")))?;
+        if created || job.status == JobStatus::Queued {
+            self.producer.publish_existing(std::slice::from_ref(&job)).await;
+        }
+        Ok((self.job(job.id).await?, created))
+    }
+
+    /// Cancels a job that has not started (`failed`, `cancelled: by operator`); its message,
+    /// if delivered later, finds it finished.
+    pub async fn cancel_job(&self, id: Uuid) -> Result<JobRecord> {
+        let job = self.job(id).await?;
+        self.catalog.cancel_job(id, "by operator").await?.ok_or_else(|| {
+            FleetError::Conflict(format!(
+                "job {id} is {}; only a queued job (not started) is cancelled",
+                job.status
+            ))
+        })
     }
 
     /// Polls the catalog until every job is finished (succeeded, failed or dead), calling
