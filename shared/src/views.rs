@@ -199,3 +199,20 @@ pub fn delivery(d: &crate::catalog::DeliveryRecord) -> Value {
         "delivered_at": d.delivered_at.as_ref().map(time),
     })
 }
+
+/// A dead letter: its body as text (invalid UTF-8 replaced; at most 4 KiB shown, the length
+/// given) — untrusted bytes, for whoever renders it to escape.
+pub fn dead_letter(d: &crate::catalog::DeadLetterRecord) -> Value {
+    const SHOWN: usize = 4096;
+    let text = String::from_utf8_lossy(&d.body[..d.body.len().min(SHOWN)]).into_owned();
+    json!({
+        "id": d.id,
+        "queue": d.queue,
+        "routing_key": d.routing_key,
+        "reason": d.reason,
+        "body": text,
+        "body_bytes": d.body.len(),
+        "job_id": d.job_id,
+        "received_at": time(&d.received_at),
+    })
+}

@@ -101,3 +101,77 @@ async fn a_failed_job_is_retried_once_fixed_and_a_queued_one_cancelled() {
     drop(catalog);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_safely_replayed_when_understood_and_discarded() {
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    let _worker = env.spawn_worker("w", &[], &[]).await;
+    // Hostile: a slug that is markup. Dead-lettered with its reason, body kept as bytes.
+    env.publish_raw(
+        "provision",
+        br#"{"kind":"provision","tenant":"<script>alert(1)</script>"}"#,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let hostile = loop {
+        let listed = json_of(&cli_ok(&env, &["dead-letters", "list", "--json"]));
+        if let Some(first) = listed.as_array().unwrap().first() {
+            break first.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no dead letter recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(hostile["routing_key"], "provision");
+    assert!(
+        hostile["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid tenant slug"),
+        "{hostile}"
+    );
+    assert!(hostile["body"].as_str().unwrap().contains("<script>"));
+    let id = hostile["id"].as_str().unwrap().to_owned();
+    let (ok, _, err) = env.run_cli(&["dead-letters", "replay", &id]);
+    assert!(!ok && err.contains("still can't be understood"), "{err}");
+
+    // A letter this version understands (as after an upgrade that added its kind): replayed
+    // as a new job, which runs, and the letter is forgotten.
+    sqlx::query(
+        "INSERT INTO dead_letters (queue, routing_key, reason, body)
+         VALUES ($1, 'provision', 'unknown job kind (older version)', $2)",
+    )
+    .bind(format!("{}.provision", env.namespace))
+    .bind(br#"{"kind":"provision","tenant":"late-arrival"}"#.to_vec())
+    .execute(catalog.pool())
+    .await
+    .unwrap();
+    let listed = json_of(&cli_ok(&env, &["dead-letters", "list", "--json"]));
+    let understood = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["body"].as_str().unwrap().contains("late-arrival"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_api, base) = env.spawn_api("api").await;
+    let answer = http(Some(API_TOKEN))
+        .post(format!("{base}/v1/dead-letters/{understood}/replay"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    env.wait_tenant_active(&catalog, "late-arrival", Duration::from_secs(60))
+        .await;
+    let gone = http(Some(API_TOKEN))
+        .delete(format!("{base}/v1/dead-letters/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    let left = json_of(&cli_ok(&env, &["dead-letters", "list", "--json"]));
+    assert!(left.as_array().unwrap().is_empty(), "{left}");
+    env.cleanup().await;
+}

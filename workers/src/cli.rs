@@ -136,6 +136,9 @@ pub enum Command {
         #[arg(env = "PGFLEET_PROBE_URL", default_value = "http://127.0.0.1:8080/healthz")]
         url: String,
     },
+    /// Messages that could not be processed: list, replay as a new job, or discard.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
     /// Failure notifications: webhooks on job failed/dead, rollout halted, backup overdue.
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -528,6 +531,25 @@ pub enum ServerCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeadLettersCommand {
+    /// Dead letters, newest first, with their reasons.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish a dead letter again as a new job if it can be understood now; forget it.
+    Replay {
+        id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a dead letter.
+    Discard { id: uuid::Uuid },
 }
 
 #[derive(Subcommand, Debug)]

@@ -3,8 +3,8 @@
 //! 0 only if all succeeded.
 
 use crate::cli::{
-    BackupsCommand, Command, EnqueueArgs, GlobalArgs, JobsCommand, RolloutsCommand, SecretKeyCommand,
-    ServerCommand, TenantCommand, WebhookCommand,
+    BackupsCommand, Command, DeadLettersCommand, EnqueueArgs, GlobalArgs, JobsCommand, RolloutsCommand,
+    SecretKeyCommand, ServerCommand, TenantCommand, WebhookCommand,
 };
 use crate::output;
 use anyhow::Result;
@@ -108,6 +108,16 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
             let report = fleet(g).await?.check_server(name).await?;
             output::print_server_report(&report, *json);
             return Ok(exit(report.findings.is_empty()));
+        }
+        Command::DeadLetters(DeadLettersCommand::List { limit, json }) => {
+            output::print_dead_letters(&fleet(g).await?.dead_letters(*limit).await?, *json)
+        }
+        Command::DeadLetters(DeadLettersCommand::Replay { id, json }) => {
+            output::print_job(&fleet(g).await?.replay_dead_letter(*id).await?.job, *json)
+        }
+        Command::DeadLetters(DeadLettersCommand::Discard { id }) => {
+            fleet(g).await?.discard_dead_letter(*id).await?;
+            eprintln!("discarded dead letter {id}");
         }
         Command::Probe { url } => {
             if let Err(e) = pgfleet_shared::probe::probe(url).await {

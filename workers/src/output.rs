@@ -384,3 +384,21 @@ pub fn print_deliveries(deliveries: &[pgfleet_shared::catalog::DeliveryRecord], 
         );
     }
 }
+
+pub fn print_dead_letters(letters: &[pgfleet_shared::catalog::DeadLetterRecord], as_json: bool) {
+    if as_json {
+        return print_json(&Value::Array(letters.iter().map(views::dead_letter).collect()));
+    }
+    println!("{:<36} {:<24} {:<12} REASON", "ID", "RECEIVED", "ROUTING KEY");
+    for d in letters {
+        // The reason quotes the untrusted body: control characters are shown escaped.
+        let reason: String = d.reason.chars().flat_map(char::escape_debug).take(200).collect();
+        println!(
+            "{:<36} {:<24} {:<12} {}",
+            d.id,
+            time(&d.received_at),
+            d.routing_key.as_deref().unwrap_or("-").escape_debug(),
+            reason
+        );
+    }
+}

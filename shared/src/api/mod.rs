@@ -96,6 +96,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}", get(routes::show_job))
         .route("/v1/jobs/{id}/retry", post(routes::retry_job))
         .route("/v1/jobs/{id}/cancel", post(routes::cancel_job))
+        .route("/v1/dead-letters", get(routes::list_dead_letters))
+        .route(
+            "/v1/dead-letters/{id}",
+            axum::routing::delete(routes::discard_dead_letter),
+        )
+        .route("/v1/dead-letters/{id}/replay", post(routes::replay_dead_letter))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -528,3 +528,39 @@ pub(super) async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Pat
     let job = state.fleet.cancel_job(parse_id(&id, "job")?).await?;
     Ok(Json(views::job(&job)).into_response())
 }
+
+#[derive(Deserialize)]
+pub(super) struct DeadLetterQuery {
+    limit: Option<i64>,
+}
+
+pub(super) async fn list_dead_letters(
+    State(state): State<Arc<ApiState>>,
+    ApiQuery(query): ApiQuery<DeadLetterQuery>,
+) -> ApiResult {
+    let letters = state.fleet.dead_letters(query.limit.unwrap_or(PAGE)).await?;
+    Ok(Json(letters.iter().map(views::dead_letter).collect::<Vec<_>>()).into_response())
+}
+
+pub(super) async fn replay_dead_letter(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    Ok(accepted(
+        state
+            .fleet
+            .replay_dead_letter(parse_id(&id, "dead letter")?)
+            .await?,
+    ))
+}
+
+pub(super) async fn discard_dead_letter(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    state
+        .fleet
+        .discard_dead_letter(parse_id(&id, "dead letter")?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

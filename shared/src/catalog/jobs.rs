@@ -157,6 +157,18 @@ impl NewJob {
     }
 }
 
+/// A message that could not be processed, as recorded (its body is untrusted bytes).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetterRecord {
+    pub id: Uuid,
+    pub queue: String,
+    pub routing_key: Option<String>,
+    pub reason: String,
+    pub body: Vec<u8>,
+    pub job_id: Option<Uuid>,
+    pub received_at: DateTime<Utc>,
+}
+
 /// What a claim found.
 #[derive(Debug)]
 pub enum ClaimOutcome {
@@ -650,19 +662,53 @@ impl Catalog {
     pub async fn record_dead_letter(
         &self,
         queue: &str,
+        routing_key: Option<&str>,
         reason: &str,
         body: &[u8],
         job_id: Option<Uuid>,
     ) -> Result<()> {
         const MAX_BODY: usize = 64 * 1024;
-        sqlx::query("INSERT INTO dead_letters (queue, reason, body, job_id) VALUES ($1, $2, $3, $4)")
-            .bind(queue)
-            .bind(reason)
-            .bind(&body[..body.len().min(MAX_BODY)])
-            .bind(job_id)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO dead_letters (queue, reason, body, job_id, routing_key) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(queue)
+        .bind(reason)
+        .bind(&body[..body.len().min(MAX_BODY)])
+        .bind(job_id)
+        .bind(routing_key)
+        .execute(self.pool())
+        .await?;
         Ok(())
+    }
+
+    /// Recorded dead letters, newest first (at most `limit`).
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<DeadLetterRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT id, queue, routing_key, reason, body, job_id, received_at FROM dead_letters
+              ORDER BY received_at DESC, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetterRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT id, queue, routing_key, reason, body, job_id, received_at FROM dead_letters WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Deletes a dead letter's record; `false` if there was none.
+    pub async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
+        Ok(sqlx::query("DELETE FROM dead_letters WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?
+            .rows_affected()
+            == 1)
     }
 
     /// Reasons of every recorded dead letter, oldest first.

@@ -23,7 +23,7 @@ pub use backups::{BackupRecord, BackupStats};
 pub use branches::BranchRecord;
 pub use error::CatalogError;
 pub use history::HistoryPruned;
-pub use jobs::{producer_key, ClaimOutcome, Fence, JobRecord, NewJob, PRODUCER_KEY_PREFIX};
+pub use jobs::{producer_key, ClaimOutcome, DeadLetterRecord, Fence, JobRecord, NewJob, PRODUCER_KEY_PREFIX};
 pub use metrics::{BackupAgeSummary, DurationHistogram, DURATION_BUCKETS};
 pub use moves::MoveRecord;
 pub use rollouts::{RolloutRecord, RolloutSettings, RolloutTenant, TenantMigrationStart, SKIPPED};

@@ -119,4 +119,39 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+
+    /// Recorded dead letters, newest first.
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<crate::catalog::DeadLetterRecord>> {
+        Ok(self.catalog.dead_letters(limit.clamp(1, super::MAX_PAGE)).await?)
+    }
+
+    /// Publishes a dead letter again as a new job, if it now parses (the producer fixed
+    /// nothing in it, but pgfleet may understand it now, e.g. after an upgrade added its
+    /// kind), and forgets it. A dead *job*'s letter is retried with `jobs retry` instead.
+    pub async fn replay_dead_letter(&self, id: Uuid) -> Result<crate::producer::Enqueued> {
+        let letter = self
+            .catalog
+            .dead_letter(id)
+            .await?
+            .ok_or_else(|| FleetError::NotFound(format!("no dead letter {id}")))?;
+        if let Some(job) = letter.job_id {
+            return Err(FleetError::Conflict(format!(
+                "dead letter {id} is job {job}, which ran out of attempts: retry it with `pgfleet jobs retry {job}`"
+            )));
+        }
+        let mut request = crate::message::parse_message(&letter.body, letter.routing_key.as_deref())
+            .map_err(|e| FleetError::Conflict(format!("dead letter {id} still can't be understood: {e}")))?;
+        request.job = None;
+        let enqueued = self.producer.enqueue(&request).await?;
+        self.catalog.delete_dead_letter(id).await?;
+        Ok(enqueued)
+    }
+
+    /// Forgets a dead letter (its copy in `<ns>.dead` is the broker's to purge).
+    pub async fn discard_dead_letter(&self, id: Uuid) -> Result<()> {
+        if !self.catalog.delete_dead_letter(id).await? {
+            return Err(FleetError::NotFound(format!("no dead letter {id}")));
+        }
+        Ok(())
+    }
 }

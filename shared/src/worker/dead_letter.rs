@@ -33,7 +33,7 @@ impl Worker {
         if let Err(e) = self
             .ctx
             .catalog
-            .record_dead_letter(queue_name, reason, &delivery.data, job_id)
+            .record_dead_letter(queue_name, Some(routing_key), reason, &delivery.data, job_id)
             .await
         {
             warn!(error = %format!("{e:#}"), "dead letter published but not recorded in the catalog");
@@ -59,7 +59,7 @@ impl Worker {
         let _ = self
             .ctx
             .catalog
-            .record_dead_letter(&queue, reason, &body, Some(job.id))
+            .record_dead_letter(&queue, Some(request.kind().as_str()), reason, &body, Some(job.id))
             .await;
     }
 }
