@@ -497,14 +497,15 @@ pub(super) async fn remove_webhook(State(state): State<Arc<ApiState>>, Path(id):
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `?limit=N` of the lists that are only ever read newest first.
 #[derive(Deserialize)]
-pub(super) struct DeliveryQuery {
+pub(super) struct LimitQuery {
     limit: Option<i64>,
 }
 
 pub(super) async fn list_deliveries(
     State(state): State<Arc<ApiState>>,
-    ApiQuery(query): ApiQuery<DeliveryQuery>,
+    ApiQuery(query): ApiQuery<LimitQuery>,
 ) -> ApiResult {
     let deliveries = state
         .fleet
@@ -529,14 +530,9 @@ pub(super) async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Pat
     Ok(Json(views::job(&job)).into_response())
 }
 
-#[derive(Deserialize)]
-pub(super) struct DeadLetterQuery {
-    limit: Option<i64>,
-}
-
 pub(super) async fn list_dead_letters(
     State(state): State<Arc<ApiState>>,
-    ApiQuery(query): ApiQuery<DeadLetterQuery>,
+    ApiQuery(query): ApiQuery<LimitQuery>,
 ) -> ApiResult {
     let letters = state.fleet.dead_letters(query.limit.unwrap_or(PAGE)).await?;
     Ok(Json(letters.iter().map(views::dead_letter).collect::<Vec<_>>()).into_response())
