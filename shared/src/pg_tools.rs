@@ -103,6 +103,96 @@ pub async fn find_among(name: &str, server_major: u32, candidates: Vec<PathBuf>)
     )
 }
 
+/// How a `pg_dump | psql` pipe ended when it did not succeed.
+#[derive(Debug)]
+pub enum PipeError {
+    /// pg_dump failed (the source: worth retrying), with its stderr.
+    Dump(String),
+    /// psql failed loading (what was dumped does not load: not worth retrying), with its stderr.
+    Load(String),
+    /// Starting the tools or moving the bytes failed.
+    Other(anyhow::Error),
+}
+
+/// `pg_dump <dump_args>` (with `dump_env`) streamed into `psql -X -q -v ON_ERROR_STOP=1
+/// --single-transaction` (with `load_env`), no file in between; `prefix` is written to psql
+/// before the dump (e.g. a `SET ROLE`). Each child gets only its libpq environment. Returns
+/// the bytes copied.
+pub async fn pipe_dump_into_psql(
+    pg_dump: &PgTool,
+    dump_args: &[&str],
+    dump_env: &crate::servers::LibpqEnv,
+    psql: &PgTool,
+    load_env: &crate::servers::LibpqEnv,
+    prefix: &str,
+) -> std::result::Result<u64, PipeError> {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let spawn =
+        |tool: &PgTool, args: &[&str], env: &crate::servers::LibpqEnv, stdin: Stdio, stdout: Stdio| {
+            let mut cmd = tokio::process::Command::new(&tool.path);
+            cmd.args(args)
+                .stdin(stdin)
+                .stdout(stdout)
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            env.apply(&mut cmd);
+            cmd.spawn()
+                .with_context(|| format!("starting {}", tool.path.display()))
+                .map_err(PipeError::Other)
+        };
+    let mut dump = spawn(pg_dump, dump_args, dump_env, Stdio::null(), Stdio::piped())?;
+    let load_args = [
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--single-transaction",
+        "--no-password",
+    ];
+    let mut load = spawn(psql, &load_args, load_env, Stdio::piped(), Stdio::null())?;
+    let (Some(dump_err), Some(load_err), Some(mut dump_out), Some(mut load_in)) = (
+        dump.stderr.take(),
+        load.stderr.take(),
+        dump.stdout.take(),
+        load.stdin.take(),
+    ) else {
+        return Err(PipeError::Other(anyhow::anyhow!("pg_dump or psql has no pipes")));
+    };
+    let (dump_err, load_err) = (collect_stderr(dump_err), collect_stderr(load_err));
+    let copied = async {
+        load_in.write_all(prefix.as_bytes()).await?;
+        let n = tokio::io::copy(&mut dump_out, &mut load_in).await?;
+        load_in.shutdown().await?;
+        Ok::<u64, std::io::Error>(n)
+    }
+    .await;
+    drop(load_in);
+    let dump_status = dump
+        .wait()
+        .await
+        .context("waiting for pg_dump")
+        .map_err(PipeError::Other)?;
+    let load_status = load
+        .wait()
+        .await
+        .context("waiting for psql")
+        .map_err(PipeError::Other)?;
+    let (dump_err, load_err) = (
+        dump_err.await.unwrap_or_default(),
+        load_err.await.unwrap_or_default(),
+    );
+    if !dump_status.success() {
+        return Err(PipeError::Dump(format!("{dump_status}: {}", dump_err.trim())));
+    }
+    if !load_status.success() {
+        return Err(PipeError::Load(format!("{load_status}: {}", load_err.trim())));
+    }
+    copied
+        .context("streaming the dump into psql")
+        .map_err(PipeError::Other)
+}
+
 /// Reads a child's stderr to the end in the background (so the child never blocks on a
 /// full pipe); the text explains a failure.
 pub fn collect_stderr(stderr: tokio::process::ChildStderr) -> tokio::task::JoinHandle<String> {

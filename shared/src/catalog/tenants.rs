@@ -348,6 +348,20 @@ impl Catalog {
         Ok(())
     }
 
+    /// Whether every live self-hosted tenant's storage was measured within `interval` (by
+    /// another worker's sweep, a provision or a move): the sweep then skips measuring.
+    pub async fn storage_measured_within(&self, interval: std::time::Duration) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM tenants t JOIN tenant_servers s ON s.id = t.server_id
+                                 WHERE s.kind = 'postgres' AND t.status IN ('active', 'suspended', 'moving')
+                                   AND (t.storage_measured_at IS NULL
+                                        OR t.storage_measured_at < now() - make_interval(secs => $1)))",
+        )
+        .bind(interval.as_secs_f64())
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     /// Records measured database sizes: (tenant id, bytes).
     pub async fn record_storage(&self, sizes: &[(Uuid, i64)]) -> Result<()> {
         if sizes.is_empty() {

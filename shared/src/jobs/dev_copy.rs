@@ -21,7 +21,6 @@ use anyhow::{anyhow, Context};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use std::process::Stdio;
 use tracing::info;
 
 /// Database and role name of a tenant's branch: `<namespace>_<slug>_<name>` (slugs have no
@@ -252,58 +251,15 @@ async fn copy_schema(
         .servers
         .tenant_libpq_env(tenant, &tenant.database_name)
         .await?;
-    let mut dump = tokio::process::Command::new(&pg_dump.path);
-    dump.args(["--schema-only", "--no-owner", "--no-privileges", "--no-password"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    tenant_env.apply(&mut dump);
-    let mut dump = dump
-        .spawn()
-        .with_context(|| format!("starting {}", pg_dump.path.display()))?;
-    let dump_out: Stdio = dump
-        .stdout
-        .take()
-        .context("pg_dump has no stdout")?
-        .try_into()
-        .context("piping pg_dump into psql")?;
-    let dump_err = pg_tools::collect_stderr(dump.stderr.take().context("pg_dump has no stderr")?);
-    let mut load = tokio::process::Command::new(&psql.path);
-    load.args([
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "--single-transaction",
-        "--no-password",
-    ])
-    .stdin(dump_out)
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    branch_env.apply(&mut load);
-    let mut load = load
-        .spawn()
-        .with_context(|| format!("starting {}", psql.path.display()))?;
-    let load_err = pg_tools::collect_stderr(load.stderr.take().context("psql has no stderr")?);
-    let (dump_status, load_status) = (dump.wait().await, load.wait().await);
-    let dump_status = dump_status.context("waiting for pg_dump")?;
-    let load_status = load_status.context("waiting for psql")?;
-    if !dump_status.success() {
-        return Err(anyhow!(
-            "pg_dump --schema-only failed ({dump_status}): {}",
-            dump_err.await.unwrap_or_default().trim()
-        )
-        .into());
+    let dump_args = ["--schema-only", "--no-owner", "--no-privileges", "--no-password"];
+    match pg_tools::pipe_dump_into_psql(&pg_dump, &dump_args, &tenant_env, &psql, branch_env, "").await {
+        Ok(_) => Ok(()),
+        Err(pg_tools::PipeError::Dump(why)) => Err(anyhow!("pg_dump --schema-only failed ({why})").into()),
+        Err(pg_tools::PipeError::Load(why)) => Err(JobError::permanent(format!(
+            "loading the schema into {database} failed ({why})"
+        ))),
+        Err(pg_tools::PipeError::Other(e)) => Err(e.into()),
     }
-    if !load_status.success() {
-        return Err(JobError::permanent(format!(
-            "loading the schema into {database} failed ({load_status}): {}",
-            load_err.await.unwrap_or_default().trim()
-        )));
-    }
-    Ok(())
 }
 
 async fn branch_url(

@@ -32,9 +32,7 @@ use anyhow::{anyhow, Context};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{Connection, PgPool};
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Instant;
-use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -479,76 +477,26 @@ async fn stream_copy(
         .await
         .map_err(JobError::Permanent)?;
     let role = format!("--role={}", tenant.role_name);
-    let mut dump = tokio::process::Command::new(&pg_dump.path);
-    dump.args([
+    let dump_args = [
         "--format=plain",
         "--no-owner",
         "--no-privileges",
         "--no-password",
         "--lock-wait-timeout=60000",
         role.as_str(),
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    source_env.apply(&mut dump);
-    let mut load = tokio::process::Command::new(&psql.path);
-    load.args([
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "--single-transaction",
-        "--no-password",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    target_env.apply(&mut load);
-    let mut dump = dump
-        .spawn()
-        .with_context(|| format!("starting {}", pg_dump.path.display()))?;
-    let mut load = load
-        .spawn()
-        .with_context(|| format!("starting {}", psql.path.display()))?;
-    let dump_err = pg_tools::collect_stderr(dump.stderr.take().context("pg_dump has no stderr")?);
-    let load_err = pg_tools::collect_stderr(load.stderr.take().context("psql has no stderr")?);
-    let mut dump_out = dump.stdout.take().context("pg_dump has no stdout")?;
-    let mut load_in = load.stdin.take().context("psql has no stdin")?;
-    let copied = async {
-        // psql logs in as the mover; everything it loads is made as (and owned by) the tenant.
-        load_in
-            .write_all(format!("SET ROLE {};\n", quote_ident(&tenant.role_name)).as_bytes())
-            .await?;
-        let n = tokio::io::copy(&mut dump_out, &mut load_in).await?;
-        load_in.shutdown().await?;
-        Ok::<u64, std::io::Error>(n)
+    ];
+    // psql logs in as the mover; everything it loads is made as (and owned by) the tenant.
+    let set_role = format!("SET ROLE {};\n", quote_ident(&tenant.role_name));
+    match pg_tools::pipe_dump_into_psql(&pg_dump, &dump_args, source_env, &psql, target_env, &set_role).await
+    {
+        Ok(bytes) => Ok(bytes),
+        Err(pg_tools::PipeError::Dump(why)) => Err(anyhow!("pg_dump of the tenant failed ({why})").into()),
+        Err(pg_tools::PipeError::Load(why)) => Err(JobError::permanent(format!(
+            "loading the copy on {} failed ({why})",
+            to.name
+        ))),
+        Err(pg_tools::PipeError::Other(e)) => Err(e.into()),
     }
-    .await;
-    drop(load_in);
-    let dump_status = dump.wait().await.context("waiting for pg_dump")?;
-    let load_status = load.wait().await.context("waiting for psql")?;
-    let (dump_err, load_err) = (
-        dump_err.await.unwrap_or_default(),
-        load_err.await.unwrap_or_default(),
-    );
-    if !dump_status.success() {
-        return Err(anyhow!(
-            "pg_dump of the tenant failed ({dump_status}): {}",
-            dump_err.trim()
-        )
-        .into());
-    }
-    if !load_status.success() {
-        return Err(JobError::permanent(format!(
-            "loading the copy on {} failed ({load_status}): {}",
-            to.name,
-            load_err.trim()
-        )));
-    }
-    Ok(copied.context("streaming the dump into psql")?)
 }
 
 /// Row count and an order-independent checksum (sum of each row's MD5) of every table, as

@@ -52,6 +52,18 @@ impl Worker {
             }
             if last_storage.elapsed() >= self.settings.storage_interval {
                 last_storage = std::time::Instant::now();
+                // One worker per interval does it (pg_database_size walks each database's files):
+                // skipped when every tenant was measured lately.
+                let due = self
+                    .ctx
+                    .catalog
+                    .storage_measured_within(self.settings.storage_interval.mul_f64(0.9))
+                    .await
+                    .map(|recent| !recent)
+                    .unwrap_or(true);
+                if !due {
+                    continue;
+                }
                 match crate::limits::measure_all(&self.ctx.catalog, &self.ctx.servers).await {
                     Ok(n) => debug!(tenants = n, "measured tenant storage"),
                     Err(e) => {
