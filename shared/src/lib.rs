@@ -22,6 +22,7 @@ pub mod api;
 pub mod catalog;
 pub mod compress;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod fleet;
 pub(crate) mod hex;

@@ -2,7 +2,7 @@
 //! what a process runs — a worker, the fleet service the CLI and the API call, the HTTP
 //! API's state, a scheduler.
 
-use crate::api::{ApiState, ApiToken};
+use crate::api::ApiState;
 use crate::catalog::Catalog;
 use crate::compress::GzipSettings;
 use crate::config::{Config, WorkerSettings};
@@ -118,17 +118,16 @@ impl Services {
         &self,
         config: &Config,
         max_attempts: i32,
-        token: Option<ApiToken>,
-        metrics_token: Option<ApiToken>,
-        metrics_per_tenant: bool,
+        access: crate::api::ApiAccess,
         worker: Option<Arc<crate::worker::WorkerHealth>>,
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
             fleet: self.fleet(config, max_attempts),
-            token,
-            metrics_token,
-            metrics_per_tenant,
+            token: access.token,
+            metrics_token: access.metrics_token,
+            metrics_per_tenant: access.metrics_per_tenant,
             worker,
+            console: access.console,
         })
     }
 

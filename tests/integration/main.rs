@@ -4,6 +4,8 @@
 mod amqps;
 mod api;
 mod backups;
+mod browser;
+mod console;
 mod dead_letters;
 mod deploy;
 mod examples;

@@ -557,3 +557,59 @@ async fn the_per_server_cap_holds_across_workers() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_operator_halts_a_rollout_and_resumes_it_where_it_stopped() {
+    let env = TestEnv::new().with_migrations(&[]);
+    let slugs = fleet(&env, "pause").await;
+    add_migration(&env, NICKNAME);
+    // No worker yet: the two canary jobs stay queued.
+    let (ok, out, err) = cli(&env, &["migrate", "--all", "--canary", "2", "--json"]);
+    assert!(ok, "{out}\n{err}");
+    let id = rollout_json(&out)["id"].as_str().unwrap().to_owned();
+
+    let halted = rollout_json(&cli_ok(
+        &env,
+        &["rollouts", "halt", &id, "--reason", "db maintenance", "--json"],
+    ));
+    assert_eq!(halted["status"], "halted", "{halted}");
+    assert_eq!(halted["halted_reason"], "db maintenance");
+    assert_eq!(
+        halted["skipped"], 2,
+        "the queued canary jobs are skipped: {halted}"
+    );
+    let (ok, _, err) = cli(&env, &["rollouts", "halt", &id]);
+    assert!(!ok && err.contains("only a running rollout is halted"), "{err}");
+
+    // Halted, a worker runs nothing of it.
+    let _worker = env.spawn_worker("w", &["--concurrency", "4"], &[]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let catalog = env.catalog().await;
+    let at_target: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE schema_version = 2")
+        .fetch_one(catalog.pool())
+        .await
+        .unwrap();
+    assert_eq!(at_target, 0);
+
+    // Resumed: the skipped canaries get new jobs, then the main phase runs as usual.
+    let resumed = rollout_json(&cli_ok(&env, &["rollouts", "resume", &id, "--json"]));
+    assert_eq!(resumed["new_jobs"], 2, "{resumed}");
+    assert_eq!(resumed["status"], "running");
+    let (ok, _, err) = cli(&env, &["rollouts", "resume", &id]);
+    assert!(!ok && err.contains("only a halted rollout is resumed"), "{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let r = rollout_json(&cli_ok(&env, &["rollouts", "show", &id, "--json"]));
+        if r["status"] == "done" {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "rollout not done: {r}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(done["succeeded"], FLEET as i64, "{done}");
+    assert_eq!(done["skipped"], 0, "the skipped jobs were replaced: {done}");
+    for slug in &slugs {
+        assert_eq!(tenant_migrations(&env, slug).await.len(), 2, "{slug}");
+    }
+    env.cleanup().await;
+}

@@ -288,6 +288,17 @@ pub struct ServeArgs {
     /// Serve without a token. Development only: anyone who reaches the port controls the fleet.
     #[arg(long)]
     pub insecure_dev: bool,
+    /// Another token that signs in to the web console (`/console`) as admin (the API token
+    /// does too).
+    #[arg(long, env = "PGFLEET_CONSOLE_TOKEN", hide_env_values = true)]
+    pub console_token: Option<String>,
+    /// A token that signs in to the web console as a viewer: sees everything, acts on nothing.
+    #[arg(long, env = "PGFLEET_CONSOLE_VIEWER_TOKEN", hide_env_values = true)]
+    pub console_viewer_token: Option<String>,
+    /// Mark the console's session cookie `Secure` (true/false). Unset: when the request came
+    /// through a TLS-terminating proxy (`X-Forwarded-Proto: https`).
+    #[arg(long, env = "PGFLEET_CONSOLE_SECURE_COOKIE", action = clap::ArgAction::Set)]
+    pub console_secure_cookie: Option<bool>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -610,6 +621,22 @@ pub enum RolloutsCommand {
     },
     /// One rollout with its per-tenant results.
     Show {
+        id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Halts a running rollout: jobs not started are skipped, running ones finish.
+    Halt {
+        id: uuid::Uuid,
+        /// Recorded as the rollout's halt reason.
+        #[arg(long, default_value = "halted by an operator")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resumes a halted rollout: the tenants its halt skipped get new jobs (a canary that
+    /// failed is passed); tenants that failed stay failed (`pgfleet migrate --tenant`).
+    Resume {
         id: uuid::Uuid,
         #[arg(long)]
         json: bool,

@@ -245,6 +245,21 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
         Command::Rollouts(RolloutsCommand::List { json }) => {
             output::print_rollouts(&fleet(g).await?.rollouts(100).await?, *json)
         }
+        Command::Rollouts(RolloutsCommand::Halt { id, reason, json }) => {
+            let rollout = fleet(g).await?.halt_rollout(*id, reason).await?;
+            output::print_rollout(&rollout, &[], *json);
+        }
+        Command::Rollouts(RolloutsCommand::Resume { id, json }) => {
+            let (rollout, jobs) = fleet(g).await?.resume_rollout(*id).await?;
+            if *json {
+                let mut body = pgfleet_shared::views::rollout(&rollout);
+                body["new_jobs"] = serde_json::json!(jobs);
+                output::print_json(&body);
+            } else {
+                println!("resumed: {jobs} new jobs");
+                output::print_rollout(&rollout, &[], false);
+            }
+        }
         Command::Rollouts(RolloutsCommand::Show { id, json }) => {
             let (rollout, tenants) = fleet(g).await?.rollout(*id).await?;
             output::print_rollout(&rollout, &tenants, *json);

@@ -7,7 +7,7 @@ use pgfleet_shared::status::JobStatus;
 use pgfleet_shared::views::{self, time};
 use serde_json::Value;
 
-fn print_json(v: &Value) {
+pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 

@@ -3,7 +3,7 @@
 
 use crate::cli::{GlobalArgs, SchedulerArgs, ServeArgs, WorkerArgs};
 use anyhow::{Context, Result};
-use pgfleet_shared::api::ApiToken;
+use pgfleet_shared::api::{ApiAccess, ApiToken};
 use pgfleet_shared::services::Services;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -35,9 +35,12 @@ pub async fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode> {
     let state = services.api_state(
         &config,
         g.max_attempts(),
-        token,
-        metrics_token,
-        args.metrics_per_tenant,
+        ApiAccess {
+            token,
+            metrics_token,
+            metrics_per_tenant: args.metrics_per_tenant,
+            console: console_settings(args)?,
+        },
         None,
     );
     pgfleet_shared::api::serve(listener, state, shutdown_on_signal()).await?;
@@ -68,9 +71,12 @@ pub async fn up(
     let api = services.api_state(
         &config,
         g.max_attempts(),
-        token,
-        metrics_token,
-        api_args.metrics_per_tenant,
+        ApiAccess {
+            token,
+            metrics_token,
+            metrics_per_tenant: api_args.metrics_per_tenant,
+            console: console_settings(api_args)?,
+        },
         Some(worker.health()),
     );
     let scheduler = services.scheduler(&config, scheduler_args.settings(g));
@@ -117,6 +123,20 @@ fn tokens(
         .map(|t| ApiToken::new(&t.clone().into()).context("PGFLEET_METRICS_TOKEN"))
         .transpose()?;
     Ok((token, metrics_token))
+}
+
+/// Who may sign in to the web console besides the API token's holders.
+fn console_settings(args: &ServeArgs) -> Result<pgfleet_shared::console::ConsoleSettings> {
+    let token = |t: &Option<String>, what: &str| {
+        t.as_ref()
+            .map(|t| ApiToken::new(&t.clone().into()).context(what.to_owned()))
+            .transpose()
+    };
+    Ok(pgfleet_shared::console::ConsoleSettings {
+        admin_token: token(&args.console_token, "PGFLEET_CONSOLE_TOKEN")?,
+        viewer_token: token(&args.console_viewer_token, "PGFLEET_CONSOLE_VIEWER_TOKEN")?,
+        secure_cookie: args.console_secure_cookie,
+    })
 }
 
 async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {

@@ -27,6 +27,11 @@ impl ApiError {
         }
     }
 
+    /// The answer's status and message (the web console renders them as a page).
+    pub fn parts(&self) -> (StatusCode, &str) {
+        (self.status, &self.message)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }

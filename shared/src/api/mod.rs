@@ -38,6 +38,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(3);
 /// The OpenAPI document of this API (also served at `/openapi.json`).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// Who may reach what: the API's tokens, `/metrics`' exposure, the console's sign-ins.
+pub struct ApiAccess {
+    pub token: Option<ApiToken>,
+    pub metrics_token: Option<ApiToken>,
+    pub metrics_per_tenant: bool,
+    pub console: crate::console::ConsoleSettings,
+}
+
 /// What the handlers share.
 pub struct ApiState {
     pub fleet: Fleet,
@@ -50,6 +58,8 @@ pub struct ApiState {
     pub metrics_per_tenant: bool,
     /// The worker of the same process (`pgfleet up`): `/readyz` reports it too.
     pub worker: Option<Arc<crate::worker::WorkerHealth>>,
+    /// Who may sign in to the web console besides the API token's holders.
+    pub console: crate::console::ConsoleSettings,
 }
 
 /// The API's routes.
@@ -92,6 +102,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/migrations", post(routes::start_rollout))
         .route("/v1/rollouts/{id}", get(routes::show_rollout))
+        .route("/v1/rollouts/{id}/halt", post(routes::halt_rollout))
+        .route("/v1/rollouts/{id}/resume", post(routes::resume_rollout))
         .route("/v1/jobs", get(routes::list_jobs))
         .route("/v1/jobs/{id}", get(routes::show_job))
         .route("/v1/jobs/{id}/retry", post(routes::retry_job))
@@ -118,6 +130,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/openapi.json", get(openapi))
         .merge(v1)
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -180,6 +180,37 @@ pub(super) async fn show_rollout(State(state): State<Arc<ApiState>>, Path(id): P
     Ok(Json(views::rollout_with_tenants(&rollout, &tenants)).into_response())
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HaltRollout {
+    reason: Option<String>,
+}
+
+pub(super) async fn halt_rollout(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<HaltRollout>,
+) -> ApiResult {
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "halted by an operator (API)".into());
+    if reason.len() > 500 {
+        return Err(ApiError::bad_request("`reason` is longer than 500 bytes"));
+    }
+    let rollout = state
+        .fleet
+        .halt_rollout(parse_id(&id, "rollout")?, &reason)
+        .await?;
+    Ok(Json(views::rollout(&rollout)).into_response())
+}
+
+pub(super) async fn resume_rollout(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
+    let (rollout, jobs) = state.fleet.resume_rollout(parse_id(&id, "rollout")?).await?;
+    let mut body = views::rollout(&rollout);
+    body["new_jobs"] = json!(jobs);
+    Ok(Json(body).into_response())
+}
+
 #[derive(Deserialize)]
 pub(super) struct JobQuery {
     status: Option<String>,

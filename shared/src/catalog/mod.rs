@@ -7,6 +7,7 @@
 
 mod backups;
 mod branches;
+mod console;
 mod error;
 mod history;
 mod jobs;
@@ -21,6 +22,7 @@ mod webhooks;
 
 pub use backups::{BackupRecord, BackupStats};
 pub use branches::BranchRecord;
+pub use console::{ConsoleAction, ConsoleSession, JobAttempt, JobSearch, RolloutFailure, TenantSearch};
 pub use error::CatalogError;
 pub use history::HistoryPruned;
 pub use jobs::{producer_key, ClaimOutcome, DeadLetterRecord, Fence, JobRecord, NewJob, PRODUCER_KEY_PREFIX};

@@ -257,20 +257,7 @@ impl Catalog {
                 })
         };
         if let Some(reason) = halt {
-            sqlx::query("UPDATE rollouts SET status = 'halted', halted_reason = $2, finished_at = now() WHERE id = $1")
-                .bind(id)
-                .bind(&reason)
-                .execute(&mut *tx)
-                .await?;
-            // Queued jobs of the rollout will never run: say so on each.
-            sqlx::query(
-                "UPDATE jobs SET status = 'failed', error = $2, finished_at = now(), updated_at = now()
-                 WHERE status = 'queued' AND id IN (SELECT job_id FROM rollout_tenants WHERE rollout_id = $1)",
-            )
-            .bind(id)
-            .bind(format!("{SKIPPED} rollout halted: {reason}"))
-            .execute(&mut *tx)
-            .await?;
+            halt_in(&mut tx, id, &reason).await?;
         } else if canary_total > 0 && canary_ok == canary_total && main_started == 0 {
             created = create_phase_jobs(&mut tx, id, "main", max_attempts).await?;
         } else if r.remaining == 0 && (canary_total == 0 || main_started > 0 || r.tenants == canary_total) {
@@ -281,6 +268,88 @@ impl Catalog {
         }
         tx.commit().await?;
         Ok(created)
+    }
+
+    /// An operator halts a running rollout: jobs not started are skipped (`skipped: rollout
+    /// halted: <reason>`), running ones finish. `Err(status)` if it was not running.
+    pub async fn halt_rollout(
+        &self,
+        id: Uuid,
+        reason: &str,
+    ) -> Result<std::result::Result<(), RolloutStatus>> {
+        let mut tx = self.pool().begin().await?;
+        match lock_rollout(&mut tx, id).await? {
+            RolloutStatus::Running => {
+                halt_in(&mut tx, id, reason).await?;
+                tx.commit().await?;
+                Ok(Ok(()))
+            }
+            other => Ok(Err(other)),
+        }
+    }
+
+    /// An operator resumes a halted rollout: the tenants its halt skipped get new jobs
+    /// (keyed `migrate:<rollout>:<slug>:resume-<n>`), tenants that failed stay failed (retry
+    /// them with `pgfleet migrate --tenant`), and `max_failures` allows as many failures again
+    /// as it did. A rollout halted by its canary goes on past it: the canary tenants count as
+    /// the main phase from then on (the operator has seen their errors and accepted them).
+    /// Returns the jobs to publish; `Err(status)` if it was not halted.
+    pub async fn resume_rollout(
+        &self,
+        id: Uuid,
+        max_attempts: i32,
+    ) -> Result<std::result::Result<Vec<JobRecord>, RolloutStatus>> {
+        let mut tx = self.pool().begin().await?;
+        match lock_rollout(&mut tx, id).await? {
+            RolloutStatus::Halted => {}
+            other => return Ok(Err(other)),
+        }
+        let r: RolloutRecord = sqlx::query_as(&format!("{SELECT_ROLLOUT} WHERE r.id = $1"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE rollout_tenants rt SET job_id = NULL FROM jobs j
+              WHERE rt.rollout_id = $1 AND j.id = rt.job_id AND j.status = 'failed' AND j.error LIKE $2",
+        )
+        .bind(id)
+        .bind(format!("{SKIPPED}%"))
+        .execute(&mut *tx)
+        .await?;
+        let resumes: i32 = sqlx::query_scalar(
+            "UPDATE rollouts SET status = 'running', halted_reason = NULL, finished_at = NULL,
+                    resumes = resumes + 1, max_failures = max_failures + $2
+              WHERE id = $1 RETURNING resumes",
+        )
+        .bind(id)
+        .bind(i32::try_from(r.failed).unwrap_or(i32::MAX))
+        .fetch_one(&mut *tx)
+        .await?;
+        let (canary_failed, canary_waiting): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(n) FILTER (WHERE outcome = 'failed'), 0)::bigint,
+                    coalesce(sum(n) FILTER (WHERE outcome = 'none'), 0)::bigint
+               FROM rollout_counts WHERE rollout_id = $1 AND phase = 'canary'",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let suffix = format!(":resume-{resumes}");
+        let phase = if canary_failed > 0 {
+            sqlx::query(
+                "UPDATE rollout_tenants SET phase = 'main' WHERE rollout_id = $1 AND phase = 'canary'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            "main"
+        } else if canary_waiting > 0 {
+            "canary"
+        } else {
+            "main"
+        };
+        let jobs = create_phase_jobs_keyed(&mut tx, id, phase, max_attempts, &suffix).await?;
+        tx.commit().await?;
+        Ok(Ok(jobs))
     }
 
     /// Everything a migrate job needs before it touches its tenant, in one round trip on
@@ -452,6 +521,50 @@ async fn create_phase_jobs(
     phase: &str,
     max_attempts: i32,
 ) -> Result<Vec<JobRecord>> {
+    create_phase_jobs_keyed(tx, rollout, phase, max_attempts, "").await
+}
+
+/// Locks the rollout's row in `tx`; its status.
+async fn lock_rollout(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    id: Uuid,
+) -> Result<RolloutStatus> {
+    sqlx::query_scalar("SELECT status FROM rollouts WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| CatalogError::NotFound(format!("no rollout {id}")))
+}
+
+/// Halts the rollout (its row locked by `tx`): status, reason, and its queued jobs skipped.
+async fn halt_in(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, id: Uuid, reason: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE rollouts SET status = 'halted', halted_reason = $2, finished_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    // Queued jobs of the rollout will never run: say so on each.
+    sqlx::query(
+        "UPDATE jobs SET status = 'failed', error = $2, finished_at = now(), updated_at = now()
+         WHERE status = 'queued' AND id IN (SELECT job_id FROM rollout_tenants WHERE rollout_id = $1)",
+    )
+    .bind(id)
+    .bind(format!("{SKIPPED} rollout halted: {reason}"))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// `create_phase_jobs` with `key_suffix` after each job's key (a resume's jobs are new).
+async fn create_phase_jobs_keyed(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    rollout: Uuid,
+    phase: &str,
+    max_attempts: i32,
+    key_suffix: &str,
+) -> Result<Vec<JobRecord>> {
     let spec = JobSpec::Migrate(MigrateSpec {
         rollout,
         canary: phase == "canary",
@@ -468,7 +581,7 @@ async fn create_phase_jobs(
          SELECT {cols} FROM created ORDER BY tenant",
         cols = super::jobs::JOB_COLUMNS,
         insert = super::jobs::insert_jobs_sql(
-            "SELECT gen_random_uuid(), 'migrate:' || $1 || ':' || slug, $3::text, slug, $4::jsonb, $5::int FROM phase",
+            "SELECT gen_random_uuid(), 'migrate:' || $1 || ':' || slug || $6, $3::text, slug, $4::jsonb, $5::int FROM phase",
             super::jobs::Dispatch::Later,
             "DO NOTHING",
             true,
@@ -479,6 +592,7 @@ async fn create_phase_jobs(
     .bind(JobKind::Migrate.as_str())
     .bind(&payload)
     .bind(max_attempts)
+    .bind(key_suffix)
     .fetch_all(&mut **tx)
     .await?;
     Ok(jobs)

@@ -171,6 +171,36 @@ impl Fleet {
         Ok((rollout, self.catalog.rollout_tenants(id).await?))
     }
 
+    /// Halts a running rollout (`why`: who asked and why, recorded as its reason): its jobs
+    /// not started are skipped; the ones running finish.
+    pub async fn halt_rollout(&self, id: Uuid, why: &str) -> Result<RolloutRecord> {
+        if let Err(status) = self.catalog.halt_rollout(id, why).await? {
+            return Err(FleetError::Conflict(format!(
+                "rollout {id} is {status}; only a running rollout is halted"
+            )));
+        }
+        self.rollout_record(id).await
+    }
+
+    /// Resumes a halted rollout (see `Catalog::resume_rollout`) and publishes its new jobs.
+    pub async fn resume_rollout(&self, id: Uuid) -> Result<(RolloutRecord, usize)> {
+        let jobs = match self.catalog.resume_rollout(id, self.max_attempts).await? {
+            Ok(jobs) => jobs,
+            Err(status) => {
+                return Err(FleetError::Conflict(format!(
+                    "rollout {id} is {status}; only a halted rollout is resumed"
+                )))
+            }
+        };
+        self.producer.publish_existing(&jobs).await;
+        // Nothing left to run (every skipped tenant had failed meanwhile): close it now.
+        if jobs.is_empty() {
+            let created = self.catalog.advance_rollout(id, self.max_attempts).await?;
+            self.producer.publish_existing(&created).await;
+        }
+        Ok((self.rollout_record(id).await?, jobs.len()))
+    }
+
     /// Rollouts, newest first.
     pub async fn rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>> {
         Ok(self.catalog.rollouts(limit.clamp(1, 1000)).await?)
