@@ -141,6 +141,34 @@ async fn an_operator_signs_in_sees_the_fleet_and_acts_on_it_live() {
     );
     assert!(b.text("#live-status").await.contains("Live"));
 
+    // A hidden tab polls nothing; shown again, it catches up.
+    let refreshes =
+        "return performance.getEntriesByType('resource').filter(e => e.initiatorType === 'fetch').length;";
+    let set_visibility = |state: &str| {
+        format!(
+            "Object.defineProperty(document, 'visibilityState', {{configurable: true, get: () => '{state}'}});
+             document.dispatchEvent(new Event('visibilitychange')); return 1;"
+        )
+    };
+    b.eval(&set_visibility("hidden")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hidden_at = b.eval(refreshes).await.as_u64().unwrap();
+    assert!(hidden_at > 0, "the page never refreshed itself");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        b.eval(refreshes).await.as_u64().unwrap(),
+        hidden_at,
+        "a hidden tab kept polling"
+    );
+    assert!(b.text("#live-status").await.contains("paused"));
+    b.eval(&set_visibility("visible")).await;
+    b.wait_until(
+        &format!("(function() {{ {refreshes} }})() > {hidden_at}"),
+        Duration::from_secs(5),
+        "polling resumed",
+    )
+    .await;
+
     // A dead job (its worker died on its last attempt): retried from its page.
     let dead_id = uuid::Uuid::now_v7();
     sqlx::query(
@@ -450,5 +478,158 @@ async fn console_actions_need_a_session_a_csrf_token_this_origin_and_an_admin() 
     assert_eq!(r.status(), 303);
     let r = get_as(&http, format!("{base}/console"), &cookie).await;
     assert_eq!(r.status(), 303, "a signed-out session still works");
+    env.cleanup().await;
+}
+
+/// Goes to an action's confirmation page, checks what it says, confirms; returns the notice.
+async fn confirm_action(b: &Browser, link: &str, says: &str) -> String {
+    b.click(link).await;
+    b.page_shot().await;
+    let text = b.text("#confirm-text").await;
+    assert!(
+        text.contains(says),
+        "the confirmation says {text:?}, not {says:?}"
+    );
+    b.click("#confirm").await;
+    b.page_shot().await;
+    b.text(".notice").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_action_does_what_its_confirmation_says() {
+    let env = TestEnv::new().with_migrations(&[]);
+    let catalog = env.catalog().await;
+    let worker = env.spawn_worker("w", &[], &[]).await;
+    cli_ok(&env, &["tenant", "create", "orbit", "--wait"]);
+    cli_ok(&env, &["backup", "orbit", "--wait"]);
+    env.publish_raw("backup", b"{not json").await;
+    let (_api, base) = spawn_console(&env).await;
+    let b = Browser::start(shots("actions")).await;
+    b.goto(&format!("{base}/console/login")).await;
+    b.type_into("#token", API_TOKEN).await;
+    b.type_into("#operator", "Grace").await;
+    b.click("button[type=submit]").await;
+    let status_of = |slug: &'static str| {
+        let pool = catalog.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM tenants WHERE slug = $1")
+                .bind(slug)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+
+    // Restore the backup into a new database, following the job live to its end.
+    let into = env.outside_name("console_copy");
+    b.goto(&format!("{base}/console/tenants/orbit")).await;
+    b.click("a.button[href*='tenant-restore']").await;
+    assert!(b.text("#confirm-text").await.contains("into a new database"));
+    b.type_into("#into", &into).await;
+    b.click("#confirm").await;
+    assert!(b.text(".notice").await.contains(&format!("into database {into}")));
+    b.wait_until(
+        "document.querySelector('#job-facts .job-status').textContent.includes('succeeded')",
+        Duration::from_secs(60),
+        "restore succeeded",
+    )
+    .await;
+    let restored: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&into)
+        .fetch_one(&mut admin().await)
+        .await
+        .unwrap();
+    assert!(restored, "no database {into}");
+
+    // Suspend, then resume.
+    b.goto(&format!("{base}/console/tenants/orbit")).await;
+    let notice = confirm_action(&b, "a.button[href*='tenant-suspend']", "Suspend tenant orbit").await;
+    assert!(notice.contains("suspended tenant orbit"), "{notice}");
+    assert_eq!(status_of("orbit").await, "suspended");
+    let notice = confirm_action(&b, "a.button[href*='tenant-resume']", "Resume tenant orbit").await;
+    assert!(notice.contains("resumed tenant orbit"), "{notice}");
+    assert_eq!(status_of("orbit").await, "active");
+
+    // A dead letter that still can't be understood: replay refused (and said so), discard works.
+    b.goto(&format!("{base}/console/dead-letters")).await;
+    b.click("a[href^='/console/dead-letters/']").await;
+    let notice = confirm_action(&b, "a.button[href*='dead-letter-replay']", "Publish").await;
+    assert!(
+        notice.starts_with("Refused:") && notice.contains("still can't be understood"),
+        "{notice}"
+    );
+    b.goto(&format!("{base}/console/dead-letters")).await;
+    b.click("a[href^='/console/dead-letters/']").await;
+    let notice = confirm_action(&b, "a.button[href*='dead-letter-discard']", "Forget").await;
+    assert!(notice.contains("discarded dead letter"), "{notice}");
+    assert_eq!(catalog.dead_letter_count().await.unwrap(), 0);
+
+    // No worker: a backup stays queued and is cancelled; a rollout is halted, then resumed.
+    drop(worker);
+    let queued: serde_json::Value =
+        serde_json::from_str(&cli_ok(&env, &["backup", "orbit", "--json"])).unwrap();
+    let queued_id = queued["id"].as_str().unwrap().to_owned();
+    b.goto(&format!("{base}/console/jobs/{queued_id}")).await;
+    let notice = confirm_action(&b, "a.button[href*='job-cancel']", "Cancel job").await;
+    assert!(notice.contains(&format!("cancelled job {queued_id}")), "{notice}");
+    assert!(b.text("#job-facts").await.contains("cancelled: by operator"));
+
+    std::fs::write(
+        env.migrations_dir.as_ref().unwrap().join("2_notes.sql"),
+        "CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL);",
+    )
+    .unwrap();
+    let started: serde_json::Value =
+        serde_json::from_str(&cli_ok(&env, &["migrate", "--all", "--json"])).unwrap();
+    let rollout = started["id"].as_str().unwrap().to_owned();
+    b.goto(&format!("{base}/console/rollouts/{rollout}")).await;
+    let notice = confirm_action(
+        &b,
+        "a.button[href*='rollout-halt']",
+        "Halt the rollout to version 2",
+    )
+    .await;
+    assert!(notice.contains("halted rollout"), "{notice}");
+    let facts = b.text("#rollout-facts").await;
+    assert!(
+        facts.contains("halted") && facts.contains("halted by Grace from the console"),
+        "{facts}"
+    );
+    let _worker = env.spawn_worker("w2", &[], &[]).await;
+    let notice = confirm_action(&b, "a.button[href*='rollout-resume']", "get new jobs").await;
+    assert!(notice.contains("1 new jobs"), "{notice}");
+    b.wait_until(
+        "document.querySelector('#rollout-facts').textContent.includes('done')",
+        Duration::from_secs(60),
+        "rollout done live",
+    )
+    .await;
+    let version: Option<i64> = sqlx::query_scalar("SELECT schema_version FROM tenants WHERE slug = 'orbit'")
+        .fetch_one(catalog.pool())
+        .await
+        .unwrap();
+    assert_eq!(version, Some(2));
+
+    // Every one of them is on record under the operator's name.
+    let recorded: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM console_actions WHERE operator = 'Grace' ORDER BY at")
+            .fetch_all(catalog.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        recorded,
+        [
+            "tenant-restore",
+            "tenant-suspend",
+            "tenant-resume",
+            "dead-letter-replay",
+            "dead-letter-discard",
+            "job-cancel",
+            "rollout-halt",
+            "rollout-resume"
+        ]
+    );
+    b.keep_only(&[]);
+    drop(b);
     env.cleanup().await;
 }

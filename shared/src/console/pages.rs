@@ -923,6 +923,7 @@ pub(super) async fn dead_letter(
     State(state): State<Arc<ConsoleState>>,
     operator: Operator,
     Path(id): Path<String>,
+    Query(n): Query<Notice>,
 ) -> ConsoleResult {
     let id = parse_uuid(&id, "dead letter")?;
     let d = state.fleet.catalog.dead_letter(id).await?.ok_or_else(|| {
@@ -955,7 +956,7 @@ pub(super) async fn dead_letter(
         "Dead letter",
         "/console/dead-letters",
         &operator,
-        None,
+        notice(&state, n.notice).await,
         body,
     )))
 }
