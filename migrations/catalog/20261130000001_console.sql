@@ -55,3 +55,10 @@ CREATE TRIGGER jobs_failed_attempt AFTER UPDATE OF status ON jobs
 -- Times an operator resumed a halted rollout: the jobs made for skipped tenants are keyed
 -- with it, so each resume makes new ones and asking twice does not.
 ALTER TABLE rollouts ADD COLUMN resumes integer NOT NULL DEFAULT 0;
+
+-- The overview's (and /metrics') oldest last backups order by (age, slug): with the slug in
+-- the index the first rows are read in order instead of sorting every active tenant (found
+-- at 100k tenants, all never backed up: 88 ms → under 1 ms).
+DROP INDEX tenants_active_last_good_backup;
+CREATE INDEX tenants_active_last_good_backup ON tenants (last_good_backup_at NULLS FIRST, slug)
+    WHERE status = 'active';

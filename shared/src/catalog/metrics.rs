@@ -142,9 +142,10 @@ impl Catalog {
     /// with its age in seconds (`None`: never).
     pub async fn oldest_backups(&self, n: i64) -> Result<Vec<(String, Option<f64>)>> {
         Ok(sqlx::query_as(
-            "SELECT slug::text, extract(epoch FROM now() - last_good_backup_at)::float8
-               FROM tenants WHERE status = 'active'
-              ORDER BY last_good_backup_at NULLS FIRST, slug LIMIT $1",
+            // `t.slug`, not the output column `slug` (text): the index's citext order.
+            "SELECT t.slug::text, extract(epoch FROM now() - t.last_good_backup_at)::float8
+               FROM tenants t WHERE t.status = 'active'
+              ORDER BY t.last_good_backup_at NULLS FIRST, t.slug LIMIT $1",
         )
         .bind(n)
         .fetch_all(self.pool())

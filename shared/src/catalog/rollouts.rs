@@ -372,7 +372,7 @@ impl Catalog {
                         (SELECT slot FROM generate_series(0, r.server_concurrency - 1) AS slot
                           WHERE pg_try_advisory_lock({SERVER_SLOT_CLASS}, slot) LIMIT 1)
                     END AS slot
-               FROM rollouts r LEFT JOIN ({SELECT_TENANT} WHERE t.slug = $2) t ON true
+               FROM rollouts r LEFT JOIN ({SELECT_TENANT} WHERE t.slug = $2::citext) t ON true
               WHERE r.id = $1"
         ))
         .bind(rollout)

@@ -239,7 +239,7 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         let live: Vec<String> = sqlx::query_scalar(
-            "SELECT slug::text FROM tenants WHERE server_id = $1 AND status <> 'deleted' ORDER BY slug LIMIT 5",
+            "SELECT slug::text FROM tenants WHERE server_id = $1 AND status <> 'deleted' ORDER BY tenants.slug LIMIT 5",
         )
         .bind(server.id)
         .fetch_all(&mut *tx)

@@ -129,7 +129,7 @@ pub(super) fn with_password(row: sqlx::postgres::PgRow) -> Result<TenantRecord> 
 impl Catalog {
     /// One tenant by slug.
     pub async fn tenant(&self, slug: &TenantSlug) -> Result<Option<TenantRecord>> {
-        let row = sqlx::query(&format!("{SELECT_TENANT} WHERE t.slug = $1"))
+        let row = sqlx::query(&format!("{SELECT_TENANT} WHERE t.slug = $1::citext"))
             .bind(slug.as_str())
             .fetch_optional(self.pool())
             .await?;
@@ -157,7 +157,7 @@ impl Catalog {
     /// one query (at 100,000 tenants a page-by-page read of whole tenant rows took ~0.5 s).
     pub async fn tenant_slugs(&self, status: TenantStatus) -> Result<Vec<String>> {
         Ok(
-            sqlx::query_scalar("SELECT slug::text FROM tenants WHERE status = $1 ORDER BY slug")
+            sqlx::query_scalar("SELECT slug::text FROM tenants WHERE status = $1 ORDER BY tenants.slug")
                 .bind(status)
                 .fetch_all(self.pool())
                 .await?,
@@ -296,7 +296,7 @@ impl Catalog {
                                                     THEN now() ELSE backup_scheduled_through END,
                     retention_days = coalesce($3, retention_days), keep_min = coalesce($4, keep_min),
                     updated_at = now()
-             WHERE slug = $1",
+             WHERE slug = $1::citext",
         )
         .bind(slug.as_str())
         .bind(backup_schedule)
