@@ -119,6 +119,8 @@ pub struct WorkerSettings {
     /// Whether this worker posts webhook deliveries (off: e.g. no egress from its network;
     /// another worker delivers them).
     pub deliver_webhooks: bool,
+    /// Warm pool size per self-hosted server (a server's own size wins); 0: none.
+    pub warm_pool: i32,
 }
 
 impl Default for WorkerSettings {
@@ -138,6 +140,7 @@ impl Default for WorkerSettings {
             history_retention: Duration::from_secs(30 * 86_400),
             storage_interval: Duration::from_secs(300),
             deliver_webhooks: true,
+            warm_pool: 0,
         }
     }
 }

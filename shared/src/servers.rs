@@ -160,6 +160,23 @@ impl TenantServers {
             .database(&tenant.database_name))
     }
 
+    /// Connect options for `role` (with `password`) on `database` of a self-hosted server.
+    pub async fn role_options(
+        &self,
+        server_id: Uuid,
+        role: &str,
+        password: &SecretString,
+        database: &str,
+    ) -> Result<PgConnectOptions> {
+        let server = self.server(server_id).await?;
+        Ok(server
+            .options
+            .clone()
+            .username(role)
+            .password(password.expose_secret())
+            .database(database))
+    }
+
     /// A connection as the tenant's role to its database.
     pub async fn connect_as_tenant(&self, tenant: &TenantRecord) -> Result<PgConnection> {
         let options = self.tenant_options(tenant).await?;

@@ -64,6 +64,12 @@ pub fn server(s: &ServerRecord) -> Value {
         "tenants": s.tenants,
         "free": s.free(),
         "neon": neon,
+        "warm_pool": {
+            "size": s.warm_target,
+            "ready": s.warm_ready,
+            "building": s.warm_building,
+            "short_since": s.warm_short_since.as_ref().map(time),
+        },
     })
 }
 

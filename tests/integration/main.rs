@@ -22,4 +22,5 @@ mod security;
 mod servers;
 mod support;
 mod tls;
+mod warm_pool;
 mod webhooks;

@@ -260,6 +260,10 @@ pub struct WorkerArgs {
     /// Finished jobs, rollouts and dead letters older than this are deleted (e.g. 30d, 12h).
     #[arg(long, env = "PGFLEET_HISTORY_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub history_retention: Duration,
+    /// Warm pool: databases kept ready on each self-hosted server so a signup renames one
+    /// instead of creating one (0: none). A server's own `server set --warm-pool` wins.
+    #[arg(long, env = "PGFLEET_WARM_POOL", default_value_t = 0)]
+    pub warm_pool: i32,
     /// How often each worker measures the tenants' databases (storage figures and quotas).
     #[arg(long, env = "PGFLEET_STORAGE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub storage_interval: Duration,
@@ -345,6 +349,17 @@ fn parse_capacity(raw: &str) -> Result<Option<i32>, String> {
         .ok_or_else(|| format!("{raw:?} is not a capacity: a number of tenants (0 or more), or none"))
 }
 
+fn parse_warm_pool(raw: &str) -> Result<Option<i32>, String> {
+    if raw == "default" {
+        return Ok(None);
+    }
+    raw.parse::<i32>()
+        .ok()
+        .filter(|n| (0..=1000).contains(n))
+        .map(Some)
+        .ok_or_else(|| format!("{raw:?} is not a pool size: 0 to 1000, or default"))
+}
+
 fn parse_optional_region(raw: &str) -> Result<Option<String>, String> {
     if raw == "none" {
         return Ok(None);
@@ -425,6 +440,7 @@ impl WorkerArgs {
             history_retention: self.history_retention.max(Duration::from_secs(60)),
             storage_interval: self.storage_interval.max(Duration::from_secs(1)),
             deliver_webhooks: self.deliver_webhooks,
+            warm_pool: self.warm_pool.max(0),
             ..WorkerSettings::default()
         })
     }
@@ -516,6 +532,10 @@ pub enum ServerCommand {
         capacity: Option<::std::option::Option<i32>>,
         #[arg(long, value_parser = parse_optional_region)]
         region: Option<::std::option::Option<String>>,
+        /// Databases kept ready for signups on this server (`default`: the workers'
+        /// PGFLEET_WARM_POOL).
+        #[arg(long, value_parser = parse_warm_pool)]
+        warm_pool: Option<::std::option::Option<i32>>,
         #[arg(long)]
         json: bool,
     },

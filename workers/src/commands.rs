@@ -76,6 +76,7 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
             url,
             capacity,
             region,
+            warm_pool,
             json,
         }) => {
             let fleet = fleet_with_key(g).await?;
@@ -84,6 +85,7 @@ pub async fn run(g: &GlobalArgs, command: &Command) -> Result<ExitCode> {
                 capacity: *capacity,
                 region: region.clone(),
                 status: None,
+                warm_pool: *warm_pool,
             };
             output::print_server(&fleet.set_server(name, changes).await?, *json);
         }

@@ -266,19 +266,21 @@ pub fn print_servers(servers: &[pgfleet_shared::fleet::ServerState], as_json: bo
         return print_json(&Value::Array(servers.iter().map(views::server_state).collect()));
     }
     println!(
-        "{:<20} {:<9} {:<14} {:<9} {:>8} {:>9} {:<12} WHERE",
-        "NAME", "KIND", "REGION", "STATUS", "TENANTS", "CAPACITY", "VERSION"
+        "{:<20} {:<9} {:<14} {:<9} {:>8} {:>9} {:>9} {:<12} WHERE",
+        "NAME", "KIND", "REGION", "STATUS", "TENANTS", "CAPACITY", "WARM", "VERSION"
     );
     for state in servers {
         let s = &state.record;
         println!(
-            "{:<20} {:<9} {:<14} {:<9} {:>8} {:>9} {:<12} {}",
+            "{:<20} {:<9} {:<14} {:<9} {:>8} {:>9} {:>9} {:<12} {}",
             s.name,
             s.kind,
             s.region.as_deref().unwrap_or("-"),
             s.status,
             s.tenants,
             s.capacity.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            s.warm_target
+                .map_or_else(|| "-".to_owned(), |size| format!("{}/{size}", s.warm_ready)),
             state.version.as_deref().unwrap_or("unreachable"),
             s.display_url
         );

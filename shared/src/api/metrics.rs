@@ -303,7 +303,8 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
         "gauge",
         "Tenants (not deleted) on each server, with its capacity and status.",
     );
-    for server in catalog.servers().await? {
+    let servers = catalog.servers().await?;
+    for server in &servers {
         let _ = writeln!(
             s,
             "pgfleet_server_tenants{{server=\"{}\",status=\"{}\"}} {}",
@@ -318,13 +319,42 @@ async fn catalog_series(state: &ApiState, out: &mut String) -> anyhow::Result<()
         "gauge",
         "Tenants each server may hold (servers with a capacity only).",
     );
-    for server in catalog.servers().await? {
+    for server in &servers {
         if let Some(capacity) = server.capacity {
             let _ = writeln!(
                 s,
                 "pgfleet_server_capacity{{server=\"{}\"}} {capacity}",
                 label(&server.name)
             );
+        }
+    }
+    // Warm pool, per server that has one: its size, ready entries, and how long it has been
+    // short (0 when full) — a refill lag that keeps growing means signups go cold.
+    let warm: Vec<_> = servers.iter().filter(|srv| srv.warm_target.is_some()).collect();
+    for (name, help) in [
+        (
+            "pgfleet_warm_pool_size",
+            "Databases each server's warm pool is kept at.",
+        ),
+        (
+            "pgfleet_warm_pool_ready",
+            "Warm pool databases ready to be claimed by a signup.",
+        ),
+        (
+            "pgfleet_warm_pool_short_seconds",
+            "Seconds each server's warm pool has been below its size (0: full).",
+        ),
+    ] {
+        family(&mut s, name, "gauge", help);
+        for server in &warm {
+            let value = match name {
+                "pgfleet_warm_pool_size" => f64::from(server.warm_target.unwrap_or(0)),
+                "pgfleet_warm_pool_ready" => server.warm_ready as f64,
+                _ => server.warm_short_since.map_or(0.0, |since| {
+                    (chrono::Utc::now() - since).num_milliseconds() as f64 / 1000.0
+                }),
+            };
+            let _ = writeln!(s, "{name}{{server=\"{}\"}} {value}", label(&server.name));
         }
     }
 

@@ -468,6 +468,9 @@ pub(super) struct UpdateServer {
     region: Option<Option<String>>,
     /// `active` or `draining`.
     status: Option<String>,
+    /// Warm pool size; `null`: the workers' `PGFLEET_WARM_POOL`.
+    #[serde(default, deserialize_with = "nullable")]
+    warm_pool: Option<Option<i32>>,
 }
 
 pub(super) async fn update_server(
@@ -480,6 +483,7 @@ pub(super) async fn update_server(
         capacity: body.capacity,
         region: body.region,
         status: parse_opt(body.status.as_deref())?,
+        warm_pool: body.warm_pool,
     };
     let server = state.fleet.set_server(&name, changes).await?;
     Ok(Json(views::server(&server)).into_response())

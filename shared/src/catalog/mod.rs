@@ -18,6 +18,7 @@ mod schedules;
 mod secrets;
 mod servers;
 mod tenants;
+mod warm;
 mod webhooks;
 
 pub use backups::{BackupRecord, BackupStats};
@@ -33,6 +34,7 @@ pub use schedules::{scheduled_backup_key, scheduled_prune_key, DueBackup, Schedu
 pub use secrets::RotationReport;
 pub use servers::{NewServer, PlacementError, ServerRecord};
 pub use tenants::{NewTenant, TenantLimits, TenantRecord};
+pub use warm::{WarmDatabase, WarmServer};
 pub use webhooks::{DeliveryRecord, WebhookRecord, WebhookTarget, WEBHOOK_EVENTS};
 
 use crate::secrets::{redact_url, Binding, KeyId, Keyring};

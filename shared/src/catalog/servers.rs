@@ -26,6 +26,12 @@ pub struct ServerRecord {
     pub status: ServerStatus,
     /// Tenants on it that are not deleted, plus those being moved to it.
     pub tenants: i64,
+    /// Warm pool: the size its refill last worked to (`None`: none ran yet), claimable
+    /// entries, entries being built, migrated or dropped, and since when it has been short.
+    pub warm_target: Option<i32>,
+    pub warm_ready: i64,
+    pub warm_building: i64,
+    pub warm_short_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ServerRecord {
@@ -40,7 +46,10 @@ impl ServerRecord {
 const SELECT_SERVER: &str =
     "SELECT s.id, s.name::text AS name, s.kind, s.region, s.display_url, s.neon, s.capacity, s.status,
         (SELECT count(*) FROM tenants t WHERE t.server_id = s.id AND t.status <> 'deleted')
-        + (SELECT count(*) FROM tenant_moves m WHERE m.to_server_id = s.id AND m.phase = 'copying') AS tenants
+        + (SELECT count(*) FROM tenant_moves m WHERE m.to_server_id = s.id AND m.phase = 'copying') AS tenants,
+        s.warm_target, s.warm_short_since,
+        (SELECT count(*) FROM warm_databases w WHERE w.server_id = s.id AND w.status = 'ready') AS warm_ready,
+        (SELECT count(*) FROM warm_databases w WHERE w.server_id = s.id AND w.status IN ('creating', 'dropping')) AS warm_building
    FROM tenant_servers s";
 
 /// Why no server could take a new tenant.

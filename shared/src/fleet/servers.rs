@@ -199,6 +199,8 @@ pub struct ServerChanges {
     /// `Some(None)`: no region.
     pub region: Option<Option<String>>,
     pub status: Option<ServerStatus>,
+    /// Warm pool size of this server; `Some(None)`: the workers' `PGFLEET_WARM_POOL`.
+    pub warm_pool: Option<Option<i32>>,
 }
 
 impl Fleet {
@@ -232,6 +234,13 @@ impl Fleet {
 
     /// Changes a server (see `ServerChanges`); a server being removed can't be changed.
     pub async fn set_server(&self, name: &str, changes: ServerChanges) -> Result<ServerRecord> {
+        if changes
+            .warm_pool
+            .flatten()
+            .is_some_and(|n| !(0..=1000).contains(&n))
+        {
+            return Err(FleetError::Invalid("--warm-pool must be 0 to 1000".into()));
+        }
         if changes.capacity.flatten().is_some_and(|c| c < 0) {
             return Err(FleetError::Invalid("--capacity must be 0 or more".into()));
         }
@@ -251,6 +260,14 @@ impl Fleet {
             return Err(FleetError::NotFound(format!(
                 "tenant server {name:?} is not registered"
             )));
+        }
+        if let Some(size) = changes.warm_pool {
+            if server.kind != crate::status::ServerKind::Postgres {
+                return Err(FleetError::Invalid(format!(
+                    "{name} is a Neon server: the warm pool is for self-hosted servers"
+                )));
+            }
+            self.catalog.set_server_warm_pool(server.id, size).await?;
         }
         Ok(self
             .catalog

@@ -12,6 +12,7 @@ pub mod move_tenant;
 pub mod provision;
 pub mod prune;
 pub mod restore;
+pub mod warm_pool;
 
 use crate::catalog::{Catalog, JobRecord};
 use crate::compress::GzipSettings;

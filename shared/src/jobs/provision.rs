@@ -71,12 +71,22 @@ async fn provision(
     }
     let admin = ctx.servers.admin_pool(tenant.server_id).await?;
 
+    // A warm pool database, if the server has one ready: renamed to the tenant's, and the
+    // steps below find most of their work done.
+    let claimed = if tenant.status == TenantStatus::Provisioning {
+        super::warm_pool::claim(ctx, &admin, &tenant).await?
+    } else {
+        None
+    };
     let role_changed = ensure_role(ctx, &admin, &tenant).await?;
     ctx.faults.check("provision.after_role", slug)?;
     let database_created = ensure_database(&admin, &tenant).await?;
     ctx.faults.check("provision.after_database", slug)?;
 
     let applied = apply_migrations(ctx, &tenant, tenant_migrations::Durability::CallerFlushes).await?;
+    if claimed.is_some() {
+        super::warm_pool::record_claimed_migrations(ctx, &tenant).await?;
+    }
     ctx.faults.check("provision.after_migrations", slug)?;
 
     // The steps above commit asynchronously (see `servers`); this one synchronous commit
@@ -84,6 +94,9 @@ async fn provision(
     ctx.servers.flush_wal(tenant.server_id).await?;
 
     let was_active = activate(ctx, &tenant, &applied, fence).await?;
+    if claimed.is_some() {
+        ctx.catalog.forget_warm_claim(tenant.id).await?;
+    }
     crate::limits::record_size(&ctx.catalog, &admin, &tenant).await;
 
     let nothing_done =
@@ -102,6 +115,7 @@ async fn provision(
             "server": tenant.server,
             "role_changes": role_changed,
             "database_created": database_created,
+            "warm_pool": claimed.as_ref().map(|w| w.database_name.clone()),
             "migrations_applied": applied.applied,
             "schema_version": applied.schema_version,
         }),

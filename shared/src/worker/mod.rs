@@ -96,6 +96,7 @@ impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
         info!(owner = %self.owner, slots = %self.settings.kind_slots, namespace = %self.ctx.namespace, "worker starting");
         let sweeper = tokio::spawn(self.clone().sweep_loop(shutdown.clone()));
+        let warm_pool = tokio::spawn(self.clone().warm_pool_loop(shutdown.clone()));
         let webhooks = self.settings.deliver_webhooks.then(|| {
             tokio::spawn(crate::webhooks::delivery_loop(
                 self.ctx.catalog.clone(),
@@ -129,6 +130,7 @@ impl Worker {
             }
         }
         let _ = sweeper.await;
+        let _ = warm_pool.await;
         if let Some(webhooks) = webhooks {
             let _ = webhooks.await;
         }

@@ -74,6 +74,41 @@ impl Worker {
         }
     }
 
+    /// Keeps every self-hosted server's warm pool at its size (`jobs::warm_pool`), each
+    /// sweep interval; one worker refills a server at a time, the others skip it.
+    pub(super) async fn warm_pool_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let jitter = rand::thread_rng().gen_range(0.8..1.2);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.settings.sweep_interval.mul_f64(jitter)) => {}
+            }
+            let servers = match self.ctx.catalog.warm_servers().await {
+                Ok(servers) => servers,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "warm pool: reading the servers failed; will try again");
+                    continue;
+                }
+            };
+            for server in servers {
+                if self.settings.warm_pool == 0
+                    && server.warm_pool.unwrap_or(0) == 0
+                    && !server_has_pool(&self, &server).await
+                {
+                    continue;
+                }
+                let refill =
+                    crate::jobs::warm_pool::refill_server(&self.ctx, &server, self.settings.warm_pool);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    result = refill => if let Err(e) = result {
+                        warn!(server = %server.name, error = %format!("{e:#}"), "warm pool: refill failed; will try again");
+                    }
+                }
+            }
+        }
+    }
+
     /// Deletes history past `history_retention`, a batch at a time until none is left.
     pub async fn prune_history(&self) -> Result<()> {
         loop {
@@ -146,4 +181,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether the server has pool entries (a pool switched off is still emptied).
+async fn server_has_pool(worker: &Worker, server: &crate::catalog::WarmServer) -> bool {
+    worker
+        .ctx
+        .catalog
+        .warm_databases(server.id)
+        .await
+        .map(|entries| !entries.is_empty())
+        .unwrap_or(false)
 }
