@@ -83,10 +83,13 @@ async fn provision(
     let database_created = ensure_database(&admin, &tenant).await?;
     ctx.faults.check("provision.after_database", slug)?;
 
-    let applied = apply_migrations(ctx, &tenant, tenant_migrations::Durability::CallerFlushes).await?;
-    if claimed.is_some() {
-        super::warm_pool::record_claimed_migrations(ctx, &tenant).await?;
-    }
+    let applied = apply_migrations(
+        ctx,
+        &tenant,
+        tenant_migrations::Durability::CallerFlushes,
+        claimed.is_some(),
+    )
+    .await?;
     ctx.faults.check("provision.after_migrations", slug)?;
 
     // The steps above commit asynchronously (see `servers`); this one synchronous commit
@@ -124,10 +127,13 @@ async fn provision(
 
 /// The tenant migrations, as the tenant's role: once a rollout has recorded a set, new
 /// tenants get exactly that set.
+/// `from_pool`: the database was claimed from the warm pool, so what it held before it was
+/// the tenant's is recorded in the catalog's mirror too (same connection).
 async fn apply_migrations(
     ctx: &JobContext,
     tenant: &TenantRecord,
     durability: tenant_migrations::Durability,
+    from_pool: bool,
 ) -> Result<tenant_migrations::Applied, JobError> {
     let mut conn = ctx.servers.connect_as_tenant(tenant).await?;
     let recorded = ctx.catalog.latest_migration_set().await?;
@@ -143,6 +149,9 @@ async fn apply_migrations(
         tenant_migrations::Timeouts::default(),
     )
     .await?;
+    if from_pool {
+        super::warm_pool::record_claimed_migrations(ctx, tenant, &mut conn).await?;
+    }
     let _ = sqlx::Connection::close(conn).await;
     Ok(applied)
 }
@@ -176,7 +185,7 @@ async fn provision_neon(
     let had_project = tenant.neon_project_id.is_some();
     let tenant = crate::neon::tenants::ensure_project(&ctx.catalog, &ctx.servers, &tenant).await?;
     ctx.faults.check("provision.after_project", slug)?;
-    let applied = apply_migrations(ctx, &tenant, tenant_migrations::Durability::OnCommit).await?;
+    let applied = apply_migrations(ctx, &tenant, tenant_migrations::Durability::OnCommit, false).await?;
     ctx.faults.check("provision.after_migrations", slug)?;
     let was_active = activate(ctx, &tenant, &applied, fence).await?;
     let summary = if was_active && had_project && applied.applied.is_empty() {

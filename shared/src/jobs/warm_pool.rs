@@ -328,15 +328,18 @@ pub async fn claim(
 }
 
 /// After a claim: the catalog's mirror of the tenant's migrations gets what the pool
-/// database already held (applied before it was the tenant's).
-pub async fn record_claimed_migrations(ctx: &JobContext, tenant: &TenantRecord) -> Result<(), JobError> {
-    let mut conn = ctx.servers.connect_as_tenant(tenant).await?;
+/// database already held (applied before it was the tenant's), read on `conn` (the
+/// tenant's, just used for its migrations).
+pub async fn record_claimed_migrations(
+    ctx: &JobContext,
+    tenant: &TenantRecord,
+    conn: &mut sqlx::PgConnection,
+) -> Result<(), JobError> {
     let applied: Vec<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT version, checksum FROM _pgfleet_migrations ORDER BY version")
-            .fetch_all(&mut conn)
+            .fetch_all(&mut *conn)
             .await
             .doing("reading the claimed database's migrations")?;
-    let _ = conn.close().await;
     ctx.catalog.record_tenant_migrations(tenant.id, &applied).await?;
     Ok(())
 }
