@@ -30,3 +30,5 @@ ALTER TABLE tenant_servers ADD COLUMN warm_pool integer CHECK (warm_pool >= 0);
 ALTER TABLE tenant_servers ADD COLUMN warm_short_since timestamptz;
 -- The pool size the refill last worked to (whatever set it), for `server list` and metrics.
 ALTER TABLE tenant_servers ADD COLUMN warm_target integer;
+-- The last claim on the server: the refill waits for a pause in signups before building.
+ALTER TABLE tenant_servers ADD COLUMN warm_claimed_at timestamptz;

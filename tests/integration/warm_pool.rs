@@ -143,8 +143,20 @@ async fn a_provision_killed_after_its_claim_finishes_on_the_same_entry() {
         );
         tenant_works(&env, slug.as_str()).await;
         assert!(!database_exists(&entry).await);
-        // Refill tops the pool up again for the next round.
-        warm_pool::refill_server(&plain, &server, 2).await.unwrap();
+        // Refill tops the pool up again — once signups pause (2 s after the last claim),
+        // not while they arrive.
+        // (The claim's time is set to now, as a signup arriving right now would, so that
+        // how long the steps above took on a loaded machine does not matter.)
+        sqlx::query("UPDATE tenant_servers SET warm_claimed_at = now() WHERE id = $1")
+            .bind(server.id)
+            .execute(plain.catalog.pool())
+            .await
+            .unwrap();
+        let busy = warm_pool::refill_server(&plain, &server, 2).await.unwrap();
+        assert_eq!(busy.created, 0, "built while signups were arriving: {busy:?}");
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let quiet = warm_pool::refill_server(&plain, &server, 2).await.unwrap();
+        assert_eq!(quiet.created, 1, "{quiet:?}");
         assert_eq!(ready_entries(&plain).await.len(), 2);
     }
     env.cleanup().await;
@@ -204,18 +216,23 @@ async fn pool_databases_follow_a_rollout_and_a_claimed_one_is_never_behind() {
     env.cleanup().await;
 }
 
-/// The default server's `warm_pool` in `server list --json`.
-fn pool_of(env: &TestEnv) -> serde_json::Value {
+/// A server's `warm_pool` in `server list --json`.
+fn pool_of(env: &TestEnv, server: &str) -> serde_json::Value {
     let out = cli_ok(env, &["server", "list", "--json"]);
-    let servers: serde_json::Value = serde_json::from_str(&out).unwrap();
-    servers[0]["warm_pool"].clone()
+    let servers: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let server = servers.iter().find(|s| s["name"] == server).expect("the server");
+    server["warm_pool"].clone()
 }
 
-/// Waits until the pool has `want_ready` ready entries and none being built.
+/// Waits until the default server's pool has `want_ready` ready entries and none being built.
 async fn wait_for_pool(env: &TestEnv, want_ready: i64) -> serde_json::Value {
+    wait_for_pool_of(env, "default", want_ready).await
+}
+
+async fn wait_for_pool_of(env: &TestEnv, server: &str, want_ready: i64) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let pool = pool_of(env);
+        let pool = pool_of(env, server);
         if pool["ready"] == want_ready && pool["building"] == 0 {
             return pool;
         }
@@ -258,5 +275,21 @@ async fn a_worker_keeps_the_pool_at_its_size_and_empties_it_at_zero() {
         .await
         .unwrap();
     assert_eq!(rows, 0);
+
+    // A server with a pool is not removed until draining has emptied it.
+    cli_ok(&env, &["server", "add", "second", SECOND_URL]);
+    cli_ok(&env, &["server", "set", "second", "--warm-pool", "1"]);
+    wait_for_pool_of(&env, "second", 1).await;
+    let (ok, _, err) = env.run_cli(&["server", "remove", "second"]);
+    assert!(!ok && err.contains("warm pool databases"), "{err}");
+    cli_ok(&env, &["server", "drain", "second"]);
+    wait_for_pool_of(&env, "second", 0).await;
+    cli_ok(&env, &["server", "remove", "second"]);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
+        .bind(format!("{}\\_pool\\_%", env.namespace))
+        .fetch_one(&mut second_db("postgres").await)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "pool databases left on the drained server");
     env.cleanup().await;
 }

@@ -272,6 +272,15 @@ impl Catalog {
                 branches.join(", ")
             )));
         }
+        let warm: i64 = sqlx::query_scalar("SELECT count(*) FROM warm_databases WHERE server_id = $1")
+            .bind(server.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if warm > 0 {
+            return Err(CatalogError::Conflict(format!(
+                "server {name} still holds {warm} warm pool databases; drain it (`pgfleet server drain {name}`): a worker's refill empties a draining server's pool within seconds"
+            )));
+        }
         let moves: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM tenant_moves WHERE (from_server_id = $1 OR to_server_id = $1) AND phase IN ('copying', 'switched')",
         )

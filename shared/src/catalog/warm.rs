@@ -60,10 +60,14 @@ impl Catalog {
             return Ok(Some(mine));
         }
         Ok(sqlx::query_as(&format!(
-            "UPDATE warm_databases SET status = 'claimed', tenant_id = $1, claimed_at = now()
-              WHERE id = (SELECT id FROM warm_databases WHERE server_id = $2 AND status = 'ready'
-                           ORDER BY schema_version DESC NULLS LAST, ready_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-              RETURNING {WARM_COLUMNS}"
+            "WITH taken AS (
+                UPDATE warm_databases SET status = 'claimed', tenant_id = $1, claimed_at = now()
+                 WHERE id = (SELECT id FROM warm_databases WHERE server_id = $2 AND status = 'ready'
+                              ORDER BY schema_version DESC NULLS LAST, ready_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING {WARM_COLUMNS}),
+             touched AS (
+                UPDATE tenant_servers SET warm_claimed_at = now() WHERE id = $2 AND EXISTS (SELECT 1 FROM taken))
+             SELECT * FROM taken"
         ))
         .bind(tenant_id)
         .bind(server_id)
@@ -163,6 +167,16 @@ impl Catalog {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Seconds since the last claim on the server (`None`: never claimed).
+    pub async fn since_last_warm_claim(&self, server_id: Uuid) -> Result<Option<f64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT extract(epoch FROM now() - warm_claimed_at)::float8 FROM tenant_servers WHERE id = $1",
+        )
+        .bind(server_id)
+        .fetch_one(self.pool())
+        .await?)
     }
 
     /// Sets (or, with `None`, clears) a server's own pool size.

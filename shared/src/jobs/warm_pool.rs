@@ -31,6 +31,11 @@ use secrecy::ExposeSecret;
 use sqlx::{Connection, PgPool};
 use tracing::{info, warn};
 
+/// The refill builds only after signups pause this long (building competes with claims
+/// for the server's CPU and I/O), unless the pool is down to `LOW_WATER` of its size.
+const REFILL_QUIET_SECS: f64 = 2.0;
+const LOW_WATER: f64 = 0.25;
+
 /// Advisory-lock class of a server's refill.
 const REFILL_LOCK_CLASS: i32 = 0x5752_4d50; // "WRMP"
 
@@ -127,6 +132,12 @@ async fn refill_locked(ctx: &JobContext, server: &WarmServer, size: i32) -> Resu
             drop_entry(ctx, &admin, &entry).await?;
             done.dropped += 1;
             shrunk += 1;
+        }
+    }
+    if missing > 0 && f64::from(ready) > f64::from(size) * LOW_WATER {
+        let since_claim = ctx.catalog.since_last_warm_claim(server.id).await?;
+        if since_claim.is_some_and(|s| s < REFILL_QUIET_SECS) {
+            return Ok(done); // signups are arriving: build in the next pause
         }
     }
     for _ in 0..missing {
