@@ -155,7 +155,7 @@ pub async fn serve(
             "the HTTP API runs WITHOUT authentication (--insecure-dev); never expose it beyond this machine"
         );
     }
-    info!(%addr, "HTTP API listening on http://{addr}");
+    info!(%addr, "HTTP API listening on http://{addr}; web console on http://{addr}/console");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
