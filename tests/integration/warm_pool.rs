@@ -277,8 +277,19 @@ async fn a_worker_keeps_the_pool_at_its_size_and_empties_it_at_zero() {
     assert_eq!(rows, 0);
 
     // A server with a pool is not removed until draining has emptied it.
+    // (Its size set over the API this time.)
     cli_ok(&env, &["server", "add", "second", SECOND_URL]);
-    cli_ok(&env, &["server", "set", "second", "--warm-pool", "1"]);
+    let (_api, base) = env.spawn_api("api").await;
+    let patched: serde_json::Value = http(Some(API_TOKEN))
+        .patch(format!("{base}/v1/servers/second"))
+        .json(&serde_json::json!({"warm_pool": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(patched["warm_pool"].is_object(), "{patched}");
     wait_for_pool_of(&env, "second", 1).await;
     let (ok, _, err) = env.run_cli(&["server", "remove", "second"]);
     assert!(!ok && err.contains("warm pool databases"), "{err}");
