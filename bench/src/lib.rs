@@ -228,3 +228,11 @@ pub fn psql_file(psql: &std::path::Path, db: &str, file: &std::path::Path) -> Re
         .with_context(|| format!("running {}", psql.display()))?
         .success())
 }
+
+/// (p50, p99, max) of latency samples (nearest rank).
+pub fn percentiles(samples: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let at = |q: f64| sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1];
+    (at(0.5), at(0.99), sorted[sorted.len() - 1])
+}

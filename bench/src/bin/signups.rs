@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use pgfleet_bench::{bench_namespace, cleanup, numeric_flag, wait_for_consumer, AMQP_URL};
+use pgfleet_bench::{bench_namespace, cleanup, numeric_flag, percentiles, wait_for_consumer, AMQP_URL};
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
@@ -211,11 +211,4 @@ async fn running_backups(catalog: &mut PgConnection) -> Result<(i64, i64)> {
     .fetch_one(catalog)
     .await
     .context("counting backups")
-}
-
-fn percentiles(samples: &[f64]) -> (f64, f64, f64) {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let at = |q: f64| sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1];
-    (at(0.5), at(0.99), sorted[sorted.len() - 1])
 }

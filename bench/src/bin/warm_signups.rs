@@ -13,7 +13,9 @@ use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use pgfleet_bench::{bench_namespace, checkpoint, cleanup, numeric_flag, wait_for_consumer, AMQP_URL};
+use pgfleet_bench::{
+    bench_namespace, checkpoint, cleanup, numeric_flag, percentiles, wait_for_consumer, AMQP_URL,
+};
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
 use sqlx::{Connection as _, PgConnection};
@@ -195,11 +197,4 @@ async fn latencies(
         .iter()
         .map(|(slug, at)| (finished[slug] - *at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
         .collect())
-}
-
-fn percentiles(samples: &[f64]) -> (f64, f64, f64) {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let at = |q: f64| sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1];
-    (at(0.5), at(0.99), sorted[sorted.len() - 1])
 }

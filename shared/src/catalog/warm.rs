@@ -28,6 +28,8 @@ pub struct WarmServer {
     pub warm_pool: Option<i32>,
     /// `active` servers keep a pool; draining ones drop theirs.
     pub active: bool,
+    /// Whether it has pool entries now (a pool switched off is still emptied).
+    pub has_entries: bool,
 }
 
 const WARM_COLUMNS: &str = "id, server_id, database_name, role_name, status, schema_version, tenant_id";
@@ -36,8 +38,9 @@ impl Catalog {
     /// Self-hosted servers not removed.
     pub async fn warm_servers(&self) -> Result<Vec<WarmServer>> {
         Ok(sqlx::query_as(
-            "SELECT id, name::text AS name, warm_pool, status = 'active' AS active FROM tenant_servers
-              WHERE kind = 'postgres' AND status <> 'removed' ORDER BY name",
+            "SELECT s.id, s.name::text AS name, s.warm_pool, s.status = 'active' AS active,
+                    EXISTS (SELECT 1 FROM warm_databases w WHERE w.server_id = s.id) AS has_entries
+               FROM tenant_servers s WHERE s.kind = 'postgres' AND s.status <> 'removed' ORDER BY s.name",
         )
         .fetch_all(self.pool())
         .await?)

@@ -91,10 +91,7 @@ impl Worker {
                 }
             };
             for server in servers {
-                if self.settings.warm_pool == 0
-                    && server.warm_pool.unwrap_or(0) == 0
-                    && !server_has_pool(&self, &server).await
-                {
+                if self.settings.warm_pool == 0 && server.warm_pool.unwrap_or(0) == 0 && !server.has_entries {
                     continue;
                 }
                 let refill =
@@ -181,15 +178,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// Whether the server has pool entries (a pool switched off is still emptied).
-async fn server_has_pool(worker: &Worker, server: &crate::catalog::WarmServer) -> bool {
-    worker
-        .ctx
-        .catalog
-        .warm_databases(server.id)
-        .await
-        .map(|entries| !entries.is_empty())
-        .unwrap_or(false)
 }
