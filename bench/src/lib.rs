@@ -7,6 +7,9 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use sqlx::{Connection as _, PgConnection};
 use std::time::{Duration, Instant};
 
+mod delay_proxy;
+pub use delay_proxy::DelayProxy;
+
 pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -208,6 +211,11 @@ pub async fn client_bindir() -> Result<std::path::PathBuf> {
 /// `psql -X -q -v ON_ERROR_STOP=1 -f FILE` on database `db` as postgres over loopback, as
 /// a migration loop runs it; whether it succeeded.
 pub fn psql_file(psql: &std::path::Path, db: &str, file: &std::path::Path) -> Result<bool> {
+    psql_file_at(psql, 5432, db, file)
+}
+
+/// `psql_file` against 127.0.0.1:`port` (e.g. a `DelayProxy`).
+pub fn psql_file_at(psql: &std::path::Path, port: u16, db: &str, file: &std::path::Path) -> Result<bool> {
     Ok(std::process::Command::new(psql)
         .args([
             "-X",
@@ -216,6 +224,8 @@ pub fn psql_file(psql: &std::path::Path, db: &str, file: &std::path::Path) -> Re
             "ON_ERROR_STOP=1",
             "-h",
             "127.0.0.1",
+            "-p",
+            &port.to_string(),
             "-U",
             "postgres",
             "-d",
@@ -235,4 +245,15 @@ pub fn percentiles(samples: &[f64]) -> (f64, f64, f64) {
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let at = |q: f64| sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1];
     (at(0.5), at(0.99), sorted[sorted.len() - 1])
+}
+
+/// Transactions committed or rolled back in `database` so far (a backend reports its
+/// counters within 10 s of going idle: PGSTAT_IDLE_INTERVAL).
+pub async fn catalog_transactions(conn: &mut PgConnection, database: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1")
+            .bind(database)
+            .fetch_one(conn)
+            .await?,
+    )
 }

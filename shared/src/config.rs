@@ -121,6 +121,8 @@ pub struct WorkerSettings {
     pub deliver_webhooks: bool,
     /// Warm pool size per self-hosted server (a server's own size wins); 0: none.
     pub warm_pool: i32,
+    /// Benchmarks only: claimed jobs are recorded as succeeded without running a handler.
+    pub noop_jobs: bool,
 }
 
 impl Default for WorkerSettings {
@@ -141,6 +143,7 @@ impl Default for WorkerSettings {
             storage_interval: Duration::from_secs(300),
             deliver_webhooks: true,
             warm_pool: 0,
+            noop_jobs: false,
         }
     }
 }

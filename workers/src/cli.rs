@@ -271,6 +271,11 @@ pub struct WorkerArgs {
     /// this one's network has no egress).
     #[arg(long, env = "PGFLEET_DELIVER_WEBHOOKS", default_value_t = true, action = clap::ArgAction::Set)]
     pub deliver_webhooks: bool,
+    /// Benchmarks only (`bench/noop-jobs.sh`): every job this worker claims is recorded as
+    /// succeeded without running its handler, so what is measured is the runtime's own
+    /// work. Refused outside a benchmark namespace (`bench_…`).
+    #[arg(long, hide = true)]
+    pub noop_jobs: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -427,6 +432,11 @@ impl GlobalArgs {
 
 impl WorkerArgs {
     pub fn settings(&self, g: &GlobalArgs) -> anyhow::Result<WorkerSettings> {
+        if self.noop_jobs && !g.namespace.starts_with("bench_") {
+            anyhow::bail!(
+                "--noop-jobs records every job as succeeded without running it; it is for benchmark namespaces (bench_…) only"
+            );
+        }
         Ok(WorkerSettings {
             concurrency: self.concurrency.max(1),
             kind_slots: KindSlots::parse(self.concurrency, &self.kind_concurrency)?,
@@ -441,6 +451,7 @@ impl WorkerArgs {
             storage_interval: self.storage_interval.max(Duration::from_secs(1)),
             deliver_webhooks: self.deliver_webhooks,
             warm_pool: self.warm_pool.max(0),
+            noop_jobs: self.noop_jobs,
             ..WorkerSettings::default()
         })
     }

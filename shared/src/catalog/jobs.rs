@@ -227,6 +227,18 @@ pub(super) fn insert_jobs_sql(rows: &str, dispatch: Dispatch, on_conflict: &str,
 /// One job's row for `insert_jobs_sql`, bound with `bind_new_job`.
 const ONE_JOB: &str = "VALUES ($1::uuid, $2::text, $3::text, $4::citext, $5::jsonb, $6::int)";
 
+/// New jobs recorded as claimed by the worker their messages were delivered to (owner `$7`,
+/// lease `$8` seconds): what `insert_jobs_sql` + `claim_sql` do, in one statement for many.
+/// A job whose key is taken is not returned.
+const INSERT_CLAIMED: &str = "INSERT INTO jobs (id, idempotency_key, kind, tenant, payload, max_attempts, dispatched_at,
+                       dispatch_count, dispatch_confirmed, status, attempts, lease_owner, lease_expires_at, epoch, started_at)
+     SELECT id, key, kind, tenant, payload, max_attempts, now(), 1, true, 'running', 1, $7,
+            now() + make_interval(secs => $8), 1, now()
+       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::citext[], $5::jsonb[], $6::int[])
+            AS new_jobs (id, key, kind, tenant, payload, max_attempts)
+     ON CONFLICT (idempotency_key) DO NOTHING
+     RETURNING ";
+
 /// The claim: a new lease (owner `$4`, `$5` seconds) and fencing epoch on the job `lookup`
 /// finds, which must have kind `$2` and tenant `$3`; `claimable` adds the conditions under
 /// which taking it is right without looking first.
@@ -321,17 +333,66 @@ impl Catalog {
             .collect()
     }
 
-    /// Records (if new) and claims the job of a delivered message, in one transaction. A
-    /// message naming a recorded job (`new.recorded`) is claimed by id and never recorded.
+    /// Records (if new) and claims the job of a delivered message: a new job in one
+    /// statement, anything else in one transaction. A message naming a recorded job
+    /// (`new.recorded`) is claimed by id and never recorded.
     pub async fn claim_job(&self, new: &NewJob, owner: &str, lease: Duration) -> Result<ClaimOutcome> {
+        if !new.recorded {
+            if let Some(job) = self
+                .claim_new_jobs(std::slice::from_ref(new), owner, lease)
+                .await?
+                .pop()
+            {
+                return Ok(ClaimOutcome::Claimed(job));
+            }
+        }
+        self.claim_existing_job(new, owner, lease).await
+    }
+
+    /// New jobs (first deliveries of applications' messages) recorded already claimed by
+    /// `owner`, in one statement; a job whose key is taken is left out (`claim_existing_job`
+    /// sorts it out). Two messages with one key in `news`: the first is recorded.
+    pub async fn claim_new_jobs(
+        &self,
+        news: &[NewJob],
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<JobRecord>> {
+        let ids: Vec<Uuid> = news.iter().map(|n| n.id).collect();
+        let keys: Vec<&str> = news.iter().map(|n| n.key.as_str()).collect();
+        let kinds: Vec<&str> = news.iter().map(|n| n.kind.as_str()).collect();
+        let tenants: Vec<&str> = news.iter().map(|n| n.tenant.as_str()).collect();
+        let payloads: Vec<&Value> = news.iter().map(|n| &n.payload).collect();
+        let attempts: Vec<i32> = news.iter().map(|n| n.max_attempts).collect();
+        Ok(sqlx::query_as(&format!("{INSERT_CLAIMED}{JOB_COLUMNS}"))
+            .bind(&ids)
+            .bind(&keys)
+            .bind(&kinds)
+            .bind(&tenants)
+            .bind(&payloads)
+            .bind(&attempts)
+            .bind(owner)
+            .bind(secs(lease))
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Claims a job that is (or may be) recorded already: a rollout's, a retry, a CLI's, a
+    /// redelivery. Finished, held, not due, out of attempts or a key conflict: says which.
+    pub async fn claim_existing_job(
+        &self,
+        new: &NewJob,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<ClaimOutcome> {
         let (lookup, value) = if new.recorded {
             ("id = $1::uuid", new.id.to_string())
         } else {
             ("idempotency_key = $1", new.key.clone())
         };
         // Fast path, one statement: the job is recorded (a rollout's, a retry, a CLI's) and
-        // claimable. Anything else (new, finished, held, not due, out of attempts, a key
-        // conflict) takes the transaction below, which sorts it out.
+        // claimable. Anything else (finished, held, not due, out of attempts, a key
+        // conflict, a racing insert) takes the transaction below, which sorts it out.
         let claimed: Option<JobRecord> = sqlx::query_as(&claim_sql(lookup, true))
             .bind(&value)
             .bind(new.kind.as_str())
@@ -459,20 +520,25 @@ impl Catalog {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Fenced: `false` if this worker no longer holds the lease and nothing was written.
-    pub async fn finish_succeeded(&self, id: Uuid, epoch: i64, outcome: &Value) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'succeeded', outcome = $3, error = NULL, lease_owner = NULL,
+    /// Records successes — `(job, epoch, outcome)` — in one statement, each fenced by its
+    /// epoch; returns the jobs written (one missing lost its lease and nothing was written).
+    pub async fn finish_succeeded(&self, done: &[(Uuid, i64, Value)]) -> Result<Vec<Uuid>> {
+        let ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
+        let epochs: Vec<i64> = done.iter().map(|d| d.1).collect();
+        let outcomes: Vec<&Value> = done.iter().map(|d| &d.2).collect();
+        Ok(sqlx::query_scalar(
+            "UPDATE jobs SET status = 'succeeded', outcome = f.outcome, error = NULL, lease_owner = NULL,
                     lease_expires_at = NULL, finished_at = now(), updated_at = now()
-             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-             WHERE id = $1 AND epoch = $2 AND status = 'running'",
+               FROM unnest($1::uuid[], $2::bigint[], $3::jsonb[]) AS f (id, epoch, outcome),
+                    (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+              WHERE jobs.id = f.id AND jobs.epoch = f.epoch AND jobs.status = 'running'
+             RETURNING jobs.id",
         )
-        .bind(id)
-        .bind(epoch)
-        .bind(outcome)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(&ids)
+        .bind(&epochs)
+        .bind(&outcomes)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// Fenced terminal failure: `status` is `failed` (permanent error) or `dead` (out of attempts).

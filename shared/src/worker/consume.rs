@@ -319,7 +319,7 @@ impl Worker {
         loop {
             let claim = tokio::select! {
                 _ = session.cancelled() => return None,
-                claim = self.ctx.catalog.claim_job(new, &self.owner, self.settings.lease) => claim,
+                claim = self.claim(new) => claim,
             };
             match claim {
                 Ok(claim) => return Some(Ok(claim)),
@@ -334,6 +334,22 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+impl Worker {
+    /// A new job's first claim goes with the others arriving meanwhile, in one statement;
+    /// a job recorded already (or a key taken) is claimed on its own.
+    async fn claim(&self, new: &NewJob) -> Result<ClaimOutcome, crate::catalog::CatalogError> {
+        if !new.recorded {
+            if let Some(job) = self.new_job_claims.claim(new).await? {
+                return Ok(ClaimOutcome::Claimed(job));
+            }
+        }
+        self.ctx
+            .catalog
+            .claim_existing_job(new, &self.owner, self.settings.lease)
+            .await
     }
 }
 

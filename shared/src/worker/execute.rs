@@ -32,7 +32,16 @@ impl Worker {
             let handler = {
                 let ctx = self.ctx.clone();
                 let job = job.clone();
-                tokio::spawn(async move { jobs::run(&ctx, &job).await }.in_current_span())
+                let noop = self.settings.noop_jobs;
+                tokio::spawn(
+                    async move {
+                        if noop {
+                            return Ok(jobs::Outcome::new("no-op (benchmark worker)", serde_json::json!({})));
+                        }
+                        jobs::run(&ctx, &job).await
+                    }
+                    .in_current_span(),
+                )
             };
             let abort = handler.abort_handle();
             let result = tokio::select! {
@@ -73,7 +82,7 @@ impl Worker {
                 recorded["duration_ms"] = serde_json::json!(elapsed.as_millis() as u64);
                 recorded["worker"] = serde_json::json!(self.owner);
                 info!(summary = %outcome.summary, duration_ms = elapsed.as_millis() as u64, "job succeeded");
-                catalog.finish_succeeded(job.id, job.epoch, &recorded).await
+                self.successes.succeeded(job.id, job.epoch, recorded).await
             }
             Disposition::HandBack => {
                 info!("handing the job back");

@@ -7,6 +7,8 @@
 //!   (`disposition`, a pure function of the result) with a fenced outcome write.
 //! - `sweep`: every worker, every few seconds — reaps expired leases (dead workers),
 //!   re-publishes due jobs whose message is missing, moves on rollouts nobody moved on.
+//! - `outcomes`: claims of new jobs arriving together, and successes finishing together,
+//!   are each written in one statement.
 //! - `dead_letter`: copies what can't be processed to `<ns>.dead` with the reason.
 //! - `health`: what the readiness probe says (consuming every queue, catalog reachable).
 //!
@@ -18,6 +20,7 @@ mod dead_letter;
 pub mod disposition;
 mod execute;
 mod health;
+mod outcomes;
 mod sweep;
 
 pub use disposition::{disposition, Disposition};
@@ -50,6 +53,9 @@ pub struct Worker {
     /// Cancelled when the shutdown grace period is over: running handlers stop and hand back.
     hand_back: CancellationToken,
     health: Arc<WorkerHealth>,
+    /// Successes and new jobs' first claims are written in batches (`outcomes`).
+    successes: outcomes::SuccessWriter,
+    new_job_claims: outcomes::NewJobClaims,
 }
 
 impl Worker {
@@ -66,6 +72,8 @@ impl Worker {
             format!("pgfleet worker {owner} (publisher)"),
         ));
         Arc::new(Self {
+            successes: outcomes::SuccessWriter::start(ctx.catalog.clone()),
+            new_job_claims: outcomes::NewJobClaims::start(ctx.catalog.clone(), owner.clone(), settings.lease),
             slots: settings
                 .kind_slots
                 .iter()
