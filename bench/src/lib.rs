@@ -257,3 +257,13 @@ pub async fn catalog_transactions(conn: &mut PgConnection, database: &str) -> Re
             .await?,
     )
 }
+
+/// CPU seconds (user + system) a live process has used, from /proc/<pid>/stat.
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<f64> = after.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    // utime and stime are fields 14 and 15; `fields` starts at field 4 (state is not numeric).
+    (fields.get(10).copied().unwrap_or(0.0) + fields.get(11).copied().unwrap_or(0.0)) / 100.0
+}

@@ -130,6 +130,89 @@ async fn two_workers_share_fifty_signups_and_provision_each_once() {
 }
 
 #[tokio::test]
+async fn copies_of_one_message_claimed_together_make_one_job_done_once() {
+    // New jobs' first claims are written many per statement: copies of one key in the same
+    // batch (or racing batches of two workers) must still make one job, run once.
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    let _a = env.spawn_worker("a", &["--concurrency", "16"], &[]).await;
+    let _b = env.spawn_worker("b", &["--concurrency", "16"], &[]).await;
+    let mut bodies = Vec::new();
+    for _copy in 0..8 {
+        for i in 0..10 {
+            bodies.push(
+                format!(r#"{{"kind":"provision","tenant":"copied-{i}","key":"copied-{i}"}}"#).into_bytes(),
+            );
+        }
+    }
+    env.publish_raw_many("provision", &bodies).await;
+    for i in 0..10 {
+        env.wait_job(
+            &catalog,
+            &format!("copied-{i}"),
+            "succeeded",
+            Duration::from_secs(120),
+        )
+        .await;
+    }
+    let queue = format!("{}.provision", env.namespace);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while queue_depth(&queue).await > 0 {
+        assert!(std::time::Instant::now() < deadline, "every copy is acked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let jobs = catalog.jobs(None, None, None, 1000).await.unwrap();
+    assert_eq!(jobs.len(), 10, "one job per key: {jobs:?}");
+    for job in &jobs {
+        assert_eq!(job.attempts, 1, "{job:?}");
+        assert_eq!(job.outcome.as_ref().unwrap()["summary"], "provisioned", "{job:?}");
+    }
+    assert!(env.drain_dead_letters().await.is_empty());
+    assert_eq!(env.tenant_databases().await.len(), 10);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batched_success_is_written_only_for_jobs_whose_lease_is_still_held() {
+    let env = TestEnv::new();
+    let catalog = env.catalog().await;
+    let held = claim_backup(&catalog, &TenantSlug::parse("held").unwrap(), "held").await;
+    let lost = claim_backup(&catalog, &TenantSlug::parse("lost").unwrap(), "lost").await;
+    // Another worker took `lost` over meanwhile (its epoch moved on).
+    sqlx::query("UPDATE jobs SET epoch = epoch + 1, lease_owner = 'other' WHERE id = $1")
+        .bind(lost.id)
+        .execute(catalog.pool())
+        .await
+        .unwrap();
+    let outcome = serde_json::json!({"summary": "done"});
+    let written = catalog
+        .finish_succeeded(&[
+            (held.id, held.epoch, outcome.clone()),
+            (lost.id, lost.epoch, outcome.clone()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written, vec![held.id]);
+    assert_eq!(
+        catalog.job(held.id).await.unwrap().unwrap().status,
+        JobStatus::Succeeded
+    );
+    let lost_now = catalog.job(lost.id).await.unwrap().unwrap();
+    assert_eq!(lost_now.status, JobStatus::Running);
+    assert_eq!(lost_now.lease_owner.as_deref(), Some("other"));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_noop_benchmark_flag_is_refused_outside_a_benchmark_namespace() {
+    let env = TestEnv::new();
+    let (ok, _, err) = env.run_cli(&["worker", "--noop-jobs"]);
+    assert!(!ok);
+    assert!(err.contains("benchmark namespaces"), "{err}");
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_worker_reconnects_after_the_broker_drops_its_connections() {
     let env = TestEnv::new();
     let catalog = env.catalog().await;

@@ -14,7 +14,7 @@
 use anyhow::{bail, Context, Result};
 use pgfleet_bench::{
     bench_namespace, catalog_transactions, checkpoint, cleanup, client_bindir, cpu_seconds, numeric_flag,
-    psql_file_at, publish_signups, wait_for_consumer, DelayProxy,
+    process_cpu_seconds, psql_file_at, publish_signups, wait_for_consumer, DelayProxy,
 };
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
@@ -380,6 +380,7 @@ async fn fleet_rollout(
     }
     let catalog_db = format!("{namespace}_catalog");
     let xacts_before = catalog_transactions(&mut catalog, &catalog_db).await?;
+    let proxy_before = process_cpu_seconds(std::process::id());
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let out = pgfleet_cmd(pgfleet, namespace, work, key, route)
@@ -396,6 +397,7 @@ async fn fleet_rollout(
         .output()?;
     let wall = started.elapsed();
     let cpu = cpu_delta(cpu_before);
+    let proxy_cpu = process_cpu_seconds(std::process::id()) - proxy_before;
     if let Some(mut perf) = perf {
         let _ = Command::new("kill")
             .args(["-INT", &perf.id().to_string()])
@@ -428,11 +430,12 @@ async fn fleet_rollout(
     let xacts_after = catalog_transactions(&mut catalog, &catalog_db).await?;
     let n = per_tenant_ms.len().max(1) as f64;
     println!(
-        "{}: pgfleet rollout recorded → first job started {to_first_job_ms} ms; {:.1} catalog transactions and {:.1} ms user + {:.1} ms system machine CPU per tenant",
+        "{}: pgfleet rollout recorded → first job started {to_first_job_ms} ms; {:.1} catalog transactions and {:.1} ms user + {:.1} ms system machine CPU per tenant, {:.1} ms of it this process's (the delay proxy)",
         route.name(),
         (xacts_after - xacts_before) as f64 / n,
         cpu.0 * 1000.0 / n,
-        cpu.1 * 1000.0 / n
+        cpu.1 * 1000.0 / n,
+        proxy_cpu * 1000.0 / n
     );
     Ok(Run {
         pipeline: format!(
@@ -463,6 +466,7 @@ async fn select_round_trip(port: u16) -> Result<Duration> {
 /// One sequential `psql -f` loop over every database through 127.0.0.1:`port`.
 fn psql_loop(psql: &Path, name: &str, port: u16, databases: &[String], file: &Path) -> Result<Run> {
     let mut per_tenant_ms = Vec::with_capacity(databases.len());
+    let proxy_before = process_cpu_seconds(std::process::id());
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     for db in databases {
@@ -474,12 +478,14 @@ fn psql_loop(psql: &Path, name: &str, port: u16, databases: &[String], file: &Pa
     }
     let wall = started.elapsed();
     let cpu = cpu_delta(cpu_before);
+    let proxy_cpu = process_cpu_seconds(std::process::id()) - proxy_before;
     let n = databases.len().max(1) as f64;
     println!(
-        "psql -f loop with {name} on port {port}: {:.2} s; {:.1} ms user + {:.1} ms system machine CPU per tenant",
+        "psql -f loop with {name} on port {port}: {:.2} s; {:.1} ms user + {:.1} ms system machine CPU per tenant, {:.1} ms of it this process's (the delay proxy)",
         wall.as_secs_f64(),
         cpu.0 * 1000.0 / n,
-        cpu.1 * 1000.0 / n
+        cpu.1 * 1000.0 / n,
+        proxy_cpu * 1000.0 / n
     );
     per_tenant_ms.sort_unstable();
     Ok(Run {

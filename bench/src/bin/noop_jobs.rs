@@ -21,8 +21,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use pgfleet_bench::{
-    bench_namespace, catalog_transactions, checkpoint, cleanup, cpu_seconds, numeric_flag, wait_for_consumer,
-    AMQP_URL,
+    bench_namespace, catalog_transactions, checkpoint, cleanup, cpu_seconds, numeric_flag,
+    process_cpu_seconds, wait_for_consumer, AMQP_URL,
 };
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
@@ -248,14 +248,4 @@ async fn broker_floor(namespace: &str, n: usize, prefetch: usize) -> Result<Dura
         .await;
     let _ = conn.close(200, "bye".into()).await;
     Ok(took)
-}
-
-/// CPU seconds (user + system) a live process has used, from /proc/<pid>/stat.
-fn process_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at state (field 3).
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-    let fields: Vec<f64> = after.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-    // utime and stime are fields 14 and 15; `fields` starts at field 4 (state is not numeric).
-    (fields.get(10).copied().unwrap_or(0.0) + fields.get(11).copied().unwrap_or(0.0)) / 100.0
 }
