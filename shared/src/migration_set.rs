@@ -169,6 +169,17 @@ impl MigrationSet {
     pub fn target_version(&self) -> Option<i64> {
         self.migrations.last().map(|m| m.version)
     }
+
+    /// SHA-256 over every migration's (version, checksum), in order: two sets with the same
+    /// digest leave a database with the same `_pgfleet_migrations`.
+    pub fn digest(&self) -> Vec<u8> {
+        let mut hasher = Sha256::new();
+        for m in &self.migrations {
+            hasher.update(m.version.to_be_bytes());
+            hasher.update(&m.checksum);
+        }
+        hasher.finalize().to_vec()
+    }
 }
 
 #[cfg(test)]

@@ -64,6 +64,14 @@ async fn concurrent_signups_each_get_their_own_pool_database_or_a_cold_one() {
         .map(|e| e.database_name)
         .collect();
     assert_eq!(pool.len(), 3);
+    // One entry without the digest of the set it holds (as built before the digest was
+    // recorded): its claim checks the database over a tenant connection; the others are
+    // recorded from the set.
+    sqlx::query("UPDATE warm_databases SET set_digest = NULL WHERE database_name = $1")
+        .bind(&pool[0])
+        .execute(ctx.catalog.pool())
+        .await
+        .unwrap();
 
     // Eight signups at once against a pool of three.
     let slugs: Vec<String> = (0..8).map(|i| format!("rush-{i}")).collect();
@@ -212,6 +220,21 @@ async fn pool_databases_follow_a_rollout_and_a_claimed_one_is_never_behind() {
     assert_eq!(outcome.details["schema_version"], 2);
     let mut conn = tenant_conn(&env, "second").await;
     assert!(table_names(&mut conn).await.contains(&"notes".to_owned()));
+    // The catalog's mirror of the claimed tenant's migrations is what its database holds.
+    let held: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _pgfleet_migrations ORDER BY 1")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let mirrored: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT m.version, m.checksum FROM tenant_migrations m JOIN tenants t ON t.id = m.tenant_id
+          WHERE t.slug = 'second' ORDER BY 1",
+    )
+    .fetch_all(ctx.catalog.pool())
+    .await
+    .unwrap();
+    assert_eq!(held.len(), 2);
+    assert_eq!(mirrored, held);
     conn.close().await.unwrap();
     env.cleanup().await;
 }

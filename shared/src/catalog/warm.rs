@@ -17,6 +17,8 @@ pub struct WarmDatabase {
     pub status: String,
     pub schema_version: Option<i64>,
     pub tenant_id: Option<Uuid>,
+    /// `MigrationSet::digest` of the set it was built or last migrated to.
+    pub set_digest: Option<Vec<u8>>,
 }
 
 /// A self-hosted server as the refill sees it.
@@ -32,7 +34,8 @@ pub struct WarmServer {
     pub has_entries: bool,
 }
 
-const WARM_COLUMNS: &str = "id, server_id, database_name, role_name, status, schema_version, tenant_id";
+const WARM_COLUMNS: &str =
+    "id, server_id, database_name, role_name, status, schema_version, tenant_id, set_digest";
 
 impl Catalog {
     /// Self-hosted servers not removed.
@@ -125,12 +128,14 @@ impl Catalog {
     }
 
     /// The entry is built (or migrated) to `version` and claimable.
-    pub async fn warm_database_ready(&self, id: Uuid, version: Option<i64>) -> Result<()> {
+    pub async fn warm_database_ready(&self, id: Uuid, version: Option<i64>, set_digest: &[u8]) -> Result<()> {
         sqlx::query(
-            "UPDATE warm_databases SET status = 'ready', schema_version = $2, ready_at = now() WHERE id = $1",
+            "UPDATE warm_databases SET status = 'ready', schema_version = $2, set_digest = $3, ready_at = now()
+              WHERE id = $1",
         )
         .bind(id)
         .bind(version)
+        .bind(set_digest)
         .execute(self.pool())
         .await?;
         Ok(())

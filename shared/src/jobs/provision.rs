@@ -87,7 +87,7 @@ async fn provision(
         ctx,
         &tenant,
         tenant_migrations::Durability::CallerFlushes,
-        claimed.is_some(),
+        claimed.as_ref(),
     )
     .await?;
     ctx.faults.check("provision.after_migrations", slug)?;
@@ -127,17 +127,35 @@ async fn provision(
 
 /// The tenant migrations, as the tenant's role: once a rollout has recorded a set, new
 /// tenants get exactly that set.
-/// `from_pool`: the database was claimed from the warm pool, so what it held before it was
-/// the tenant's is recorded in the catalog's mirror too (same connection).
+/// `from_pool`: the warm pool entry the database was claimed from. What it held before it
+/// was the tenant's is recorded in the catalog's mirror too: when the entry was built to
+/// this very set (same digest), that is the set itself and no tenant connection is needed
+/// (the refill applied it as the pool's role, NOLOGIN and without PUBLIC access since, so
+/// nobody else wrote to it); otherwise the remaining migrations are applied and the
+/// database's table read, on one connection.
 async fn apply_migrations(
     ctx: &JobContext,
     tenant: &TenantRecord,
     durability: tenant_migrations::Durability,
-    from_pool: bool,
+    from_pool: Option<&crate::catalog::WarmDatabase>,
 ) -> Result<tenant_migrations::Applied, JobError> {
-    let mut conn = ctx.servers.connect_as_tenant(tenant).await?;
     let recorded = ctx.catalog.latest_migration_set().await?;
     let set = recorded.as_ref().unwrap_or(&ctx.tenant_migrations);
+    if let Some(entry) = from_pool {
+        if entry.set_digest.as_deref() == Some(set.digest().as_slice()) {
+            let held: Vec<(i64, Vec<u8>)> = set
+                .migrations
+                .iter()
+                .map(|m| (m.version, m.checksum.clone()))
+                .collect();
+            ctx.catalog.record_tenant_migrations(tenant.id, &held).await?;
+            return Ok(tenant_migrations::Applied {
+                applied: Vec::new(),
+                schema_version: entry.schema_version,
+            });
+        }
+    }
+    let mut conn = ctx.servers.connect_as_tenant(tenant).await?;
     let applied = tenant_migrations::apply(
         &mut conn,
         set,
@@ -149,7 +167,7 @@ async fn apply_migrations(
         tenant_migrations::Timeouts::default(),
     )
     .await?;
-    if from_pool {
+    if from_pool.is_some() {
         super::warm_pool::record_claimed_migrations(ctx, tenant, &mut conn).await?;
     }
     let _ = sqlx::Connection::close(conn).await;
@@ -185,7 +203,7 @@ async fn provision_neon(
     let had_project = tenant.neon_project_id.is_some();
     let tenant = crate::neon::tenants::ensure_project(&ctx.catalog, &ctx.servers, &tenant).await?;
     ctx.faults.check("provision.after_project", slug)?;
-    let applied = apply_migrations(ctx, &tenant, tenant_migrations::Durability::OnCommit, false).await?;
+    let applied = apply_migrations(ctx, &tenant, tenant_migrations::Durability::OnCommit, None).await?;
     ctx.faults.check("provision.after_migrations", slug)?;
     let was_active = activate(ctx, &tenant, &applied, fence).await?;
     let summary = if was_active && had_project && applied.applied.is_empty() {

@@ -152,6 +152,7 @@ async fn refill_locked(ctx: &JobContext, server: &WarmServer, size: i32) -> Resu
             status: "creating".into(),
             schema_version: None,
             tenant_id: None,
+            set_digest: None,
         };
         if let Err(e) = build(ctx, &admin, &entry, set, true).await {
             drop_entry(ctx, &admin, &entry).await?;
@@ -232,7 +233,7 @@ async fn build(
         .await
         .context("locking the pool role")?;
     ctx.catalog
-        .warm_database_ready(entry.id, applied.schema_version)
+        .warm_database_ready(entry.id, applied.schema_version, &set.digest())
         .await?;
     Ok(())
 }
