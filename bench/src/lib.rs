@@ -154,25 +154,17 @@ pub async fn checkpoint() -> Result<()> {
 pub async fn cleanup(namespace: &str) -> Result<()> {
     let mut admin = PgConnection::connect(ADMIN_URL).await?;
     let prefix = format!("{namespace}_");
-    let databases: Vec<String> =
-        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
-            .bind(&prefix)
-            .fetch_all(&mut admin)
-            .await?;
-    for db in databases {
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-            .execute(&mut admin)
-            .await?;
-    }
-    let roles: Vec<String> =
-        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)")
-            .bind(&prefix)
-            .fetch_all(&mut admin)
-            .await?;
-    for role in roles {
-        sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\""))
-            .execute(&mut admin)
-            .await?;
+    // A stopped worker's last `CREATE DATABASE` (a warm pool refill) may still commit after
+    // the worker exited: a role that still owns something is retried after another pass.
+    for pass in 1..=5 {
+        match drop_databases_and_roles(&mut admin, &prefix).await {
+            Ok(()) => break,
+            Err(e) if pass < 5 => {
+                eprintln!("cleanup: {e:#}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
     let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
@@ -194,6 +186,30 @@ pub async fn cleanup(namespace: &str) -> Result<()> {
             .await;
     }
     let _ = conn.close(200, "bye".into()).await;
+    Ok(())
+}
+
+async fn drop_databases_and_roles(admin: &mut PgConnection, prefix: &str) -> Result<()> {
+    let databases: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(prefix)
+            .fetch_all(&mut *admin)
+            .await?;
+    for db in databases {
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+            .execute(&mut *admin)
+            .await?;
+    }
+    let roles: Vec<String> =
+        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)")
+            .bind(prefix)
+            .fetch_all(&mut *admin)
+            .await?;
+    for role in roles {
+        sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\""))
+            .execute(&mut *admin)
+            .await?;
+    }
     Ok(())
 }
 
