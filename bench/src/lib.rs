@@ -190,25 +190,29 @@ pub async fn cleanup(namespace: &str) -> Result<()> {
 }
 
 async fn drop_databases_and_roles(admin: &mut PgConnection, prefix: &str) -> Result<()> {
-    let databases: Vec<String> =
-        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
+    // Databases first: a role that owns one can't be dropped.
+    let kinds = [
+        (
+            "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
+            "DATABASE",
+            " WITH (FORCE)",
+        ),
+        (
+            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)",
+            "ROLE",
+            "",
+        ),
+    ];
+    for (list, kind, option) in kinds {
+        let names: Vec<String> = sqlx::query_scalar(list)
             .bind(prefix)
             .fetch_all(&mut *admin)
             .await?;
-    for db in databases {
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-            .execute(&mut *admin)
-            .await?;
-    }
-    let roles: Vec<String> =
-        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)")
-            .bind(prefix)
-            .fetch_all(&mut *admin)
-            .await?;
-    for role in roles {
-        sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\""))
-            .execute(&mut *admin)
-            .await?;
+        for name in names {
+            sqlx::raw_sql(&format!("DROP {kind} IF EXISTS \"{name}\"{option}"))
+                .execute(&mut *admin)
+                .await?;
+        }
     }
     Ok(())
 }
