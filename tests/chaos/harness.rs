@@ -219,9 +219,19 @@ pub async fn check(
             .sum();
         let all: i64 = jobs.iter().filter(|j| j.0 == *kind).map(|j| j.2).sum();
         if got < *want && !expected.may_fail.contains(kind) {
-            report.fail("lost", format!("{} of {want} {kind} jobs succeeded", got), |r| {
-                &mut r.lost
-            });
+            // What became of the others: status, attempts, error.
+            let others: Vec<(String, String, i32, Option<String>)> = sqlx::query_as(
+                "SELECT tenant::text, status, attempts, error FROM jobs WHERE kind = $1 AND status <> 'succeeded' LIMIT 5",
+            )
+            .bind(kind)
+            .fetch_all(catalog.pool())
+            .await
+            .unwrap();
+            report.fail(
+                "lost",
+                format!("{got} of {want} {kind} jobs succeeded; the others: {others:?}"),
+                |r| &mut r.lost,
+            );
             report.lost += want - got - 1;
         }
         let extra: i64 = expected.extra.iter().filter(|e| e.0 == *kind).map(|e| e.1).sum();

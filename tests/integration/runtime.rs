@@ -189,14 +189,15 @@ async fn a_batched_success_is_written_only_for_jobs_whose_lease_is_still_held() 
         .finish_succeeded(&[
             (held.id, held.epoch, outcome.clone()),
             (lost.id, lost.epoch, outcome.clone()),
+            // An earlier attempt's success of the same job, in the same batch.
+            (held.id, held.epoch - 1, serde_json::json!({"summary": "stale"})),
         ])
         .await
         .unwrap();
-    assert_eq!(written, vec![held.id]);
-    assert_eq!(
-        catalog.job(held.id).await.unwrap().unwrap().status,
-        JobStatus::Succeeded
-    );
+    assert_eq!(written, vec![(held.id, held.epoch)]);
+    let held_now = catalog.job(held.id).await.unwrap().unwrap();
+    assert_eq!(held_now.status, JobStatus::Succeeded);
+    assert_eq!(held_now.outcome.unwrap()["summary"], "done");
     let lost_now = catalog.job(lost.id).await.unwrap().unwrap();
     assert_eq!(lost_now.status, JobStatus::Running);
     assert_eq!(lost_now.lease_owner.as_deref(), Some("other"));

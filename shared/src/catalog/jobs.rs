@@ -521,18 +521,19 @@ impl Catalog {
     }
 
     /// Records successes — `(job, epoch, outcome)` — in one statement, each fenced by its
-    /// epoch; returns the jobs written (one missing lost its lease and nothing was written).
-    pub async fn finish_succeeded(&self, done: &[(Uuid, i64, Value)]) -> Result<Vec<Uuid>> {
+    /// epoch; returns the (job, epoch) pairs written (one missing lost its lease and nothing
+    /// was written for it).
+    pub async fn finish_succeeded(&self, done: &[(Uuid, i64, Value)]) -> Result<Vec<(Uuid, i64)>> {
         let ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
         let epochs: Vec<i64> = done.iter().map(|d| d.1).collect();
         let outcomes: Vec<&Value> = done.iter().map(|d| &d.2).collect();
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_as(
             "UPDATE jobs SET status = 'succeeded', outcome = f.outcome, error = NULL, lease_owner = NULL,
                     lease_expires_at = NULL, finished_at = now(), updated_at = now()
                FROM unnest($1::uuid[], $2::bigint[], $3::jsonb[]) AS f (id, epoch, outcome),
                     (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
               WHERE jobs.id = f.id AND jobs.epoch = f.epoch AND jobs.status = 'running'
-             RETURNING jobs.id",
+             RETURNING jobs.id, f.epoch",
         )
         .bind(&ids)
         .bind(&epochs)

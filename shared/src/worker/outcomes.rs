@@ -60,14 +60,14 @@ impl SuccessWriter {
             let catalog = catalog.clone();
             async move {
                 match catalog.finish_succeeded(&rows).await {
-                    Ok(written) => rows.iter().map(|r| Ok(written.contains(&r.0))).collect(),
+                    Ok(written) => rows.iter().map(|r| Ok(written.contains(&(r.0, r.1)))).collect(),
                     Err(e) if rows.len() == 1 => vec![Err(e)],
                     // One row's trouble must not fail the others: each on its own.
                     Err(_) => {
                         let mut results = Vec::with_capacity(rows.len());
                         for row in rows {
-                            let id = row.0;
-                            results.push(catalog.finish_succeeded(&[row]).await.map(|w| w.contains(&id)));
+                            let fence = (row.0, row.1);
+                            results.push(catalog.finish_succeeded(&[row]).await.map(|w| w.contains(&fence)));
                         }
                         results
                     }
