@@ -91,19 +91,29 @@ pub async fn wait_for_consumer(namespace: &str) -> Result<()> {
 
 /// Publishes `n` signups (`tenant-00000`…) as plain AMQP JSON, waiting for the confirms.
 pub async fn publish_signups(namespace: &str, n: usize) -> Result<()> {
+    let bodies =
+        (0..n).map(|i| format!(r#"{{"kind":"provision","tenant":"tenant-{i:05}","key":"signup-{i}"}}"#));
+    publish_persistent(&format!("{namespace}.jobs"), "provision", bodies).await
+}
+
+/// Publishes each body as a persistent JSON message to `exchange` with `routing_key`, then
+/// waits for the broker's confirms.
+pub async fn publish_persistent(
+    exchange: &str,
+    routing_key: &str,
+    bodies: impl IntoIterator<Item = String>,
+) -> Result<()> {
     let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    let exchange = format!("{namespace}.jobs");
-    for i in 0..n {
-        let body = format!(r#"{{"kind":"provision","tenant":"tenant-{i:05}","key":"signup-{i}"}}"#);
+    for body in bodies {
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
         channel
             .basic_publish(
-                exchange.as_str().into(),
-                "provision".into(),
+                exchange.into(),
+                routing_key.into(),
                 BasicPublishOptions::default(),
                 body.as_bytes(),
                 properties,

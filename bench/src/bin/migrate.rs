@@ -116,7 +116,7 @@ async fn run(
     };
     let mut workers = start_workers(pgfleet, namespace, work, &key, direct, workers_count, concurrency)?;
     println!("provisioning {tenants} tenants…");
-    let setup = async {
+    let databases = {
         wait_for_consumer(namespace).await?;
         publish_signups(namespace, tenants).await?;
         let mut catalog = PgConnection::connect(&direct.catalog_url(namespace)).await?;
@@ -136,15 +136,7 @@ async fn run(
         let databases: Vec<String> = sqlx::query_scalar("SELECT database_name FROM tenants ORDER BY slug")
             .fetch_all(&mut catalog)
             .await?;
-        Ok::<_, anyhow::Error>(databases)
-    }
-    .await;
-    let databases = match setup {
-        Ok(databases) => databases,
-        Err(e) => {
-            stop_workers(workers);
-            return Err(e);
-        }
+        databases
     };
 
     let binary = client_bindir().await?.join("psql");
@@ -159,7 +151,7 @@ async fn run(
     // Direct: both loops (`psql` as a script finds it on PATH — on Debian/Ubuntu that is
     // postgresql-common's Perl wrapper, which picks the version's binary on every call —
     // and the psql binary itself, the like-for-like baseline), then pgfleet.
-    let result = async {
+    {
         let mut runs = Vec::new();
         for (psql, name) in [
             (&on_path, format!("`psql` on PATH{wrapper}")),
@@ -187,22 +179,14 @@ async fn run(
             )
             .await?,
         );
-        Ok::<_, anyhow::Error>(runs)
-    }
-    .await;
-    match result {
-        Ok(runs) => rounds.push((direct, runs)),
-        Err(e) => {
-            stop_workers(workers);
-            return Err(e);
-        }
+        rounds.push((direct, runs));
     }
 
     // Through the delay proxy: every connection both pipelines make (pgfleet's catalog and
     // tenant connections, each psql) crosses it. The registered server moves to the proxy's
     // address and the workers restart with it.
     if !round_trip.is_zero() {
-        stop_workers(workers);
+        drop(workers);
         let proxy = DelayProxy::start("127.0.0.1:5432".parse()?, round_trip)?;
         let delayed = Route {
             port: proxy.port,
@@ -236,7 +220,7 @@ async fn run(
             workers_count,
             concurrency,
         )?;
-        let result = async {
+        {
             wait_for_consumer(namespace).await?;
             let file = work.join("loop_delayed.sql");
             std::fs::write(&file, LOOP_MIGRATION.replace("plan_loop", "plan_loop_delayed"))?;
@@ -262,18 +246,10 @@ async fn run(
                 )
                 .await?,
             );
-            Ok::<_, anyhow::Error>(runs)
-        }
-        .await;
-        match result {
-            Ok(runs) => rounds.push((delayed, runs)),
-            Err(e) => {
-                stop_workers(workers);
-                return Err(e);
-            }
+            rounds.push((delayed, runs));
         }
     }
-    stop_workers(workers);
+    drop(workers);
 
     let pct = |v: &[i64], p: f64| {
         v.get(((v.len() as f64 - 1.0) * p).round() as usize)
@@ -310,6 +286,20 @@ async fn run(
     Ok(())
 }
 
+/// Worker processes, stopped (SIGTERM, then waited for) when dropped: on every way out.
+struct Workers(Vec<std::process::Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for worker in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &worker.id().to_string()])
+                .status();
+            let _ = worker.wait();
+        }
+    }
+}
+
 fn start_workers(
     pgfleet: &Path,
     namespace: &str,
@@ -318,10 +308,10 @@ fn start_workers(
     route: Route,
     count: usize,
     concurrency: usize,
-) -> Result<Vec<std::process::Child>> {
-    let mut workers = Vec::new();
+) -> Result<Workers> {
+    let mut workers = Workers(Vec::new());
     for i in 0..count {
-        workers.push(
+        workers.0.push(
             pgfleet_cmd(pgfleet, namespace, work, key, route)
                 .args(["worker", "--concurrency", &concurrency.to_string()])
                 .stderr(std::fs::File::create(
@@ -331,15 +321,6 @@ fn start_workers(
         );
     }
     Ok(workers)
-}
-
-fn stop_workers(workers: Vec<std::process::Child>) {
-    for mut worker in workers {
-        let _ = Command::new("kill")
-            .args(["-TERM", &worker.id().to_string()])
-            .status();
-        let _ = worker.wait();
-    }
 }
 
 /// `pgfleet migrate --all --wait` of one new migration file (`column` added with an index).

@@ -15,14 +15,13 @@
 use anyhow::{bail, Result};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use pgfleet_bench::{
     bench_namespace, catalog_transactions, checkpoint, cleanup, cpu_seconds, numeric_flag,
-    process_cpu_seconds, wait_for_consumer, AMQP_URL,
+    process_cpu_seconds, publish_persistent, publish_signups, wait_for_consumer, AMQP_URL,
 };
 use pgfleet_shared::secrets::SecretKey;
 use secrecy::ExposeSecret;
@@ -74,7 +73,7 @@ async fn run(namespace: &str, work: &std::path::Path, jobs: usize, concurrency: 
         let machine_before = cpu_seconds();
         println!("pgfleet: {jobs} no-op jobs through one worker (--noop-jobs, concurrency {concurrency})…");
         let started = Instant::now();
-        publish(namespace, jobs).await?;
+        publish_signups(namespace, jobs).await?;
         let published = started.elapsed();
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
@@ -159,35 +158,6 @@ struct Measured {
     machine_cpu_ms_per_job: f64,
 }
 
-/// `n` signups as an application publishes them, waiting for the broker's confirms.
-async fn publish(namespace: &str, n: usize) -> Result<()> {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
-    let channel = conn.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    let exchange = format!("{namespace}.jobs");
-    for i in 0..n {
-        let body = format!(r#"{{"kind":"provision","tenant":"noop-{i:06}","key":"noop-{i}"}}"#);
-        channel
-            .basic_publish(
-                exchange.as_str().into(),
-                "provision".into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                persistent(),
-            )
-            .await?;
-    }
-    channel.wait_for_confirms().await?;
-    let _ = conn.close(200, "bye".into()).await;
-    Ok(())
-}
-
-fn persistent() -> BasicProperties {
-    BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-}
-
 /// The broker's own ceiling: `n` persistent messages into a quorum queue, then one consumer
 /// with prefetch `prefetch` acking each; the time from the first delivery to the last ack.
 async fn broker_floor(namespace: &str, n: usize, prefetch: usize) -> Result<Duration> {
@@ -203,20 +173,8 @@ async fn broker_floor(namespace: &str, n: usize, prefetch: usize) -> Result<Dura
     channel
         .queue_declare(queue.as_str().into(), durable, args)
         .await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    for i in 0..n {
-        let body = format!(r#"{{"kind":"provision","tenant":"noop-{i:06}","key":"noop-{i}"}}"#);
-        channel
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                persistent(),
-            )
-            .await?;
-    }
-    channel.wait_for_confirms().await?;
+    let bodies = (0..n).map(|i| format!(r#"{{"kind":"provision","tenant":"noop-{i:06}","key":"noop-{i}"}}"#));
+    publish_persistent("", &queue, bodies).await?;
     let consumer_channel = conn.create_channel().await?;
     consumer_channel
         .basic_qos(

@@ -273,6 +273,21 @@ fn bind_new_job<'q>(
         .bind(new.max_attempts)
 }
 
+/// Binds `$1..$6` of a many-jobs statement (`unnest` of ids, keys, kinds, tenants,
+/// payloads, max attempts), the arrays counterpart of `bind_new_job`.
+fn bind_new_jobs<'q, O>(
+    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    news: &'q [NewJob],
+) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(news.iter().map(|n| n.id).collect::<Vec<Uuid>>())
+        .bind(news.iter().map(|n| n.key.as_str()).collect::<Vec<&str>>())
+        .bind(news.iter().map(|n| n.kind.as_str()).collect::<Vec<&str>>())
+        .bind(news.iter().map(|n| n.tenant.as_str()).collect::<Vec<&str>>())
+        .bind(news.iter().map(|n| &n.payload).collect::<Vec<&Value>>())
+        .bind(news.iter().map(|n| n.max_attempts).collect::<Vec<i32>>())
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -285,26 +300,16 @@ impl Catalog {
         if news.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Uuid> = news.iter().map(|n| n.id).collect();
-        let keys: Vec<&str> = news.iter().map(|n| n.key.as_str()).collect();
-        let kinds: Vec<&str> = news.iter().map(|n| n.kind.as_str()).collect();
-        let tenants: Vec<&str> = news.iter().map(|n| n.tenant.as_str()).collect();
-        let payloads: Vec<&Value> = news.iter().map(|n| &n.payload).collect();
-        let attempts: Vec<i32> = news.iter().map(|n| n.max_attempts).collect();
-        let created: Vec<JobRecord> = sqlx::query_as(&insert_jobs_sql(
+        let sql = insert_jobs_sql(
             "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int[])",
             Dispatch::Publishing,
             "DO NOTHING",
             true,
-        ))
-        .bind(&ids)
-        .bind(&keys)
-        .bind(&kinds)
-        .bind(&tenants)
-        .bind(&payloads)
-        .bind(&attempts)
-        .fetch_all(self.pool())
-        .await?;
+        );
+        let created: Vec<JobRecord> = bind_new_jobs(sqlx::query_as(&sql), news)
+            .fetch_all(self.pool())
+            .await?;
+        let keys: Vec<&str> = news.iter().map(|n| n.key.as_str()).collect();
         let mut by_key: std::collections::HashMap<String, (JobRecord, bool)> = created
             .into_iter()
             .map(|j| (j.idempotency_key.clone(), (j, true)))
@@ -358,19 +363,8 @@ impl Catalog {
         owner: &str,
         lease: Duration,
     ) -> Result<Vec<JobRecord>> {
-        let ids: Vec<Uuid> = news.iter().map(|n| n.id).collect();
-        let keys: Vec<&str> = news.iter().map(|n| n.key.as_str()).collect();
-        let kinds: Vec<&str> = news.iter().map(|n| n.kind.as_str()).collect();
-        let tenants: Vec<&str> = news.iter().map(|n| n.tenant.as_str()).collect();
-        let payloads: Vec<&Value> = news.iter().map(|n| &n.payload).collect();
-        let attempts: Vec<i32> = news.iter().map(|n| n.max_attempts).collect();
-        Ok(sqlx::query_as(&format!("{INSERT_CLAIMED}{JOB_COLUMNS}"))
-            .bind(&ids)
-            .bind(&keys)
-            .bind(&kinds)
-            .bind(&tenants)
-            .bind(&payloads)
-            .bind(&attempts)
+        let sql = format!("{INSERT_CLAIMED}{JOB_COLUMNS}");
+        Ok(bind_new_jobs(sqlx::query_as(&sql), news)
             .bind(owner)
             .bind(secs(lease))
             .fetch_all(self.pool())

@@ -335,9 +335,7 @@ impl Worker {
             }
         }
     }
-}
 
-impl Worker {
     /// A new job's first claim goes with the others arriving meanwhile, in one statement;
     /// a job recorded already (or a key taken) is claimed on its own.
     async fn claim(&self, new: &NewJob) -> Result<ClaimOutcome, crate::catalog::CatalogError> {
